@@ -1,0 +1,172 @@
+"""One execution on one worker: claim, stage, run in the sandbox, upload, commit.
+
+Every write after the claim goes through the fencing token, so a run that was canceled or
+re-queued behind its back can neither log, nor commit outputs, nor set a final status.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from rgrid_service import lifecycle
+from rgrid_service.db.models import FAILED, SUCCEEDED, TIMED_OUT, Execution
+from rgrid_service.db.session import engine_for
+from rgrid_service.settings import ServiceSettings
+from rgrid_service.storage import ObjectStore
+
+from . import sandbox, staging
+from .logpump import LogPump
+
+log = logging.getLogger("rgrid.runner")
+
+
+def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) -> str:
+    """Run execution_id if we win the claim. Returns what happened, for the orchestrator's log."""
+    engine = engine_for(settings.database_url)
+    lease = lifecycle.claim(engine, execution_id, worker_id)
+    if lease is None:
+        return "not-claimed"
+    with engine.connect() as conn:
+        ex = conn.execute(
+            select(Execution.script, Execution.args, Execution.env, Execution.runtime,
+                   Execution.timeout_seconds, Execution.inputs).where(Execution.id == execution_id)
+        ).one()
+    root = Path(settings.work_root) / f"{execution_id}-a{lease.attempt}"
+    workdir = root / "work"
+    store = ObjectStore(settings)
+    try:
+        shutil.rmtree(root, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        os.chmod(settings.work_root, 0o755)
+        try:
+            staging.stage_inputs(store, execution_id, ex.inputs, workdir)
+        except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence
+            lifecycle.finish(engine, lease, FAILED, None, f"Could not stage the input files on the worker: {e}", [])
+            return "staging-failed"
+        return _run_staged(engine, store, settings, lease, ex, workdir)
+    except Exception as e:  # noqa: BLE001
+        log.exception("runner failed for %s", execution_id)
+        lifecycle.finish(engine, lease, FAILED, None, f"The worker failed while running it: {e}", [])
+        return "runner-error"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
+    before = staging.snapshot(workdir)
+    try:
+        interpreter = sandbox.resolve_interpreter(ex.runtime)
+        cmd = sandbox.bwrap_command(workdir, interpreter, ex.script, list(ex.args), dict(ex.env or {}))
+    except sandbox.SandboxError as e:
+        lifecycle.finish(engine, lease, FAILED, None, str(e), [])
+        return "sandbox-error"
+    uid = sandbox.sandbox_uid()
+    if uid is not None:
+        for dirpath, _dirs, files in os.walk(workdir):
+            os.chown(dirpath, uid, uid)
+            for f in files:
+                os.lchown(os.path.join(dirpath, f), uid, uid)
+    limits = sandbox.Limits(
+        wall_seconds=ex.timeout_seconds,
+        cpu_seconds=ex.timeout_seconds + 1,
+        memory_mb=settings.sandbox_memory_mb,
+        max_processes=settings.sandbox_max_processes,
+        max_file_mb=settings.sandbox_max_file_mb,
+    )
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=out_w,
+        stderr=err_w,
+        start_new_session=True,
+        user=uid,
+        group=uid,
+        extra_groups=[] if uid is not None else None,
+        preexec_fn=sandbox.preexec(limits),
+    )
+    os.close(out_w)
+    os.close(err_w)
+    pump = LogPump(settings.log_limit_bytes)
+    pump.attach("stdout", out_r)
+    pump.attach("stderr", err_r)
+    tail = bytearray()  # last stderr bytes, to explain a failure in one line
+
+    started = time.monotonic()
+    last_renew = 0.0
+    fenced = timed_out = False
+    while True:
+        exited = proc.poll() is not None
+        now = time.monotonic()
+        if not timed_out and not exited and now - started > limits.wall_seconds:
+            timed_out = True
+            _kill(proc)
+        chunks, newly_truncated = pump.take()
+        for stream, data in chunks:
+            if stream == "stderr":
+                tail.extend(data)
+                del tail[:-4096]
+        if newly_truncated:
+            pump.truncation_noted = True
+        if chunks or newly_truncated or now - last_renew >= settings.lease_check_interval_seconds:
+            if not lifecycle.renew(engine, lease, chunks, truncated=newly_truncated):
+                fenced = True
+                _kill(proc)
+                break
+            last_renew = now
+        if exited and pump.drained():
+            break
+        time.sleep(settings.log_flush_interval_seconds)
+    proc.wait()
+    if fenced:
+        return "fenced"
+    if pump.dropped:
+        lifecycle.renew(engine, lease, [("system", pump.truncation_note())])
+
+    code = proc.returncode
+    if timed_out:
+        status, exit_code, reason = TIMED_OUT, None, f"Timed out after {limits.wall_seconds} s (raise it with --timeout)."
+    elif code == 0:
+        status, exit_code, reason = SUCCEEDED, 0, None
+    else:
+        status, exit_code, reason = FAILED, _exit_code(code), _explain(code, bytes(tail), limits)
+    try:
+        paths = staging.changed_files(workdir, before)
+        outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
+    except Exception as e:  # noqa: BLE001
+        lifecycle.finish(engine, lease, FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
+        return "upload-failed"
+    if not lifecycle.finish(engine, lease, status, exit_code, reason, outputs):
+        store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")
+        return "fenced"
+    return status
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _exit_code(code: int) -> int:
+    return 128 - code if code < 0 else code
+
+
+def _explain(code: int, stderr_tail: bytes, limits: sandbox.Limits) -> str:
+    text = stderr_tail.decode("utf-8", "replace")
+    if text.lstrip().startswith("bwrap:"):
+        return "The sandbox could not start: " + text.strip().splitlines()[-1]
+    if "MemoryError" in text or code in (-signal.SIGKILL, 128 + signal.SIGKILL):
+        return f"Out of memory: the script exceeded the {limits.memory_mb} MB memory limit."
+    if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return f"CPU time limit of {limits.cpu_seconds} s exceeded."
+    return f"The script exited with code {_exit_code(code)}."

@@ -1,0 +1,108 @@
+"""The bubblewrap sandbox a script runs in: /work its only writable place, no network, and limits.
+
+When the runner is root, the script runs as an unprivileged user id of its own (so the process
+limit is really enforced); inside the sandbox it appears as uid 1000.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from rgrid.runtimes import SUPPORTED_RUNTIMES
+
+# Interpreters a runtime may use, first one found wins.
+RUNTIME_INTERPRETERS = {"python:3.11": ["/usr/bin/python3.11", "/usr/local/bin/python3.11", "python3.11"]}
+SANDBOX_UID_BASE = 200_000
+
+
+class SandboxError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_seconds: int
+    cpu_seconds: int
+    memory_mb: int
+    max_processes: int
+    max_file_mb: int
+
+
+def resolve_interpreter(runtime: str) -> str:
+    if runtime not in RUNTIME_INTERPRETERS:
+        raise SandboxError(f"Unknown runtime {runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}.")
+    for candidate in RUNTIME_INTERPRETERS[runtime]:
+        found = candidate if os.path.isabs(candidate) and os.path.exists(candidate) else shutil.which(candidate)
+        if found:
+            return found
+    raise SandboxError(f"This worker has no interpreter for {runtime}; install python3.11 on it.")
+
+
+def sandbox_uid() -> int | None:
+    """A fresh unprivileged uid per run when we are root; None when we already are unprivileged."""
+    if os.geteuid() != 0:
+        return None
+    return SANDBOX_UID_BASE + secrets.randbelow(100_000)
+
+
+def bwrap_command(workdir: Path, interpreter: str, script: str, args: list[str], env: dict[str, str]) -> list[str]:
+    bwrap = shutil.which("bwrap")
+    if not bwrap:
+        raise SandboxError("bubblewrap (bwrap) is not installed on this worker; install the 'bubblewrap' package.")
+    cmd = [
+        bwrap,
+        "--unshare-all",  # no network, own pid/ipc/uts/user namespaces
+        "--die-with-parent",
+        "--new-session",
+        "--uid", "1000", "--gid", "1000",
+        "--ro-bind", "/usr", "/usr",
+        "--symlink", "usr/lib", "/lib",
+        "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/bin", "/bin",
+        "--symlink", "usr/sbin", "/sbin",
+        "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--ro-bind-try", "/etc/localtime", "/etc/localtime",
+        "--ro-bind-try", "/etc/alternatives", "/etc/alternatives",
+        "--ro-bind-try", "/etc/ssl", "/etc/ssl",
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--tmpfs", "/tmp",
+        "--bind", str(workdir), "/work",
+        "--chdir", "/work",
+        "--clearenv",
+    ]
+    real = os.path.realpath(interpreter)
+    if not real.startswith("/usr/"):
+        # An interpreter installed elsewhere (pyenv, /opt): make its prefix visible read-only.
+        prefix = str(Path(real).parent.parent)
+        cmd += ["--ro-bind", prefix, prefix]
+    base_env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/work",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",  # output streams to the user as it is printed
+        "RGRID": "1",
+    }
+    for key, value in {**base_env, **env}.items():
+        cmd += ["--setenv", key, value]
+    return cmd + ["--", interpreter, script, *args]
+
+
+def preexec(limits: Limits):
+    """Runs in the child before exec: resource limits that the whole sandbox inherits."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
+        mem = limits.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+        size = limits.max_file_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply

@@ -1,0 +1,214 @@
+"""FastAPI control plane: executions, their inputs, logs and outputs, per tenant."""
+from __future__ import annotations
+
+import base64
+import secrets
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from rgrid.names import input_name_problem
+from rgrid.runtimes import SUPPORTED_RUNTIMES
+
+from .. import lifecycle
+from ..auth import tenant_for_key
+from ..db.models import TERMINAL, UPLOADING, Execution, ExecutionAttempt, ExecutionOutput, LogChunk
+from ..db.session import engine_for
+from ..settings import ServiceSettings, get_settings
+from ..storage import ObjectStore, input_key
+from . import schemas
+
+ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+LOG_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    engine = engine_for(settings.database_url)
+    store = ObjectStore(settings)
+    app = FastAPI(
+        title="RGrid control plane",
+        version="1",
+        description="Run ordinary scripts on an elastic grid. Every endpoint but /v1/health needs "
+        "`Authorization: Bearer <API key>`.",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def database_away(_request: Request, _exc: Exception):
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "The database is not reachable right now. Nothing was lost; try again in a few seconds."},
+            headers={"Retry-After": "5"},
+        )
+
+    def tenant(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+        if creds is None or not creds.credentials:
+            raise HTTPException(401, "An API key is required: send 'Authorization: Bearer <key>' (rgrid login sets it).")
+        found = tenant_for_key(engine, creds.credentials)
+        if found is None:
+            raise HTTPException(401, "That API key is not valid. Check RGRID_API_KEY or ask for a new key.")
+        return found
+
+    def owned(execution_id: str, tenant_id: str) -> Execution:
+        with Session(engine) as session:
+            ex = session.scalars(
+                select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
+            ).first()
+        if ex is None:
+            raise HTTPException(404, f"No execution {execution_id!r} for this API key. `rgrid list` shows yours.")
+        return ex
+
+    def view(ex, attempts=()) -> schemas.ExecutionView:
+        return schemas.ExecutionView(
+            id=ex.id, status=ex.status, script=ex.script, args=ex.args, env_keys=sorted(ex.env or {}),
+            runtime=ex.runtime, timeout_seconds=ex.timeout_seconds,
+            inputs=[{k: i[k] for k in ("name", "kind", "size")} for i in ex.inputs or []],
+            batch_id=ex.batch_id, attempt=ex.attempt, max_attempts=ex.max_attempts, worker_id=ex.worker_id,
+            exit_code=ex.exit_code, reason=ex.reason, log_truncated=ex.log_truncated,
+            created_at=ex.created_at, queued_at=ex.queued_at, started_at=ex.started_at,
+            finished_at=ex.finished_at,
+            attempts=[schemas.Attempt.model_validate(a, from_attributes=True) for a in attempts],
+        )
+
+    @app.get("/v1/health")
+    def health():
+        with engine.connect() as conn:
+            lifecycle.db_now(conn)
+        return {"status": "ok"}
+
+    @app.post("/v1/executions", response_model=schemas.Created, status_code=201)
+    def create_execution(body: schemas.CreateExecution, tenant_id: str = Depends(tenant)):
+        names = [i.name for i in body.inputs]
+        for name in names:
+            problem = input_name_problem(name)
+            if problem:
+                raise HTTPException(400, f"Input name {name!r} {problem}; rename the file and try again.")
+        if len(set(names)) != len(names):
+            raise HTTPException(400, "Two inputs have the same name; every input needs its own name.")
+        if body.script not in names:
+            raise HTTPException(400, f"The script {body.script!r} must be one of the uploaded inputs.")
+        if body.runtime not in SUPPORTED_RUNTIMES:
+            raise HTTPException(
+                400, f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
+            )
+        for key in body.env:
+            if not key or key[0].isdigit() or not set(key) <= ENV_KEY_CHARS:
+                raise HTTPException(400, f"Environment variable name {key!r} is not valid (letters, digits, _).")
+        execution_id = "ex-" + secrets.token_hex(6)
+        with engine.begin() as conn:
+            conn.execute(
+                insert(Execution).values(
+                    id=execution_id, tenant_id=tenant_id, status=UPLOADING, script=body.script,
+                    args=body.args, env=body.env, runtime=body.runtime,
+                    timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
+                    inputs=[i.model_dump() for i in body.inputs], batch_id=body.batch_id,
+                    max_attempts=settings.max_attempts,
+                )
+            )
+        uploads = [schemas.Upload(name=n, url=store.presign_put(input_key(execution_id, n))) for n in names]
+        return schemas.Created(id=execution_id, status=UPLOADING, uploads=uploads)
+
+    @app.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView)
+    def submit_execution(execution_id: str, tenant_id: str = Depends(tenant)):
+        ex = owned(execution_id, tenant_id)
+        if ex.status != UPLOADING:
+            raise HTTPException(409, f"Execution {execution_id} was already submitted (it is {ex.status}).")
+        problems = []
+        for spec in ex.inputs:
+            stat = store.stat(input_key(execution_id, spec["name"]))
+            if stat is None:
+                problems.append(f"{spec['name']} was not uploaded")
+            elif stat.size != spec["size"]:
+                problems.append(f"{spec['name']} arrived with {stat.size} bytes instead of {spec['size']}")
+            elif stat.etag and "-" not in stat.etag and stat.etag.strip('"') != spec["md5"]:
+                problems.append(f"{spec['name']} arrived with a different checksum")
+        if problems:
+            raise HTTPException(409, "Not queued: " + "; ".join(problems) + ". Upload again and resubmit.")
+        lifecycle.submit(engine, execution_id)
+        return view(owned(execution_id, tenant_id))
+
+    @app.get("/v1/executions", response_model=list[schemas.ExecutionView])
+    def list_executions(
+        tenant_id: str = Depends(tenant),
+        status: str | None = None,
+        batch: str | None = None,
+        limit: int = Query(50, ge=1, le=1000),
+    ):
+        q = select(Execution).where(Execution.tenant_id == tenant_id)
+        if status:
+            q = q.where(Execution.status == status)
+        if batch:
+            q = q.where(Execution.batch_id == batch)
+        q = q.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
+        with Session(engine) as session:
+            rows = session.scalars(q).all()
+        return [view(r) for r in rows]
+
+    @app.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView)
+    def get_execution(execution_id: str, tenant_id: str = Depends(tenant)):
+        ex = owned(execution_id, tenant_id)
+        with engine.connect() as conn:
+            attempts = conn.execute(
+                select(ExecutionAttempt.__table__)
+                .where(ExecutionAttempt.execution_id == execution_id)
+                .order_by(ExecutionAttempt.attempt)
+            ).all()
+        return view(ex, attempts)
+
+    @app.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView)
+    def cancel_execution(execution_id: str, tenant_id: str = Depends(tenant)):
+        ex = owned(execution_id, tenant_id)
+        if ex.status in TERMINAL:
+            return view(ex)
+        lifecycle.cancel(engine, execution_id)
+        return view(owned(execution_id, tenant_id))
+
+    @app.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage)
+    def get_logs(
+        execution_id: str,
+        tenant_id: str = Depends(tenant),
+        after: int = Query(0, ge=0),
+        limit: int = Query(1000, ge=1, le=10_000),
+    ):
+        ex = owned(execution_id, tenant_id)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
+                .where(LogChunk.execution_id == execution_id, LogChunk.id > after)
+                .order_by(LogChunk.id)
+                .limit(limit)
+            ).all()
+        chunks, size, next_after = [], 0, after
+        for r in rows:
+            if chunks and size + len(r.data) > LOG_PAGE_BYTES:
+                break
+            chunks.append(
+                schemas.LogChunkView(id=r.id, attempt=r.attempt, stream=r.stream, data_b64=base64.b64encode(r.data).decode())
+            )
+            size += len(r.data)
+            next_after = r.id
+        # Finished only once the terminal status is seen *and* this page drained the log.
+        finished = ex.status in TERMINAL and len(chunks) == len(rows) and len(rows) < limit
+        return schemas.LogPage(chunks=chunks, next_after=next_after, status=ex.status, finished=finished)
+
+    @app.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView])
+    def get_outputs(execution_id: str, tenant_id: str = Depends(tenant)):
+        owned(execution_id, tenant_id)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(ExecutionOutput.path, ExecutionOutput.size, ExecutionOutput.sha256, ExecutionOutput.object_key)
+                .where(ExecutionOutput.execution_id == execution_id)
+                .order_by(ExecutionOutput.path)
+            ).all()
+        return [
+            schemas.OutputView(path=r.path, size=r.size, sha256=r.sha256, url=store.presign_get(r.object_key))
+            for r in rows
+        ]
+
+    return app

@@ -1,0 +1,89 @@
+"""Request and response bodies of the /v1 API."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class InputSpec(BaseModel):
+    name: str = Field(description="File name inside /work (no '/', no '..').")
+    kind: Literal["file", "dir"] = "file"
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    md5: str = Field(pattern=r"^[0-9a-f]{32}$", description="Checked against the store's ETag on submit.")
+
+
+class CreateExecution(BaseModel):
+    script: str = Field(description="Name of the input that is the script to run.")
+    args: list[str] = Field(default_factory=list, max_length=10_000)
+    env: dict[str, str] = Field(default_factory=dict)
+    runtime: str = "python:3.11"
+    timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
+    inputs: list[InputSpec] = Field(default_factory=list, max_length=10_000)
+    batch_id: str | None = Field(default=None, max_length=32)
+
+
+class Upload(BaseModel):
+    name: str
+    url: str
+
+
+class Created(BaseModel):
+    id: str
+    status: str
+    uploads: list[Upload]
+
+
+class Attempt(BaseModel):
+    attempt: int
+    worker_id: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    reason: str | None
+
+
+class ExecutionView(BaseModel):
+    id: str
+    status: str
+    script: str
+    args: list[str]
+    env_keys: list[str]
+    runtime: str
+    timeout_seconds: int
+    inputs: list[dict]
+    batch_id: str | None
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    exit_code: int | None
+    reason: str | None
+    log_truncated: bool
+    created_at: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class LogChunkView(BaseModel):
+    id: int
+    attempt: int
+    stream: str
+    data_b64: str
+
+
+class LogPage(BaseModel):
+    chunks: list[LogChunkView]
+    next_after: int
+    status: str
+    finished: bool
+
+
+class OutputView(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    url: str

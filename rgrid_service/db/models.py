@@ -1,0 +1,146 @@
+"""SQLAlchemy models: the database is the only authority on execution state.
+
+Timestamps are stored as naive UTC (the database clock, `now()`, writes most of them).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# Lifecycle. `uploading` is the pre-queue state: an execution becomes `queued` only after
+# every input is uploaded and verified.
+UPLOADING = "uploading"
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+CANCELED = "canceled"
+LOST = "lost"
+TERMINAL = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELED, LOST})
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    script: Mapped[str] = mapped_column(String(255))
+    args: Mapped[list] = mapped_column(JSON, default=list)
+    # Secret values: never returned by the API, never logged.
+    env: Mapped[dict] = mapped_column(JSON, default=dict)
+    runtime: Mapped[str] = mapped_column(String(64))
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[list] = mapped_column(JSON, default=list)
+    batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # Fencing token: incremented by every claim.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    __table_args__ = (Index("ix_executions_tenant_created", "tenant_id", "created_at"),)
+
+
+class ExecutionAttempt(Base):
+    """One row per claim: the attempt history a user sees in `rgrid status`."""
+
+    __tablename__ = "execution_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    __table_args__ = (UniqueConstraint("execution_id", "attempt"),)
+
+
+class ExecutionOutput(Base):
+    """Files committed by the winning attempt, written in the same transaction as its final status."""
+
+    __tablename__ = "execution_outputs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(1200))
+    __table_args__ = (UniqueConstraint("execution_id", "path"),)
+
+
+class LogChunk(Base):
+    """Raw stdout/stderr bytes (not necessarily UTF-8), in arrival order by id."""
+
+    __tablename__ = "log_chunks"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr | system
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    server_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    location: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))  # booting | active | dead | deleted
+    slots: Mapped[int] = mapped_column(Integer, default=2)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class WorkerHeartbeat(Base):
+    __tablename__ = "worker_heartbeats"
+    worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id"), primary_key=True)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    running: Mapped[list] = mapped_column(JSON, default=list)

@@ -1,0 +1,225 @@
+"""The local grid: the real stack as processes on 127.0.0.1.
+
+SeaweedFS (S3), a Ray head, N Ray worker nodes (2 slots each), the API and the orchestrator, all
+started detached in their own process groups and recorded in <home>/local/state.json, so that any
+later `rgrid` command can find them and `rgrid local down` can stop them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from ..auth import create_key
+from ..db.models import Worker
+from ..db.session import engine_for, upgrade_schema
+from ..raynet import ray_process_env
+from ..settings import ServiceSettings
+from ..storage import ObjectStore
+from .procs import alive, free_ports, spawn, stop_groups, wait_for_port
+from .seaweed import start_seaweed
+
+SLOTS_PER_WORKER = 2
+
+
+@dataclass
+class GridState:
+    home: str
+    api_url: str
+    api_key: str
+    ray_address: str
+    dashboard_url: str
+    s3_endpoint: str
+    database_url: str
+    pids: dict[str, int] = field(default_factory=dict)  # component -> pid (= its process group)
+
+    @property
+    def path(self) -> Path:
+        return state_path(Path(self.home))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.path)
+
+    def components(self) -> dict[str, bool]:
+        return {name: alive(pid) for name, pid in self.pids.items()}
+
+    def workers(self) -> list[str]:
+        return sorted((n for n in self.pids if n.startswith("w-")), key=lambda n: int(n[2:]))
+
+
+def state_path(home: Path) -> Path:
+    return home / "local" / "state.json"
+
+
+def load_state(home: Path) -> GridState | None:
+    try:
+        return GridState(**json.loads(state_path(home).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def is_running(home: Path) -> GridState | None:
+    state = load_state(home)
+    if state and state.pids and all(state.components().values()):
+        return state
+    return None
+
+
+def service_env(state: GridState, local_dir: Path, s3_keys: tuple[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        RGRID_DATABASE_URL=state.database_url,
+        RGRID_S3_ENDPOINT=state.s3_endpoint,
+        RGRID_S3_ACCESS_KEY=s3_keys[0],
+        RGRID_S3_SECRET_KEY=s3_keys[1],
+        RGRID_S3_BUCKET="rgrid",
+        RGRID_RAY_ADDRESS=state.ray_address,
+        RGRID_WORK_ROOT=str(local_dir / "work"),
+    )
+    return env
+
+
+def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
+    """Start the local grid (or return the running one)."""
+    running = is_running(home)
+    if running:
+        return running
+    old = load_state(home)
+    if old:  # half-dead leftovers of an earlier grid
+        stop_groups(list(old.pids.values()), grace=5)
+    local = home / "local"
+    logs = local / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    secrets_file = local / "s3-credentials.json"
+    if secrets_file.exists():
+        keys = tuple(json.loads(secrets_file.read_text()))
+    else:
+        keys = ("rgrid-" + secrets.token_hex(4), secrets.token_urlsafe(24))
+        secrets_file.write_text(json.dumps(keys))
+        secrets_file.chmod(0o600)
+    api_port, ray_port, dash_port = free_ports(3)
+    state = GridState(
+        home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",
+        ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}",
+        s3_endpoint="", database_url=f"sqlite:///{local / 'rgrid.db'}",
+    )
+    try:
+        on_step("object store (SeaweedFS)")
+        pid, s3_port = start_seaweed(local / "s3", keys[0], keys[1], logs / "seaweedfs.log")
+        state.pids["s3"] = pid
+        state.s3_endpoint = f"127.0.0.1:{s3_port}"
+        state.save()
+        env = service_env(state, local, keys)
+
+        on_step("Ray head")
+        ray_env = ray_process_env(env)
+        state.pids["ray-head"] = spawn(
+            [sys.executable, "-m", "rgrid_service.raynet", "start", "--head", "--block",
+             "--node-ip-address", "127.0.0.1", "--port", str(ray_port), "--num-cpus", "0",
+             "--disable-usage-stats", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
+             "--temp-dir", str(local / "ray")],
+            logs / "ray-head.log", env=ray_env,
+        )
+        state.save()
+
+        on_step("database")
+        upgrade_schema(state.database_url)
+        engine = engine_for(state.database_url)
+        key_file = local / "api-key"
+        if key_file.exists():
+            state.api_key = key_file.read_text().strip()
+        else:
+            state.api_key = create_key(engine, "local", "local user")
+            key_file.write_text(state.api_key)
+            key_file.chmod(0o600)
+        settings = ServiceSettings(s3_endpoint=state.s3_endpoint, s3_access_key=keys[0], s3_secret_key=keys[1])
+        _retry(lambda: ObjectStore(settings).ensure_bucket(), 30)
+
+        wait_for_port(ray_port, 60, "The Ray head")
+        on_step(f"{workers} worker node(s)")
+        for i in range(1, workers + 1):
+            add_worker(state, env, f"w-{_next_worker_number(state)}")
+
+        on_step("API and orchestrator")
+        state.pids["api"] = spawn(
+            [sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
+            logs / "api.log", env=env,
+        )
+        state.pids["orchestrator"] = spawn(
+            [sys.executable, "-m", "rgrid_service.orchestrator"], logs / "orchestrator.log", env=ray_env
+        )
+        state.save()
+        wait_for_port(api_port, 60, "The API")
+        for name in state.workers():
+            _wait_for_log(logs / f"{name}.log", "Ray runtime started", 90, f"Worker node {name}")
+        return state
+    except BaseException:
+        stop_groups(list(state.pids.values()), grace=5)
+        raise
+
+
+def add_worker(state: GridState, env: dict[str, str], worker_id: str) -> None:
+    """Start one worker "server": a Ray worker node advertising its slots, labelled with its id."""
+    local = Path(state.home) / "local"
+    worker_env = ray_process_env({**env, "RGRID_WORKER_ID": worker_id})
+    state.pids[worker_id] = spawn(
+        [sys.executable, "-m", "rgrid_service.raynet", "start", "--block",
+         "--address", state.ray_address, "--node-ip-address", "127.0.0.1",
+         "--num-cpus", str(SLOTS_PER_WORKER),
+         "--resources", json.dumps({"rgrid_slot": SLOTS_PER_WORKER}),
+         "--labels", json.dumps({"rgrid-worker": worker_id}),
+         "--disable-usage-stats"],
+        local / "logs" / f"{worker_id}.log", env=worker_env,
+    )
+    state.save()
+    with engine_for(state.database_url).begin() as conn:
+        conn.execute(
+            insert(Worker).values(id=worker_id, provider="local", state="active", slots=SLOTS_PER_WORKER)
+            .prefix_with("OR REPLACE", dialect="sqlite")
+        )
+
+
+def _next_worker_number(state: GridState) -> int:
+    return max((int(n[2:]) for n in state.workers()), default=0) + 1
+
+
+def down(home: Path) -> bool:
+    state = load_state(home)
+    if not state:
+        return False
+    # Stop the front first so nothing new is dispatched, then everything at once.
+    order = ["orchestrator", "api"] + state.workers() + ["ray-head", "s3"]
+    stop_groups([state.pids[n] for n in order if n in state.pids], grace=8)
+    state.path.unlink(missing_ok=True)
+    return True
+
+
+def _retry(fn, seconds: float):
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _wait_for_log(path: Path, needle: str, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not start within {timeout:.0f} s; see {path}.")

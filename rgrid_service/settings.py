@@ -1,0 +1,48 @@
+"""Control-plane and runner configuration, read from RGRID_* environment variables.
+
+Every timing knob lives here so tests can run the real loops in seconds.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
+
+    database_url: str = "sqlite:///rgrid.db"
+
+    s3_endpoint: str = "127.0.0.1:8333"
+    s3_access_key: str = "rgrid"
+    s3_secret_key: str = "rgrid-secret"
+    s3_bucket: str = "rgrid"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    # Endpoint the *client* reaches the store at (presigned URLs embed the host).
+    s3_public_endpoint: str | None = None
+    presign_expiry_seconds: int = 3600
+
+    ray_address: str | None = None
+
+    # Orchestrator timings.
+    dispatch_interval_seconds: float = 0.5
+    redispatch_after_seconds: float = 60.0
+
+    # Runner timings and limits.
+    log_flush_interval_seconds: float = 0.2
+    lease_check_interval_seconds: float = 1.0
+    log_limit_bytes: int = 10 * 1024 * 1024
+    default_timeout_seconds: int = 3600
+    sandbox_memory_mb: int = 2048
+    sandbox_max_processes: int = 256
+    sandbox_max_file_mb: int = 8192
+    work_root: str = "/tmp/rgrid-work"
+    worker_id: str | None = None
+    max_attempts: int = 3
+
+
+@lru_cache
+def get_settings() -> ServiceSettings:
+    return ServiceSettings()

@@ -1,0 +1,112 @@
+"""Object store access (any S3: SeaweedFS locally, MinIO or Hetzner Object Storage in production).
+
+Object layout: executions/<id>/inputs/<name> and executions/<id>/outputs/a<attempt>/<path>.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from minio import Minio
+from minio.error import S3Error
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from .settings import ServiceSettings
+
+_TRANSIENT = (S3Error, OSError, ConnectionError)
+_retry = retry(
+    retry=retry_if_exception_type(_TRANSIENT),
+    stop=stop_after_attempt(6),
+    wait=wait_exponential(multiplier=0.5, max=8),
+    reraise=True,
+)
+
+CHUNK = 1024 * 1024
+
+
+def input_key(execution_id: str, name: str) -> str:
+    return f"executions/{execution_id}/inputs/{name}"
+
+
+def output_key(execution_id: str, attempt: int, path: str) -> str:
+    return f"executions/{execution_id}/outputs/a{attempt}/{path}"
+
+
+class ObjectStore:
+    def __init__(self, settings: ServiceSettings):
+        self.bucket = settings.s3_bucket
+        self.expiry = timedelta(seconds=settings.presign_expiry_seconds)
+        self.client = Minio(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+        # Presigned URLs must name the host the *client* will use; signing is local (no request).
+        public = settings.s3_public_endpoint or settings.s3_endpoint
+        self.presigner = Minio(
+            public,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+
+    @_retry
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket)
+
+    def presign_put(self, key: str) -> str:
+        return self.presigner.presigned_put_object(self.bucket, key, expires=self.expiry)
+
+    def presign_get(self, key: str) -> str:
+        return self.presigner.presigned_get_object(self.bucket, key, expires=self.expiry)
+
+    @_retry
+    def stat(self, key: str):
+        """Object metadata, or None when it does not exist."""
+        try:
+            return self.client.stat_object(self.bucket, key)
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
+                return None
+            raise
+
+    @_retry
+    def download_verified(self, key: str, dest: Path, sha256: str | None) -> str:
+        """Stream an object to dest with constant memory; returns (and checks) its sha256."""
+        digest = hashlib.sha256()
+        resp = self.client.get_object(self.bucket, key)
+        try:
+            with open(dest, "wb") as f:
+                for chunk in resp.stream(CHUNK):
+                    f.write(chunk)
+                    digest.update(chunk)
+        finally:
+            resp.close()
+            resp.release_conn()
+        got = digest.hexdigest()
+        if sha256 and got != sha256:
+            raise ChecksumMismatch(f"{key}: expected sha256 {sha256}, got {got}")
+        return got
+
+    @_retry
+    def upload_file(self, key: str, path: Path) -> None:
+        # minio switches to multipart above its part size, so memory stays bounded.
+        self.client.fput_object(self.bucket, key, str(path), part_size=16 * CHUNK)
+
+    @_retry
+    def put_stream(self, key: str, stream: BinaryIO, length: int) -> None:
+        self.client.put_object(self.bucket, key, stream, length)
+
+    def delete_prefix(self, prefix: str) -> None:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            self.client.remove_object(self.bucket, obj.object_name)
+
+
+class ChecksumMismatch(Exception):
+    pass
