@@ -98,7 +98,7 @@ def collect_inputs(script: str, args: list[str]) -> tuple[str, list[str], list[t
         key = path.resolve()
         if key in by_source:
             return by_source[key]
-        base = path.resolve().name
+        base = Path(os.path.abspath(path)).name  # the name the user gave, even for a symlink
         if input_name_problem(base):
             fail(f"Cannot send {str(path)!r}: its name {input_name_problem(base)}.")
         name = dedupe(base, taken)
@@ -375,4 +375,8 @@ def local_down():
 
 
 def main():  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
     app()

@@ -6,7 +6,7 @@ import re
 
 MAX_NAME = 255
 MAX_PATH = 1024
-_BAD_CHARS = re.compile(r"[\x00-\x1f/\\]")
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
 
 
 def input_name_problem(name: str) -> str | None:

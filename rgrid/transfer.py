@@ -54,7 +54,7 @@ def prepare(name: str, source: Path, tmpdir: Path) -> LocalInput:
         if source.is_dir():
             archive = tmpdir / f"{name}.tar"
             with tarfile.open(archive, "w") as tar:
-                tar.add(source, arcname=".")
+                tar.add(os.path.realpath(source), arcname=".")  # a symlinked folder sends its contents
             item = LocalInput(name, source, archive, "dir")
         else:
             item = LocalInput(name, source, source, "file")
@@ -95,7 +95,7 @@ def safe_target(root: Path, rel: str) -> Path:
     """Where output `rel` goes under root; refuses any name that would land outside it."""
     problem = output_path_problem(rel)
     root = root.resolve()
-    target = (root / rel).resolve()
+    target = None if problem else (root / rel).resolve()  # resolving a NUL would raise ValueError
     if problem or not target.is_relative_to(root) or target == root:
         raise TransferError(f"Refusing output name {rel!r}: it {problem or 'escapes the output folder'}.")
     return target

@@ -44,7 +44,7 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
     try:
         shutil.rmtree(root, ignore_errors=True)
         workdir.mkdir(parents=True)
-        os.chmod(settings.work_root, 0o755)
+        os.chmod(settings.work_root, 0o755)  # the sandbox's own uid must reach /work
         try:
             staging.stage_inputs(store, execution_id, ex.inputs, workdir)
         except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence

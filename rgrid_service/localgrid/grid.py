@@ -84,9 +84,19 @@ def service_env(state: GridState, local_dir: Path, s3_keys: tuple[str, str]) -> 
         RGRID_S3_SECRET_KEY=s3_keys[1],
         RGRID_S3_BUCKET="rgrid",
         RGRID_RAY_ADDRESS=state.ray_address,
-        RGRID_WORK_ROOT=str(local_dir / "work"),
+        RGRID_WORK_ROOT=str(work_root(Path(state.home))),
     )
     return env
+
+
+def work_root(home: Path) -> Path:
+    """Where runners stage /work. The sandbox runs as an unprivileged uid that must be able to reach
+    it, so it lives under the system temp dir rather than inside a possibly private home."""
+    import hashlib
+    import tempfile
+
+    tag = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"rgrid-work-{tag}"
 
 
 def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
@@ -145,10 +155,12 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
         settings = ServiceSettings(s3_endpoint=state.s3_endpoint, s3_access_key=keys[0], s3_secret_key=keys[1])
         _retry(lambda: ObjectStore(settings).ensure_bucket(), 30)
 
-        wait_for_port(ray_port, 60, "The Ray head")
-        on_step(f"{workers} worker node(s)")
+        _wait_for_log(logs / "ray-head.log", "Ray runtime started", 120, "The Ray head")
+        # One node at a time: on a 2-core machine, concurrent raylet start-ups can overrun Ray's
+        # fixed 30 s registration window.
         for i in range(1, workers + 1):
-            add_worker(state, env, f"w-{_next_worker_number(state)}")
+            on_step(f"worker node {i} of {workers}")
+            start_worker(state, env, f"w-{_next_worker_number(state)}")
 
         on_step("API and orchestrator")
         state.pids["api"] = spawn(
@@ -161,16 +173,30 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
         )
         state.save()
         wait_for_port(api_port, 60, "The API")
-        for name in state.workers():
-            _wait_for_log(logs / f"{name}.log", "Ray runtime started", 90, f"Worker node {name}")
         return state
     except BaseException:
         stop_groups(list(state.pids.values()), grace=5)
         raise
 
 
+def start_worker(state: GridState, env: dict[str, str], worker_id: str, tries: int = 2) -> None:
+    """Start one worker "server" and wait until its Ray node has joined (retrying once)."""
+    log_path = Path(state.home) / "local" / "logs" / f"{worker_id}.log"
+    for attempt in range(tries):
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        add_worker(state, env, worker_id)
+        try:
+            _wait_for_log(log_path, "Ray runtime started", 90, f"Worker node {worker_id}", offset,
+                          pid=state.pids[worker_id])
+            return
+        except TimeoutError:
+            stop_groups([state.pids.pop(worker_id)], grace=5)
+            if attempt == tries - 1:
+                raise
+
+
 def add_worker(state: GridState, env: dict[str, str], worker_id: str) -> None:
-    """Start one worker "server": a Ray worker node advertising its slots, labelled with its id."""
+    """Launch one worker "server": a Ray worker node advertising its slots, labelled with its id."""
     local = Path(state.home) / "local"
     worker_env = ray_process_env({**env, "RGRID_WORKER_ID": worker_id})
     state.pids[worker_id] = spawn(
@@ -216,10 +242,16 @@ def _retry(fn, seconds: float):
             time.sleep(0.3)
 
 
-def _wait_for_log(path: Path, needle: str, timeout: float, what: str) -> None:
+def _wait_for_log(path: Path, needle: str, timeout: float, what: str, offset: int = 0,
+                  pid: int | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
-            return
+        if path.exists():
+            with open(path, errors="replace") as f:
+                f.seek(offset)
+                if needle in f.read():
+                    return
+        if pid is not None and not alive(pid):
+            raise TimeoutError(f"{what} exited during start-up; see {path}.")
         time.sleep(0.2)
     raise TimeoutError(f"{what} did not start within {timeout:.0f} s; see {path}.")

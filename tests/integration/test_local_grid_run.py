@@ -1,0 +1,287 @@
+"""`rgrid run` end to end on the real local grid, exactly as a user types it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.grid
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_wordcount_example_runs_and_outputs_come_back(grid, tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    r = grid.rgrid("run", str(repo / "examples/wordcount.py"), str(repo / "examples/data/book.txt"),
+                   "--top", "3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert b"12000 words" in r.stdout
+    outputs = list((tmp_path / "rgrid-outputs").glob("ex-*/counts.csv"))
+    assert len(outputs) == 1
+    assert outputs[0].read_text().startswith("word,count\n")
+
+
+def test_large_input_read_identically_to_local(grid, tmp_path):
+    data = os.urandom(12 * 1024 * 1024)
+    (tmp_path / "big.bin").write_bytes(data)
+    write(tmp_path / "digest.py", "import hashlib,sys\nprint(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())\n")
+    r = grid.rgrid("run", "digest.py", "big.bin", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().strip() == hashlib.sha256(data).hexdigest()
+
+
+def test_three_inputs_duplicate_names_and_argument_rewriting(grid, tmp_path):
+    write(tmp_path / "a/data.csv", "from a\n")
+    write(tmp_path / "b/data.csv", "from b\n")
+    write(tmp_path / "notes.txt", "notes\n")
+    write(tmp_path / "show.py", "import sys, json\nprint(json.dumps([sys.argv[1:], [open(a).read() if a.startswith('/work/') else None for a in sys.argv[1:]]]))\n")
+    r = grid.rgrid("run", "show.py", "a/data.csv", "b/data.csv", "notes.txt", "--flag", "two words", "missing.txt",
+                   "", "it's \"quoted\"", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    args, contents = json.loads(r.stdout)
+    assert args == ["/work/data.csv", "/work/data-2.csv", "/work/notes.txt", "--flag", "two words",
+                    "missing.txt", "", "it's \"quoted\""]
+    assert contents[:3] == ["from a\n", "from b\n", "notes\n"]
+
+
+def test_directory_input_and_outputs_in_subfolders(grid, tmp_path):
+    write(tmp_path / "photos/one.txt", "1")
+    write(tmp_path / "photos/nested/two.txt", "22")
+    write(tmp_path / "tree.py", """
+import os, sys
+src = sys.argv[1]
+print(src, sorted(os.path.relpath(os.path.join(d, f), src) for d, _, fs in os.walk(src) for f in fs))
+os.makedirs("results/deep", exist_ok=True)
+open("results/deep/summary.txt", "w").write("ok")
+open("top.txt", "w").write("top")
+""")
+    out = tmp_path / "out"
+    r = grid.rgrid("run", "--output-dir", str(out), "tree.py", "photos", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert "/work/photos ['nested/two.txt', 'one.txt']" in r.stdout.decode()
+    assert (out / "results/deep/summary.txt").read_text() == "ok"
+    assert (out / "top.txt").read_text() == "top"
+    # Inputs that the script did not change are not outputs.
+    assert not (out / "tree.py").exists() and not (out / "photos").exists()
+
+
+def test_exit_code_and_stderr_propagate(grid, tmp_path):
+    write(tmp_path / "fail.py", "import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nsys.exit(7)\n")
+    r = grid.rgrid("run", "--no-download", "fail.py", cwd=tmp_path)
+    assert r.returncode == 7
+    assert b"to stdout" in r.stdout
+    assert b"to stderr" in r.stderr
+    assert b"exited with code 7" in r.stderr
+
+
+def test_timeout_exits_non_zero_with_reason(grid, tmp_path):
+    write(tmp_path / "slow.py", "import time\nprint('started', flush=True)\ntime.sleep(60)\n")
+    r = grid.rgrid("run", "--timeout", "2", "slow.py", cwd=tmp_path)
+    assert r.returncode == 124
+    assert b"Timed out after 2 s" in r.stderr
+
+
+def test_memory_limit_gives_one_line_reason(grid, tmp_path):
+    write(tmp_path / "hog.py", "x = bytearray(2 * 1024 ** 3)\n")
+    r = grid.rgrid("run", "hog.py", cwd=tmp_path)
+    assert r.returncode != 0
+    assert b"Out of memory" in r.stderr
+
+
+def test_sandbox_has_no_network_and_read_only_system(grid, tmp_path):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    write(tmp_path / "probe.py", f"""
+import os, socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2); print("NET OPEN")
+except OSError:
+    print("net closed")
+try:
+    open("/usr/evil", "w"); print("USR WRITABLE")
+except OSError:
+    print("usr read-only")
+print("cwd", os.getcwd(), "home", os.environ.get("HOME"))
+print("secret visible" if os.path.exists(os.path.expanduser("~/.rgrid")) else "no host home")
+""")
+    r = grid.rgrid("run", "probe.py", cwd=tmp_path)
+    listener.close()
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr.decode()
+    assert "net closed" in out and "usr read-only" in out
+    assert "cwd /work home /work" in out
+
+
+def test_env_values_reach_the_script_but_never_listings(grid, tmp_path):
+    write(tmp_path / "env.py", "import os\nprint(len(os.environ['API_TOKEN']))\n")
+    r = grid.rgrid("run", "--detach", "--env", "API_TOKEN=s3cr3t-value", "env.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    ex_id = r.stdout.decode().strip()
+    assert ex_id.startswith("ex-")
+    wait_terminal(grid, ex_id)
+    logs = grid.rgrid("logs", ex_id)
+    assert logs.stdout.decode().strip() == str(len("s3cr3t-value"))
+    for cmd in (("status", ex_id), ("status", "--json", ex_id), ("list", "--json")):
+        shown = grid.rgrid(*cmd)
+        assert b"s3cr3t-value" not in shown.stdout + shown.stderr
+    assert "API_TOKEN" in json.loads(grid.rgrid("status", "--json", ex_id).stdout)["env_keys"]
+
+
+def wait_terminal(grid, ex_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    with grid.api() as api:
+        while time.monotonic() < deadline:
+            ex = api.get(f"/v1/executions/{ex_id}").json()
+            if ex["status"] in ("succeeded", "failed", "timed_out", "canceled", "lost"):
+                return ex
+            time.sleep(0.2)
+    raise AssertionError(f"{ex_id} did not finish in {timeout} s")
+
+
+def test_detach_status_list_logs_download(grid, tmp_path):
+    write(tmp_path / "hello.py", "print('hello from the grid')\nopen('greeting.txt','w').write('hi')\n")
+    r = grid.rgrid("run", "--detach", "hello.py", cwd=tmp_path)
+    ex_id = r.stdout.decode().strip()
+    ex = wait_terminal(grid, ex_id)
+    assert ex["status"] == "succeeded" and ex["exit_code"] == 0
+    status = json.loads(grid.rgrid("status", "--json", ex_id).stdout)
+    assert status["worker_id"] in ("w-1", "w-2")
+    assert status["attempt"] == 1 and status["attempts"][0]["outcome"] == "succeeded"
+    assert status["started_at"] and status["finished_at"] and status["queued_at"]
+    listed = json.loads(grid.rgrid("list", "--json", "--limit", "200").stdout)
+    assert ex_id in [e["id"] for e in listed]
+    assert grid.rgrid("logs", ex_id).stdout == b"hello from the grid\n"
+    assert grid.rgrid("logs", "--follow", ex_id).stdout == b"hello from the grid\n"
+    d = grid.rgrid("download", ex_id, "--output-dir", str(tmp_path / "dl"))
+    assert d.returncode == 0, d.stderr.decode()
+    assert (tmp_path / "dl/greeting.txt").read_text() == "hi"
+
+
+def test_cancel_running_execution(grid, tmp_path):
+    write(tmp_path / "long.py", "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
+    ex_id = grid.rgrid("run", "--detach", "long.py", cwd=tmp_path).stdout.decode().strip()
+    deadline = time.monotonic() + 60
+    with grid.api() as api:
+        while api.get(f"/v1/executions/{ex_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    r = grid.rgrid("cancel", ex_id)
+    assert r.returncode == 0 and b"canceled" in r.stdout
+    ex = wait_terminal(grid, ex_id)
+    assert ex["status"] == "canceled"
+    # The sandbox was killed: no sleeping script is left on the machine.
+    time.sleep(1.5)
+    procs = [p for p in os.listdir("/proc") if p.isdigit()]
+    cmdlines = []
+    for p in procs:
+        try:
+            cmdlines.append(Path(f"/proc/{p}/cmdline").read_bytes())
+        except OSError:
+            pass
+    assert not any(b"long.py" in c and b"bwrap" not in c and b"rgrid" not in c for c in cmdlines)
+
+
+def test_non_utf8_output_and_huge_output_are_kept_bounded(grid, tmp_path):
+    write(tmp_path / "noisy.py", """
+import sys
+sys.stdout.buffer.write(b"\\xff\\xfe binary \\x00 start\\n")
+sys.stdout.flush()
+line = b"x" * 1023 + b"\\n"
+for _ in range(3 * 1024):   # 3 MiB, three times the test grid's 1 MiB log limit
+    sys.stdout.buffer.write(line)
+""")
+    r = grid.rgrid("run", "noisy.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.startswith(b"\xff\xfe binary \x00 start\n")
+    assert len(r.stdout) == 1024 * 1024
+    assert b"output truncated" in r.stderr
+    ex_id = json.loads(grid.rgrid("list", "--json", "--limit", "1").stdout)[0]["id"]
+    assert json.loads(grid.rgrid("status", "--json", ex_id).stdout)["log_truncated"] is True
+    again = grid.rgrid("logs", ex_id)
+    assert again.stdout == r.stdout
+
+
+def test_clear_errors_before_anything_is_queued(grid, tmp_path):
+    before = len(json.loads(grid.rgrid("list", "--json", "--limit", "1000").stdout))
+    r = grid.rgrid("run", "nope.py", cwd=tmp_path)
+    assert r.returncode != 0 and b"not found" in r.stderr
+    write(tmp_path / "ok.py", "print(1)\n")
+    r = grid.rgrid("run", "--runtime", "python:2.7", "ok.py", cwd=tmp_path)
+    assert r.returncode != 0 and b"python:3.11" in r.stderr
+    secret = write(tmp_path / "secret.txt", "x")
+    secret.chmod(0)
+    if os.geteuid() != 0:  # root reads anything
+        r = grid.rgrid("run", "ok.py", "secret.txt", cwd=tmp_path)
+        assert r.returncode != 0 and b"not readable" in r.stderr
+    after = len(json.loads(grid.rgrid("list", "--json", "--limit", "1000").stdout))
+    assert after == before
+
+
+def test_api_rejects_missing_and_invalid_keys(grid):
+    with grid.api(key=None) as anon:
+        assert anon.get("/v1/health").status_code == 200
+        r = anon.get("/v1/executions")
+        assert r.status_code == 401 and "API key" in r.json()["detail"]
+    with grid.api(key="rg_not-a-real-key") as bad:
+        r = bad.get("/v1/executions")
+        assert r.status_code == 401 and "not valid" in r.json()["detail"]
+
+
+def test_other_tenant_sees_nothing(grid, tmp_path):
+    from rgrid_service.auth import create_key
+    from rgrid_service.db.session import engine_for
+
+    other_key = create_key(engine_for(grid.state.database_url), "someone-else")
+    write(tmp_path / "mine.py", "print('mine')\n")
+    ex_id = grid.rgrid("run", "--detach", "mine.py", cwd=tmp_path).stdout.decode().strip()
+    wait_terminal(grid, ex_id)
+    with grid.api(key=other_key) as other:
+        for path in (f"/v1/executions/{ex_id}", f"/v1/executions/{ex_id}/logs", f"/v1/executions/{ex_id}/outputs"):
+            assert other.get(path).status_code == 404
+        assert other.post(f"/v1/executions/{ex_id}/cancel").status_code == 404
+        assert other.get("/v1/executions").json() == []
+    r = grid.rgrid("status", ex_id, env={"RGRID_API_URL": grid.state.api_url, "RGRID_API_KEY": other_key})
+    assert r.returncode == 1 and b"No execution" in r.stderr
+
+
+def test_malicious_input_names_straight_to_the_api(grid):
+    spec = {"kind": "file", "size": 1, "sha256": "0" * 64, "md5": "0" * 32}
+    with grid.api() as api:
+        for name in ["../escape.py", "a/b.py", "/etc/passwd", "x\x00.py", "..", ".", "a\\b.py", "n" * 300]:
+            r = api.post("/v1/executions", json={"script": name, "inputs": [{**spec, "name": name}]})
+            assert r.status_code in (400, 422), (name, r.status_code)
+            assert isinstance(r.json()["detail"], (str, list))
+
+
+def test_presigned_urls_are_really_checked(grid, tmp_path):
+    import httpx
+
+    spec = {"name": "s.py", "kind": "file", "size": 5, "sha256": hashlib.sha256(b"print").hexdigest(),
+            "md5": hashlib.md5(b"print").hexdigest()}
+    with grid.api() as api:
+        created = api.post("/v1/executions", json={"script": "s.py", "inputs": [spec]}).json()
+        url = created["uploads"][0]["url"]
+        tampered = url.replace("inputs/s.py", "inputs/other.py")
+        assert httpx.put(tampered, content=b"print").status_code == 403
+        # Submitting before the upload is refused with a sentence and nothing is queued.
+        r = api.post(f"/v1/executions/{created['id']}/submit")
+        assert r.status_code == 409 and "was not uploaded" in r.json()["detail"]
+        # Uploading different bytes of the same size is caught by the checksum.
+        assert httpx.put(url, content=b"PRINT").status_code == 200
+        r = api.post(f"/v1/executions/{created['id']}/submit")
+        assert r.status_code == 409 and "checksum" in r.json()["detail"]
+        assert httpx.put(url, content=b"print").status_code == 200
+        r = api.post(f"/v1/executions/{created['id']}/submit")
+        assert r.status_code == 200 and r.json()["status"] == "queued"

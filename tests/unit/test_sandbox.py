@@ -1,0 +1,247 @@
+"""rgrid_runner.sandbox: the bubblewrap command line, interpreters, and real sandboxed runs."""
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rgrid_runner import sandbox
+from rgrid_runner.sandbox import Limits, SandboxError, bwrap_command, preexec, resolve_interpreter
+
+HAS_BWRAP = shutil.which("bwrap") is not None
+IS_ROOT = os.geteuid() == 0
+SANDBOX_UID = 200123
+
+
+def need_bwrap():
+    if HAS_BWRAP:
+        return
+    msg = "bubblewrap (bwrap) is not installed, so the real sandbox cannot be exercised; install the 'bubblewrap' package."
+    if os.environ.get("RGRID_REQUIRE_ALL") == "1":
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _triples(cmd: list[str], flag: str) -> list[tuple[str, str]]:
+    return [(cmd[i + 1], cmd[i + 2]) for i, c in enumerate(cmd) if c == flag]
+
+
+# ------------------------------------------------------------------ command line
+
+def test_bwrap_command_shape(tmp_path):
+    need_bwrap()
+    cmd = bwrap_command(tmp_path, "/usr/bin/python3.11", "process.py", ["/work/data.csv", "--n", "3"],
+                        {"API_TOKEN": "s3cr3t", "MSG": "hello world"})
+    assert cmd[0] == shutil.which("bwrap")
+    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+        assert flag in cmd
+    assert ("--bind", str(tmp_path), "/work") in zip(cmd, cmd[1:], cmd[2:])
+    assert ("--chdir", "/work") in zip(cmd, cmd[1:])
+    assert ("/usr", "/usr") in _triples(cmd, "--ro-bind")
+    env = dict(_triples(cmd, "--setenv"))
+    assert env["API_TOKEN"] == "s3cr3t" and env["MSG"] == "hello world"
+    assert env["HOME"] == "/work" and env["RGRID"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert "PATH" in env
+    # --clearenv comes before the variables it would otherwise wipe
+    assert cmd.index("--clearenv") < cmd.index("--setenv")
+    assert cmd[-6:] == ["--", "/usr/bin/python3.11", "process.py", "/work/data.csv", "--n", "3"]
+    # the host's environment does not leak in
+    os.environ.setdefault("RGRID_TEST_LEAK", "x")
+    assert "RGRID_TEST_LEAK" not in env
+
+
+def test_user_env_overrides_the_defaults(tmp_path):
+    need_bwrap()
+    cmd = bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [], {"HOME": "/work/home"})
+    env_pairs = _triples(cmd, "--setenv")
+    assert dict(env_pairs)["HOME"] == "/work/home"
+    assert cmd[-3:] == ["--", "/usr/bin/python3.11", "s.py"]
+
+
+def test_interpreter_outside_usr_gets_its_prefix_bound_read_only(tmp_path):
+    need_bwrap()
+    cmd = bwrap_command(tmp_path, "/opt/py311/bin/python3.11", "s.py", [], {})
+    assert ("/opt/py311", "/opt/py311") in _triples(cmd, "--ro-bind")
+    plain = bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [], {})
+    assert all(not src.startswith("/opt") for src, _ in _triples(plain, "--ro-bind"))
+
+
+def test_bwrap_command_without_bwrap_is_a_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no bwrap on it
+    with pytest.raises(SandboxError, match="install the 'bubblewrap' package"):
+        bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [], {})
+
+
+def test_resolve_interpreter_finds_an_existing_python():
+    path = resolve_interpreter("python:3.11")
+    assert os.path.isabs(path) and os.path.exists(path) and os.access(path, os.X_OK)
+
+
+@pytest.mark.parametrize("runtime", ["python:2.7", "node:20", "", "python"])
+def test_unknown_runtime_lists_the_valid_ones(runtime):
+    with pytest.raises(SandboxError) as info:
+        resolve_interpreter(runtime)
+    assert "python:3.11" in str(info.value)
+    assert "Unknown runtime" in str(info.value)
+
+
+def test_sandbox_uid_is_unprivileged_when_root():
+    uid = sandbox.sandbox_uid()
+    if IS_ROOT:
+        assert uid is not None and uid >= sandbox.SANDBOX_UID_BASE
+    else:
+        assert uid is None
+
+
+# ------------------------------------------------------------------ real sandbox runs
+
+@pytest.fixture
+def workdir():
+    """A /work that an unprivileged uid could also reach (pytest's tmp root is private to us)."""
+    base = tempfile.mkdtemp(prefix="rgrid-sbx-")
+    os.chmod(base, 0o755)
+    wd = Path(base) / "work"
+    wd.mkdir()
+    yield wd
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _run(workdir: Path, script_text: str, args=(), limits=None, uid=None, timeout=60):
+    """Start the sandbox the way rgrid_runner.runner does, and wait for it."""
+    (workdir / "script.py").write_text(textwrap.dedent(script_text))
+    if uid is not None:
+        for dirpath, _dirs, files in os.walk(workdir):
+            os.chown(dirpath, uid, uid)
+            for f in files:
+                os.lchown(os.path.join(dirpath, f), uid, uid)
+    limits = limits or Limits(wall_seconds=60, cpu_seconds=60, memory_mb=1024, max_processes=64, max_file_mb=64)
+    cmd = bwrap_command(workdir, resolve_interpreter("python:3.11"), "script.py", list(args), {"GREETING": "hi there"})
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, user=uid, group=uid, extra_groups=[] if uid is not None else None,
+        preexec_fn=preexec(limits),
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+CONFINEMENT_SCRIPT = """
+    import os, socket, sys
+    print("cwd", os.getcwd())
+    print("env", os.environ.get("GREETING"), os.environ.get("HOME"))
+    print("args", sys.argv[1:])
+    port = int(sys.argv[1])
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        print("net reached")
+    except OSError as e:
+        print("net blocked", type(e).__name__)
+    try:
+        with open("/usr/x", "w") as f:
+            f.write("x")
+        print("usr writable")
+    except OSError as e:
+        print("usr blocked", type(e).__name__)
+    try:
+        open("/etc/passwd").read()
+        print("etc passwd visible")
+    except OSError:
+        print("etc passwd hidden")
+    with open("/work/out.txt", "w") as f:
+        f.write("made in the sandbox\\n")
+    print("done")
+"""
+
+
+@pytest.mark.parametrize("as_sandbox_uid", [False, True], ids=["runner-uid", "unprivileged-uid"])
+def test_real_sandbox_is_confined_to_work(workdir, as_sandbox_uid):
+    need_bwrap()
+    if as_sandbox_uid and not IS_ROOT:
+        pytest.skip("switching to an unprivileged uid needs the tests to run as root")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    try:
+        code, out, err = _run(workdir, CONFINEMENT_SCRIPT, args=[str(port)],
+                              uid=SANDBOX_UID if as_sandbox_uid else None)
+        assert code == 0, err
+        lines = out.splitlines()
+        assert "cwd /work" in lines
+        assert "env hi there /work" in lines
+        assert f"args ['{port}']" in lines
+        assert any(l.startswith("net blocked") for l in lines), out
+        assert any(l.startswith("usr blocked") for l in lines), out
+        assert "etc passwd hidden" in lines
+        assert lines[-1] == "done"
+        # nothing ever reached the host's listening socket
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
+    assert (workdir / "out.txt").read_text() == "made in the sandbox\n"
+    assert not os.path.exists("/usr/x")
+
+
+def test_real_sandbox_reports_the_script_exit_code(workdir):
+    need_bwrap()
+    code, out, err = _run(workdir, "import sys; print('bye'); sys.exit(7)")
+    assert (code, out) == (7, "bye\n")
+
+
+def test_real_sandbox_enforces_the_file_size_limit(workdir):
+    need_bwrap()
+    limits = Limits(wall_seconds=60, cpu_seconds=60, memory_mb=1024, max_processes=64, max_file_mb=1)
+    code, out, err = _run(workdir, """
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        try:
+            with open("big.bin", "wb") as f:
+                f.write(b"x" * (3 * 1024 * 1024))
+            print("wrote it all")
+        except OSError as e:
+            print("stopped", e.errno)
+    """, limits=limits)
+    assert code == 0, err
+    assert out.startswith("stopped")
+    assert (workdir / "big.bin").stat().st_size <= 1024 * 1024
+
+
+FORK_SCRIPT = """
+    import subprocess
+    procs = []
+    for i in range(100):
+        try:
+            procs.append(subprocess.Popen(["sleep", "30"]))
+        except OSError as e:
+            break
+    print("started", len(procs))
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+"""
+
+
+def test_process_limit_stops_a_fork_bomb(workdir):
+    need_bwrap()
+    if not IS_ROOT:
+        pytest.skip("the process limit is enforced per uid; this test needs root to run the script as a uid of its own")
+    limits = Limits(wall_seconds=60, cpu_seconds=60, memory_mb=1024, max_processes=20, max_file_mb=64)
+    code, out, err = _run(workdir, FORK_SCRIPT, limits=limits, uid=SANDBOX_UID)
+    assert code == 0, err
+    started = int(out.split()[-1])
+    assert out.startswith("started ")
+    assert 0 < started < 100, out
+    assert started < 20
