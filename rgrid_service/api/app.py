@@ -38,9 +38,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     bearer = HTTPBearer(auto_error=False)
 
-    @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)
-    async def database_away(_request: Request, _exc: Exception):
+    async def database_away(_request: Request, exc: DBAPIError):
+        # Only "cannot talk to the database" becomes a 503; anything else is a real bug.
+        if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+            raise exc
         return JSONResponse(
             status_code=503,
             content={"detail": "The database is not reachable right now. Nothing was lost; try again in a few seconds."},
@@ -97,9 +99,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise HTTPException(
                 400, f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
             )
-        for key in body.env:
+        for key, value in body.env.items():
             if not key or key[0].isdigit() or not set(key) <= ENV_KEY_CHARS:
                 raise HTTPException(400, f"Environment variable name {key!r} is not valid (letters, digits, _).")
+            if "\x00" in value:
+                raise HTTPException(400, f"The value of {key} contains a NUL character, which no process can receive.")
+        if any("\x00" in a for a in body.args):
+            raise HTTPException(400, "An argument contains a NUL character, which no process can receive.")
         execution_id = "ex-" + secrets.token_hex(6)
         with engine.begin() as conn:
             conn.execute(
@@ -173,7 +179,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     def get_logs(
         execution_id: str,
         tenant_id: str = Depends(tenant),
-        after: int = Query(0, ge=0),
+        after: int = Query(0, ge=0, le=2**62),
         limit: int = Query(1000, ge=1, le=10_000),
     ):
         ex = owned(execution_id, tenant_id)

@@ -1,0 +1,239 @@
+"""Lifecycle semantics against a real database: atomic claim, fencing, cancel, submit, raw log bytes."""
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from rgrid_service import lifecycle
+from rgrid_service.db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk
+from rgrid_service.db.session import make_engine
+
+HERE = Path(__file__).resolve().parent
+
+
+def row(engine, execution_id):
+    with engine.connect() as conn:
+        return conn.execute(select(Execution.__table__).where(Execution.id == execution_id)).one()
+
+
+def count(engine, model, execution_id) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).select_from(model).where(model.execution_id == execution_id)
+        ).scalar_one()
+
+
+def attempts(engine, execution_id):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(ExecutionAttempt.__table__)
+            .where(ExecutionAttempt.execution_id == execution_id)
+            .order_by(ExecutionAttempt.attempt)
+        ).all()
+
+
+def output(path: str) -> dict:
+    return dict(path=path, size=3, sha256="a" * 64, object_key=f"k/{path}")
+
+
+def test_claim_race_threads_exactly_one_winner(db_url, make_execution, engine):
+    execution_id = make_execution()
+    n = 16
+    barrier = threading.Barrier(n, timeout=60)
+    results: dict[str, object] = {}
+    errors: list[BaseException] = []
+    engines = [make_engine(db_url) for _ in range(n)]
+
+    def worker(i: int) -> None:
+        try:
+            with engines[i].connect() as conn:  # race the UPDATE, not the connect
+                conn.execute(text("SELECT 1"))
+            barrier.wait()
+            results[f"w-{i}"] = lifecycle.claim(engines[i], execution_id, f"w-{i}")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        for e in engines:
+            e.dispose()
+    assert not errors, errors
+    assert len(results) == n
+    winners = {w: lease for w, lease in results.items() if lease is not None}
+    assert len(winners) == 1, results
+    (winner, lease), = winners.items()
+    assert lease == lifecycle.Lease(execution_id, 1, winner)
+
+    r = row(engine, execution_id)
+    assert (r.status, r.attempt, r.worker_id) == ("running", 1, winner)
+    rows = attempts(engine, execution_id)
+    assert [(a.attempt, a.worker_id) for a in rows] == [(1, winner)]
+
+
+def test_claim_race_processes_exactly_one_winner(db_url, make_execution, engine):
+    execution_id = make_execution()
+    n = 8
+    if str(HERE) not in sys.path:  # spawned children inherit sys.path and import db_race_child from it
+        sys.path.insert(0, str(HERE))
+    import db_race_child
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(n, timeout=90)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=db_race_child.race, args=(db_url, execution_id, f"p-{i}", barrier, results))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=120) for _ in range(n)]
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    errors = [(w, err) for w, _, err in got if err]
+    assert not errors, errors
+    winners = [(w, attempt) for w, attempt, _ in got if attempt is not None]
+    assert len(winners) == 1, got
+    winner, attempt = winners[0]
+    assert attempt == 1
+    r = row(engine, execution_id)
+    assert (r.status, r.attempt, r.worker_id) == ("running", 1, winner)
+    assert [(a.attempt, a.worker_id) for a in attempts(engine, execution_id)] == [(1, winner)]
+
+
+def test_stale_lease_is_fenced_off_after_requeue(engine, make_execution):
+    execution_id = make_execution()
+    stale = lifecycle.claim(engine, execution_id, "w-1")
+    assert stale is not None and stale.attempt == 1
+
+    # The orchestrator re-queues it behind the first worker's back (e.g. after a partition).
+    with engine.begin() as conn:
+        conn.execute(update(Execution).where(Execution.id == execution_id).values(status="queued"))
+    fresh = lifecycle.claim(engine, execution_id, "w-2")
+    assert fresh == lifecycle.Lease(execution_id, 2, "w-2")
+
+    # The zombie can no longer write anything.
+    assert lifecycle.renew(engine, stale, [("stdout", b"zombie output\n")]) is False
+    assert count(engine, LogChunk, execution_id) == 0
+    assert lifecycle.finish(engine, stale, "succeeded", 0, None, [output("result.txt")]) is False
+    assert count(engine, ExecutionOutput, execution_id) == 0
+    r = row(engine, execution_id)
+    assert (r.status, r.attempt, r.worker_id, r.exit_code, r.log_bytes) == ("running", 2, "w-2", None, 0)
+
+    # The fresh lease works, and everything it writes carries attempt 2.
+    assert lifecycle.renew(engine, fresh, [("stdout", b"hello\n"), ("system", b"note")]) is True
+    with engine.connect() as conn:
+        chunks = conn.execute(select(LogChunk.attempt, LogChunk.stream, LogChunk.data)
+                              .where(LogChunk.execution_id == execution_id).order_by(LogChunk.id)).all()
+    assert [tuple(c) for c in chunks] == [(2, "stdout", b"hello\n"), (2, "system", b"note")]
+    assert row(engine, execution_id).log_bytes == len(b"hello\n")  # system lines are not counted
+
+    assert lifecycle.finish(engine, fresh, "succeeded", 0, None, [output("result.txt"), output("b.csv")]) is True
+    with engine.connect() as conn:
+        outs = conn.execute(select(ExecutionOutput.path, ExecutionOutput.attempt)
+                            .where(ExecutionOutput.execution_id == execution_id).order_by(ExecutionOutput.path)).all()
+    assert [tuple(o) for o in outs] == [("b.csv", 2), ("result.txt", 2)]
+    r = row(engine, execution_id)
+    assert (r.status, r.attempt, r.exit_code) == ("succeeded", 2, 0)
+    assert r.finished_at is not None
+    by_attempt = {a.attempt: a for a in attempts(engine, execution_id)}
+    assert by_attempt[2].outcome == "succeeded" and by_attempt[2].finished_at is not None
+    assert by_attempt[1].outcome is None  # the zombie never got to record anything
+
+    # Once finished, even the winning lease is fenced off.
+    assert lifecycle.renew(engine, fresh) is False
+    assert lifecycle.finish(engine, fresh, "failed", 1, "late", []) is False
+    assert row(engine, execution_id).status == "succeeded"
+
+
+def test_cancel_fences_a_running_attempt(engine, make_execution):
+    execution_id = make_execution()
+    lease = lifecycle.claim(engine, execution_id, "w-1")
+    assert lease is not None
+
+    assert lifecycle.cancel(engine, execution_id) is True
+    r = row(engine, execution_id)
+    assert r.status == "canceled" and r.finished_at is not None
+
+    assert lifecycle.renew(engine, lease, [("stdout", b"still running\n")]) is False
+    assert lifecycle.finish(engine, lease, "succeeded", 0, None, [output("r.txt")]) is False
+    assert row(engine, execution_id).status == "canceled"
+    assert count(engine, LogChunk, execution_id) == 0
+    assert count(engine, ExecutionOutput, execution_id) == 0
+    (a,) = attempts(engine, execution_id)
+    assert (a.attempt, a.outcome) == (1, "canceled") and a.finished_at is not None
+
+    # Canceling again changes nothing.
+    assert lifecycle.cancel(engine, execution_id) is False
+    assert row(engine, execution_id).status == "canceled"
+
+
+def test_cancel_of_queued_execution_prevents_claim(engine, make_execution):
+    execution_id = make_execution()
+    assert lifecycle.cancel(engine, execution_id) is True
+    assert lifecycle.claim(engine, execution_id, "w-1") is None
+    r = row(engine, execution_id)
+    assert (r.status, r.attempt, r.worker_id) == ("canceled", 0, None)
+    assert attempts(engine, execution_id) == []
+
+
+def test_submit_moves_uploading_to_queued_once(engine, make_execution):
+    execution_id = make_execution(status="uploading")
+    assert lifecycle.claim(engine, execution_id, "w-early") is None  # not claimable before submit
+    assert lifecycle.submit(engine, execution_id) is True
+    r = row(engine, execution_id)
+    assert r.status == "queued" and r.queued_at is not None
+    assert lifecycle.submit(engine, execution_id) is False
+    assert row(engine, execution_id).queued_at == r.queued_at
+
+    running = make_execution(status="queued")
+    assert lifecycle.claim(engine, running, "w-1") is not None
+    assert lifecycle.submit(engine, running) is False
+    assert row(engine, running).status == "running"
+
+
+def test_log_chunks_keep_arbitrary_bytes(engine, make_execution):
+    execution_id = make_execution()
+    lease = lifecycle.claim(engine, execution_id, "w-1")
+    raw = b"\xff\xfe\x00abc"
+    every_byte = bytes(range(256))
+    assert lifecycle.renew(engine, lease, [("stdout", raw), ("stderr", every_byte)]) is True
+    with engine.connect() as conn:
+        got = conn.execute(select(LogChunk.stream, LogChunk.data)
+                           .where(LogChunk.execution_id == execution_id).order_by(LogChunk.id)).all()
+    assert [tuple(g) for g in got] == [("stdout", raw), ("stderr", every_byte)]
+    assert isinstance(got[0].data, bytes)
+    assert row(engine, execution_id).log_bytes == len(raw) + 256
+
+
+def test_renew_heartbeat_uses_database_clock(engine, make_execution):
+    execution_id = make_execution()
+    lease = lifecycle.claim(engine, execution_id, "w-1")
+    before = row(engine, execution_id).heartbeat_at
+    assert before is not None
+    assert lifecycle.renew(engine, lease, truncated=True) is True
+    r = row(engine, execution_id)
+    assert r.heartbeat_at >= before
+    assert r.log_truncated is True
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "timed_out", "canceled", "lost"])
+def test_terminal_executions_cannot_be_claimed_or_canceled(engine, make_execution, status):
+    execution_id = make_execution(status=status)
+    assert lifecycle.claim(engine, execution_id, "w-1") is None
+    assert lifecycle.cancel(engine, execution_id) is False
+    assert row(engine, execution_id).status == status
