@@ -285,3 +285,21 @@ def test_presigned_urls_are_really_checked(grid, tmp_path):
         assert httpx.put(url, content=b"print").status_code == 200
         r = api.post(f"/v1/executions/{created['id']}/submit")
         assert r.status_code == 200 and r.json()["status"] == "queued"
+
+
+def test_ctrl_c_in_a_non_interactive_terminal_cancels(grid, tmp_path):
+    import signal
+    import subprocess
+
+    from tests.conftest import RGRID
+
+    write(tmp_path / "long.py", "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([RGRID, "run", "long.py"], cwd=tmp_path, env=grid.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"working\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"Canceled ex-" in err
+    ex_id = err.decode().split("Canceled ")[1].split(".")[0]
+    assert wait_terminal(grid, ex_id)["status"] == "canceled"
