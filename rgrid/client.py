@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import httpx
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 
 class ApiError(Exception):
@@ -13,8 +14,9 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0):
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30.0, retry_seconds: float = 60.0):
         self.api_url = api_url
+        self.retry_seconds = retry_seconds
         self.http = httpx.Client(
             base_url=api_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
@@ -40,7 +42,20 @@ class Client:
         return resp.json()
 
     def get(self, path: str, **params):
-        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        """GETs are safe to repeat: ride out an API restart or a database blip for a while."""
+        params = {k: v for k, v in params.items() if v is not None}
+        for attempt in Retrying(
+            retry=retry_if_exception(_transient),
+            stop=stop_after_delay(self.retry_seconds),
+            wait=wait_exponential(multiplier=0.25, max=2),
+            reraise=True,
+        ):
+            with attempt:
+                return self.request("GET", path, params=params)
 
     def post(self, path: str, json=None):
         return self.request("POST", path, json=json)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.status in (None, 502, 503, 504)

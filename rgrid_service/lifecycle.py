@@ -164,12 +164,106 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
     return True
 
 
-def mark_dispatched(engine: Engine, execution_ids: list[str]) -> None:
-    if not execution_ids:
-        return
+def mark_dispatched(engine: Engine, placements: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Record (execution, worker) placements; returns those still queued (the ones to send)."""
+    sent = []
     with engine.begin() as conn:
+        for execution_id, worker_id in placements:
+            res = conn.execute(
+                update(Execution)
+                .where(Execution.id == execution_id, Execution.status == QUEUED)
+                .values(dispatched_at=func.now(), dispatched_to=worker_id)
+            )
+            if res.rowcount == 1:
+                sent.append((execution_id, worker_id))
+    return sent
+
+
+def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str, str]]:
+    """Mark a worker dead and hand its executions back: re-queued while attempts remain, else lost.
+
+    Returns (execution id, new status) for each orphan. Idempotent: a worker already dead is a no-op.
+    """
+    from .db.models import LOST, Worker
+    from .policies.health import Orphan, orphan_outcome
+
+    results: list[tuple[str, str]] = []
+    with engine.begin() as conn:
+        marked = conn.execute(
+            update(Worker)
+            .where(Worker.id == worker_id, Worker.state != "dead")
+            .values(state="dead", dead_at=func.now(), dead_reason=reason)
+        )
+        if marked.rowcount != 1:
+            return results
+        now = db_now(conn).strftime("%H:%M:%S")
+        orphans = conn.execute(
+            select(Execution.id, Execution.attempt, Execution.max_attempts).where(
+                Execution.worker_id == worker_id, Execution.status == RUNNING
+            )
+        ).all()
+        for row in orphans:
+            outcome = orphan_outcome(Orphan(row.id, row.attempt, row.max_attempts))
+            why = f"attempt {row.attempt} on worker {worker_id} lost at {now}: {reason}"
+            values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
+            if outcome == LOST:
+                values["finished_at"] = func.now()
+            else:
+                values["queued_at"] = func.now()
+            conn.execute(
+                update(Execution)
+                .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == RUNNING)
+                .values(**values)
+            )
+            conn.execute(
+                update(ExecutionAttempt)
+                .where(ExecutionAttempt.execution_id == row.id, ExecutionAttempt.attempt == row.attempt)
+                .values(finished_at=func.now(), outcome="lost", reason=why)
+            )
+            results.append((row.id, outcome))
+        # Dispatches placed on it but not yet claimed go back to the pool at once.
         conn.execute(
             update(Execution)
-            .where(Execution.id.in_(execution_ids), Execution.status == QUEUED)
-            .values(dispatched_at=func.now())
+            .where(Execution.status == QUEUED, Execution.dispatched_to == worker_id)
+            .values(dispatched_at=None, dispatched_to=None)
         )
+    return results
+
+
+def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -> bool:
+    """A worker announces itself. A dead worker id stays dead: it must come back under a new id."""
+    from .db.models import Worker, WorkerHeartbeat
+
+    with engine.begin() as conn:
+        state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
+        if state == "dead":
+            return False
+        if state is None:
+            conn.execute(insert(Worker).values(id=worker_id, provider=provider, state="active", slots=slots))
+        else:
+            conn.execute(update(Worker).where(Worker.id == worker_id).values(state="active", slots=slots))
+        beat = conn.execute(
+            update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
+            .values(last_heartbeat_at=func.now(), running=[])
+        )
+        if beat.rowcount == 0:
+            conn.execute(insert(WorkerHeartbeat).values(worker_id=worker_id, running=[]))
+    return True
+
+
+def heartbeat(engine: Engine, worker_id: str) -> bool:
+    """Record that the worker is alive and what it runs. False: it was declared dead meanwhile."""
+    from .db.models import Worker, WorkerHeartbeat
+
+    with engine.begin() as conn:
+        state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
+        if state != "active":
+            return False
+        running = conn.execute(
+            select(Execution.id).where(Execution.worker_id == worker_id, Execution.status == RUNNING)
+        ).scalars().all()
+        conn.execute(
+            update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
+            .values(last_heartbeat_at=func.now(), running=list(running))
+        )
+    return True

@@ -1,8 +1,11 @@
-"""The orchestrator process: an APScheduler loop that hands queued executions to Ray.
+"""The orchestrator process: APScheduler loops that gather a snapshot, ask a policy, and act.
 
-It never runs scripts and never decides an execution's outcome: it only dispatches. The runner's
-atomic claim makes a duplicate dispatch harmless, so after a restart it simply dispatches again
-whatever is still queued.
+- dispatch: queued executions -> placement policy -> the detached dispatch actor (Ray tasks).
+- sweep: worker heartbeats + Ray's node states -> dead-worker rule -> mark dead, hand orphans
+  back to the queue (or `lost`), delete the server and start a replacement.
+
+It never runs scripts and never decides an execution's outcome. The runner's atomic claim makes a
+duplicate dispatch harmless, so after a restart it simply carries on from the database.
 """
 from __future__ import annotations
 
@@ -10,13 +13,16 @@ import logging
 import signal
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.blocking import BlockingScheduler
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 
 from . import lifecycle
-from .db.models import QUEUED, RUNNING, Execution
+from .db.models import QUEUED, RUNNING, Execution, Worker, WorkerHeartbeat
 from .db.session import engine_for
+from .policies.health import WorkerBeat, dead_workers
+from .policies.placement import Queued, WorkerLoad, place
 from .settings import ServiceSettings, get_settings
 
 log = logging.getLogger("rgrid.orchestrator")
@@ -34,70 +40,120 @@ def connect_ray(address: str) -> None:
     ray.init(address=address, namespace="rgrid", log_to_driver=False, logging_level=logging.WARNING, **kwargs)
 
 
-class Dispatcher:
-    """Dispatch up to the number of free slots; the queue itself stays in the database."""
+def ray_worker_nodes() -> dict[str, dict]:
+    """worker id -> {node_id, alive, slots} for every Ray node that carries an rgrid worker label."""
+    import ray
 
-    def __init__(self, settings: ServiceSettings):
+    nodes: dict[str, dict] = {}
+    for node in ray.nodes():
+        worker_id = (node.get("Labels") or {}).get("rgrid-worker")
+        if not worker_id:
+            continue
+        info = {"node_id": node["NodeID"], "alive": bool(node["Alive"]),
+                "slots": int(node.get("Resources", {}).get("rgrid_slot", 0))}
+        # A worker id may appear twice (a dead node and its restarted self): alive wins.
+        if worker_id not in nodes or info["alive"]:
+            nodes[worker_id] = info
+    return nodes
+
+
+class Orchestrator:
+    def __init__(self, settings: ServiceSettings, provider=None):
         self.settings = settings
         self.engine = engine_for(settings.database_url)
-        self.inflight: dict = {}  # ObjectRef -> execution id
+        self.provider = provider
+        self._dispatcher = None
 
-    def slot_capacity(self) -> int:
+    @property
+    def dispatcher(self):
+        if self._dispatcher is None:
+            from .ray_dispatch import get_dispatcher
+
+            self._dispatcher = get_dispatcher()
+        return self._dispatcher
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch_tick(self) -> int:
         import ray
 
-        return int(ray.cluster_resources().get("rgrid_slot", 0))
-
-    def tick(self) -> int:
-        import ray
-
-        from rgrid_runner.task import execute
-
-        self._reap()
-        capacity = self.slot_capacity()
+        for execution_id, outcome in ray.get(self.dispatcher.reap.remote()):
+            log.info("%s: %s", execution_id, outcome)
+        nodes = ray_worker_nodes()
         with self.engine.connect() as conn:
             now = lifecycle.db_now(conn)
             stale = now - timedelta(seconds=self.settings.redispatch_after_seconds)
-            busy = conn.execute(
-                select(func.count()).where(
-                    or_(
-                        Execution.status == RUNNING,
-                        and_(Execution.status == QUEUED, Execution.dispatched_at >= stale),
-                    )
-                )
-            ).scalar_one()
-            free = capacity - busy
+            window = now - timedelta(seconds=self.settings.placement_window_seconds)
+            active = conn.execute(select(Worker.id).where(Worker.state == "active")).scalars().all()
+            pending = and_(Execution.status == QUEUED, Execution.dispatched_at >= stale)
+            holder = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
+            busy = dict(conn.execute(
+                select(holder, func.count()).where(or_(Execution.status == RUNNING, pending)).group_by(holder)
+            ).all())
+            recent = dict(conn.execute(
+                select(Execution.dispatched_to, func.count())
+                .where(Execution.dispatched_at >= window)
+                .group_by(Execution.dispatched_to)
+            ).all())
+            workers = [
+                WorkerLoad(w, nodes[w]["slots"], busy.get(w, 0), recent.get(w, 0))
+                for w in active if w in nodes and nodes[w]["alive"] and nodes[w]["slots"] > 0
+            ]
+            free = sum(max(0, w.slots - w.busy) for w in workers)
             if free <= 0:
                 return 0
-            ids = conn.execute(
-                select(Execution.id)
-                .where(
-                    Execution.status == QUEUED,
-                    or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale),
-                )
+            queued = conn.execute(
+                select(Execution.id, Execution.batch_id, Execution.batch_parallel)
+                .where(Execution.status == QUEUED,
+                       or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale))
                 .order_by(Execution.queued_at, Execution.id)
-                .limit(free)
-            ).scalars().all()
-        if not ids:
-            return 0
-        lifecycle.mark_dispatched(self.engine, ids)
-        for execution_id in ids:
-            ref = execute.options(scheduling_strategy="SPREAD").remote(execution_id)
-            self.inflight[ref] = execution_id
-        log.info("dispatched %d execution(s): %s", len(ids), ", ".join(ids))
-        return len(ids)
+                .limit(free * 20)
+            ).all()
+            if not queued:
+                return 0
+            batches = {q.batch_id for q in queued if q.batch_id and q.batch_parallel}
+            batch_busy = dict(conn.execute(
+                select(Execution.batch_id, func.count())
+                .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
+                .group_by(Execution.batch_id)
+            ).all()) if batches else {}
+        decisions = place([Queued(q.id, q.batch_id, q.batch_parallel) for q in queued], workers, batch_busy)
+        sent = lifecycle.mark_dispatched(self.engine, decisions)
+        if sent:
+            ray.get(self.dispatcher.dispatch.remote([(e, nodes[w]["node_id"]) for e, w in sent]))
+            log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
+        return len(sent)
 
-    def _reap(self) -> None:
-        import ray
+    # ------------------------------------------------------------------ health
 
-        if not self.inflight:
-            return
-        done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
-        for ref in done:
-            execution_id = self.inflight.pop(ref)
-            try:
-                log.info("%s: %s", execution_id, ray.get(ref))
-            except Exception as e:  # noqa: BLE001 - the task died; the execution's state is the DB's
-                log.warning("%s: task ended with %s", execution_id, e)
+    def sweep_tick(self) -> list[str]:
+        nodes = ray_worker_nodes()
+        with self.engine.connect() as conn:
+            now = lifecycle.db_now(conn)
+            rows = conn.execute(
+                select(Worker.id, Worker.created_at, WorkerHeartbeat.last_heartbeat_at)
+                .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
+                .where(Worker.state == "active")
+            ).all()
+        beats = [
+            WorkerBeat(r.id, r.last_heartbeat_at, r.created_at,
+                       nodes[r.id]["alive"] if r.id in nodes else None)
+            for r in rows
+        ]
+        dead = dead_workers(beats, now, timedelta(seconds=self.settings.dead_after_seconds))
+        for d in dead:
+            orphans = lifecycle.declare_dead(self.engine, d.worker_id, d.reason)
+            log.warning("worker %s is dead (%s); orphans: %s", d.worker_id, d.reason,
+                        ", ".join(f"{e}->{s}" for e, s in orphans) or "none")
+            if self.provider is not None:
+                try:
+                    self.provider.delete(d.worker_id)
+                    if self.settings.replace_dead_workers:
+                        new_id = self.provider.create()
+                        log.info("replacement worker %s started for %s", new_id, d.worker_id)
+                except Exception:  # noqa: BLE001
+                    log.exception("provider could not replace %s; will retry on a later sweep", d.worker_id)
+        return [d.worker_id for d in dead]
 
 
 def main() -> None:
@@ -106,21 +162,27 @@ def main() -> None:
     settings = get_settings()
     if not settings.ray_address:
         raise SystemExit("RGRID_RAY_ADDRESS is not set: the orchestrator needs the Ray head's address.")
-    for attempt in range(60):
+    for _ in range(120):
         try:
             connect_ray(settings.ray_address)
             break
         except Exception as e:  # noqa: BLE001
             log.warning("Ray head not reachable yet (%s); retrying", e)
             time.sleep(1)
-    dispatcher = Dispatcher(settings)
+    provider = None
+    if settings.local_grid_home:
+        from .fleet.local import LocalProvider
+
+        provider = LocalProvider(Path(settings.local_grid_home))
+    orch = Orchestrator(settings, provider)
     scheduler = BlockingScheduler()
-    scheduler.add_job(
-        _safe(dispatcher.tick), "interval", seconds=settings.dispatch_interval_seconds,
-        max_instances=1, coalesce=True, id="dispatch",
-    )
+    scheduler.add_job(_safe(orch.dispatch_tick), "interval", seconds=settings.dispatch_interval_seconds,
+                      max_instances=1, coalesce=True, id="dispatch")
+    scheduler.add_job(_safe(orch.sweep_tick), "interval", seconds=settings.sweep_interval_seconds,
+                      max_instances=1, coalesce=True, id="sweep")
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
-    log.info("orchestrator started; dispatching every %.1f s", settings.dispatch_interval_seconds)
+    log.info("orchestrator started: dispatch every %.1f s, sweep every %.1f s, dead after %.0f s",
+             settings.dispatch_interval_seconds, settings.sweep_interval_seconds, settings.dead_after_seconds)
     scheduler.start()
 
 

@@ -25,10 +25,20 @@ class ServiceSettings(BaseSettings):
     presign_expiry_seconds: int = 3600
 
     ray_address: str | None = None
+    ray_dashboard_url: str | None = None
+    # Set by the local grid: lets the orchestrator use the local fleet provider.
+    local_grid_home: str | None = None
 
     # Orchestrator timings.
     dispatch_interval_seconds: float = 0.5
     redispatch_after_seconds: float = 60.0
+    placement_window_seconds: float = 600.0
+    sweep_interval_seconds: float = 5.0
+    dead_after_seconds: float = 120.0
+    replace_dead_workers: bool = True
+
+    # Worker agent.
+    heartbeat_interval_seconds: float = 30.0
 
     # Runner timings and limits.
     log_flush_interval_seconds: float = 0.2

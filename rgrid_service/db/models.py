@@ -69,6 +69,8 @@ class Execution(Base):
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     inputs: Mapped[list] = mapped_column(JSON, default=list)
     batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # At most this many executions of the batch run at once (None: no limit).
+    batch_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Fencing token: incremented by every claim.
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
@@ -80,11 +82,16 @@ class Execution(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     queued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The worker the orchestrator placed the pending dispatch on.
+    dispatched_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
-    __table_args__ = (Index("ix_executions_tenant_created", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_executions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_executions_status_worker", "status", "worker_id"),
+    )
 
 
 class ExecutionAttempt(Base):
@@ -137,6 +144,8 @@ class Worker(Base):
     state: Mapped[str] = mapped_column(String(16))  # booting | active | dead | deleted
     slots: Mapped[int] = mapped_column(Integer, default=2)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    dead_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    dead_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class WorkerHeartbeat(Base):

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sqlalchemy import insert
-
 from ..auth import create_key
-from ..db.models import Worker
 from ..db.session import engine_for, upgrade_schema
 from ..raynet import ray_process_env
 from ..settings import ServiceSettings
@@ -75,7 +73,13 @@ def is_running(home: Path) -> GridState | None:
     return None
 
 
-def service_env(state: GridState, local_dir: Path, s3_keys: tuple[str, str]) -> dict[str, str]:
+def service_env_for(state: GridState) -> dict[str, str]:
+    """The environment of every grid process, rebuilt from the saved state."""
+    keys = tuple(json.loads((Path(state.home) / "local" / "s3-credentials.json").read_text()))
+    return service_env(state, keys)
+
+
+def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         RGRID_DATABASE_URL=state.database_url,
@@ -84,6 +88,8 @@ def service_env(state: GridState, local_dir: Path, s3_keys: tuple[str, str]) -> 
         RGRID_S3_SECRET_KEY=s3_keys[1],
         RGRID_S3_BUCKET="rgrid",
         RGRID_RAY_ADDRESS=state.ray_address,
+        RGRID_RAY_DASHBOARD_URL=state.dashboard_url,
+        RGRID_LOCAL_GRID_HOME=state.home,
         RGRID_WORK_ROOT=str(work_root(Path(state.home))),
     )
     return env
@@ -99,8 +105,9 @@ def work_root(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"rgrid-work-{tag}"
 
 
-def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
-    """Start the local grid (or return the running one)."""
+def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str | None = None) -> GridState:
+    """Start the local grid (or return the running one). database_url replaces the SQLite file,
+    e.g. with a PostgreSQL the tests started."""
     running = is_running(home)
     if running:
         return running
@@ -121,7 +128,7 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
     state = GridState(
         home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",
         ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}",
-        s3_endpoint="", database_url=f"sqlite:///{local / 'rgrid.db'}",
+        s3_endpoint="", database_url=database_url or f"sqlite:///{local / 'rgrid.db'}",
     )
     try:
         on_step("object store (SeaweedFS)")
@@ -129,7 +136,7 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
         state.pids["s3"] = pid
         state.s3_endpoint = f"127.0.0.1:{s3_port}"
         state.save()
-        env = service_env(state, local, keys)
+        env = service_env(state, keys)
 
         on_step("Ray head")
         ray_env = ray_process_env(env)
@@ -163,20 +170,44 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None) -> GridState:
             start_worker(state, env, f"w-{_next_worker_number(state)}")
 
         on_step("API and orchestrator")
-        state.pids["api"] = spawn(
-            [sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(api_port), "--log-level", "warning"],
-            logs / "api.log", env=env,
-        )
-        state.pids["orchestrator"] = spawn(
-            [sys.executable, "-m", "rgrid_service.orchestrator"], logs / "orchestrator.log", env=ray_env
-        )
-        state.save()
+        start_api(state, env)
+        start_orchestrator(state, env)
         wait_for_port(api_port, 60, "The API")
         return state
     except BaseException:
         stop_groups(list(state.pids.values()), grace=5)
         raise
+
+
+def start_api(state: GridState, env: dict[str, str]) -> None:
+    port = state.api_url.rsplit(":", 1)[1]
+    state.pids["api"] = spawn(
+        [sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", port, "--log-level", "warning"],
+        Path(state.home) / "local" / "logs" / "api.log", env=env,
+    )
+    state.save()
+
+
+def start_orchestrator(state: GridState, env: dict[str, str]) -> None:
+    state.pids["orchestrator"] = spawn(
+        [sys.executable, "-m", "rgrid_service.orchestrator"],
+        Path(state.home) / "local" / "logs" / "orchestrator.log", env=ray_process_env(env),
+    )
+    state.save()
+
+
+def restart(home: Path, component: str, pause: float = 0.0) -> None:
+    """Stop one control-plane component (api | orchestrator) and start it again."""
+    state = load_state(home)
+    if state is None or component not in ("api", "orchestrator"):
+        raise ValueError(f"cannot restart {component!r}")
+    stop_groups([state.pids[component]], grace=5)
+    time.sleep(pause)
+    env = service_env_for(state)
+    (start_api if component == "api" else start_orchestrator)(state, env)
+    if component == "api":
+        wait_for_port(int(state.api_url.rsplit(":", 1)[1]), 60, "The API")
 
 
 def start_worker(state: GridState, env: dict[str, str], worker_id: str, tries: int = 2) -> None:
@@ -196,24 +227,23 @@ def start_worker(state: GridState, env: dict[str, str], worker_id: str, tries: i
 
 
 def add_worker(state: GridState, env: dict[str, str], worker_id: str) -> None:
-    """Launch one worker "server": a Ray worker node advertising its slots, labelled with its id."""
-    local = Path(state.home) / "local"
+    """Launch one worker "server": a Ray worker node advertising its slots, labelled with its id,
+    and its agent (heartbeats) in the same process group, so they live and die together."""
+    logs = Path(state.home) / "local" / "logs"
     worker_env = ray_process_env({**env, "RGRID_WORKER_ID": worker_id})
-    state.pids[worker_id] = spawn(
-        [sys.executable, "-m", "rgrid_service.raynet", "start", "--block",
-         "--address", state.ray_address, "--node-ip-address", "127.0.0.1",
-         "--num-cpus", str(SLOTS_PER_WORKER),
-         "--resources", json.dumps({"rgrid_slot": SLOTS_PER_WORKER}),
-         "--labels", json.dumps({"rgrid-worker": worker_id}),
-         "--disable-usage-stats"],
-        local / "logs" / f"{worker_id}.log", env=worker_env,
-    )
+    ray_node = [sys.executable, "-m", "rgrid_service.raynet", "start", "--block",
+                "--address", state.ray_address, "--node-ip-address", "127.0.0.1",
+                "--num-cpus", str(SLOTS_PER_WORKER),
+                "--resources", json.dumps({"rgrid_slot": SLOTS_PER_WORKER}),
+                "--labels", json.dumps({"rgrid-worker": worker_id}),
+                "--disable-usage-stats"]
+    agent = [sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(SLOTS_PER_WORKER)]
+    agent_log = logs / f"{worker_id}-agent.log"
+    # One session per "server": the shell starts the agent in the background, then becomes the
+    # Ray node, so both share the process group that stands for the server.
+    script = f"{shlex.join(agent)} >>{shlex.quote(str(agent_log))} 2>&1 &\nexec {shlex.join(ray_node)}"
+    state.pids[worker_id] = spawn(["/bin/sh", "-c", script], logs / f"{worker_id}.log", env=worker_env)
     state.save()
-    with engine_for(state.database_url).begin() as conn:
-        conn.execute(
-            insert(Worker).values(id=worker_id, provider="local", state="active", slots=SLOTS_PER_WORKER)
-            .prefix_with("OR REPLACE", dialect="sqlite")
-        )
 
 
 def _next_worker_number(state: GridState) -> int:

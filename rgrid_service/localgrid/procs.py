@@ -30,7 +30,7 @@ def free_ports(n: int) -> list[int]:
 
 
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
-    """Start cmd in its own session (so it survives the CLI and can be killed as a group)."""
+    """Start cmd detached in its own session, so it survives the CLI and can be killed as a group."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -62,23 +62,7 @@ def alive(pid: int) -> bool:
 
 def stop_group(pgid: int, grace: float = 10.0) -> None:
     """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL what is left."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.waitpid(pgid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if not _group_alive(pgid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_groups([pgid], grace)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -1,0 +1,1 @@
+"""Decisions as pure functions of a snapshot: no I/O, no clock of their own, testable by table."""
