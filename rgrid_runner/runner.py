@@ -63,7 +63,9 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     before = staging.snapshot(workdir)
     try:
         interpreter = sandbox.resolve_interpreter(ex.runtime)
-        cmd = sandbox.bwrap_command(workdir, interpreter, ex.script, list(ex.args), dict(ex.env or {}))
+        cmd = sandbox.bwrap_command(workdir, interpreter, ex.script, list(ex.args))
+        env = sandbox.script_env(dict(ex.env or {}))
+        env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
     except sandbox.SandboxError as e:
         lifecycle.finish(engine, lease, FAILED, None, str(e), [])
         return "sandbox-error"
@@ -84,6 +86,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     err_r, err_w = os.pipe()
     proc = subprocess.Popen(
         cmd,
+        env=env,  # passed through bwrap's environment, never on a command line `ps` can show
         stdin=subprocess.DEVNULL,
         stdout=out_w,
         stderr=err_w,
@@ -100,36 +103,15 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     pump.attach("stderr", err_r)
     tail = bytearray()  # last stderr bytes, to explain a failure in one line
 
-    started = time.monotonic()
-    last_renew = 0.0
-    fenced = timed_out = False
-    while True:
-        exited = proc.poll() is not None
-        now = time.monotonic()
-        if not timed_out and not exited and now - started > limits.wall_seconds:
-            timed_out = True
-            _kill(proc)
-        chunks, newly_truncated = pump.take()
-        for stream, data in chunks:
-            if stream == "stderr":
-                tail.extend(data)
-                del tail[:-4096]
-        if newly_truncated:
-            pump.truncation_noted = True
-        if chunks or newly_truncated or now - last_renew >= settings.lease_check_interval_seconds:
-            if not lifecycle.renew(engine, lease, chunks, truncated=newly_truncated):
-                fenced = True
-                _kill(proc)
-                break
-            last_renew = now
-        if exited and pump.drained():
-            break
-        time.sleep(settings.log_flush_interval_seconds)
+    try:
+        fenced, timed_out = _supervise(engine, settings, lease, proc, pump, limits, tail)
+    finally:
+        _kill(proc)  # whatever happened above, no sandbox outlives its runner loop
     proc.wait()
     if fenced:
         return "fenced"
     if pump.dropped:
-        lifecycle.renew(engine, lease, [("system", pump.truncation_note())])
+        _renew_retrying(engine, lease, [("system", pump.truncation_note())], settings)
 
     code = proc.returncode
     if timed_out:
@@ -148,6 +130,47 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")
         return "fenced"
     return status
+
+
+def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray):
+    """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out)."""
+    started = time.monotonic()
+    last_renew = 0.0
+    timed_out = False
+    while True:
+        exited = proc.poll() is not None
+        now = time.monotonic()
+        if not timed_out and not exited and now - started > limits.wall_seconds:
+            timed_out = True
+            _kill(proc)
+        chunks, newly_truncated = pump.take()
+        for stream, data in chunks:
+            if stream == "stderr":
+                tail.extend(data)
+                del tail[:-4096]
+        if newly_truncated:
+            pump.truncation_noted = True
+        if chunks or newly_truncated or now - last_renew >= settings.lease_check_interval_seconds:
+            if not _renew_retrying(engine, lease, chunks, settings, truncated=newly_truncated):
+                return True, timed_out
+            last_renew = now
+        if exited and pump.drained():
+            return False, timed_out
+        time.sleep(settings.log_flush_interval_seconds)
+
+
+def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False) -> bool:
+    """renew(), riding out a short database outage; an outage longer than that fences us off
+    (the sweep will hand the execution to another worker, so we must not keep running it)."""
+    deadline = time.monotonic() + max(30.0, settings.dead_after_seconds / 2)
+    while True:
+        try:
+            return lifecycle.renew(engine, lease, chunks, truncated=truncated)
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                log.exception("database unreachable for too long; giving up %s", lease.execution_id)
+                return False
+            time.sleep(1)
 
 
 def _kill(proc: subprocess.Popen) -> None:

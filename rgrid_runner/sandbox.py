@@ -49,7 +49,21 @@ def sandbox_uid() -> int | None:
     return SANDBOX_UID_BASE + secrets.randbelow(100_000)
 
 
-def bwrap_command(workdir: Path, interpreter: str, script: str, args: list[str], env: dict[str, str]) -> list[str]:
+def script_env(user_env: dict[str, str]) -> dict[str, str]:
+    """The script's whole environment. It reaches the sandbox as bwrap's own environment (not as
+    --setenv arguments), so secret values never appear in a process list."""
+    base = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/work",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",  # output streams to the user as it is printed
+        "RGRID": "1",
+    }
+    return {**base, **user_env}
+
+
+def bwrap_command(workdir: Path, interpreter: str, script: str, args: list[str]) -> list[str]:
     bwrap = shutil.which("bwrap")
     if not bwrap:
         raise SandboxError("bubblewrap (bwrap) is not installed on this worker; install the 'bubblewrap' package.")
@@ -73,23 +87,12 @@ def bwrap_command(workdir: Path, interpreter: str, script: str, args: list[str],
         "--tmpfs", "/tmp",
         "--bind", str(workdir), "/work",
         "--chdir", "/work",
-        "--clearenv",
     ]
     real = os.path.realpath(interpreter)
     if not real.startswith("/usr/"):
         # An interpreter installed elsewhere (pyenv, /opt): make its prefix visible read-only.
         prefix = str(Path(real).parent.parent)
         cmd += ["--ro-bind", prefix, prefix]
-    base_env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": "/work",
-        "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",  # output streams to the user as it is printed
-        "RGRID": "1",
-    }
-    for key, value in {**base_env, **env}.items():
-        cmd += ["--setenv", key, value]
     return cmd + ["--", interpreter, script, *args]
 
 

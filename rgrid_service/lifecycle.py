@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from .db.clock import utcnow
 from .db.models import (
     CANCELED,
     QUEUED,
@@ -33,7 +34,7 @@ class Lease:
 
 def db_now(conn: Connection) -> datetime:
     """The database clock: every lease and heartbeat comparison uses it, never the local one."""
-    value = conn.execute(select(func.now())).scalar_one()
+    value = conn.execute(select(utcnow())).scalar_one()
     if isinstance(value, str):  # SQLite without type hints on a bare select
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=None)
@@ -57,8 +58,8 @@ def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
                 status=RUNNING,
                 attempt=Execution.attempt + 1,
                 worker_id=worker_id,
-                started_at=func.now(),
-                heartbeat_at=func.now(),
+                started_at=utcnow(),
+                heartbeat_at=utcnow(),
                 finished_at=None,
                 exit_code=None,
                 log_bytes=0,
@@ -68,8 +69,15 @@ def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
         ).first()
         if row is None:
             return None
+        # The runner's own record of how many runs its worker holds, this one included.
+        on_worker = conn.execute(
+            select(func.count()).where(Execution.worker_id == worker_id, Execution.status == RUNNING)
+        ).scalar_one()
         conn.execute(
-            insert(ExecutionAttempt).values(execution_id=execution_id, attempt=row.attempt, worker_id=worker_id)
+            insert(ExecutionAttempt).values(
+                execution_id=execution_id, attempt=row.attempt, worker_id=worker_id,
+                started_at=utcnow(), running_on_worker=on_worker,
+            )
         )
     return Lease(execution_id, row.attempt, worker_id)
 
@@ -83,7 +91,7 @@ def renew(
     """Heartbeat the run and append log chunks, only while the lease holds. False = fenced off."""
     added = sum(len(data) for stream, data in chunks if stream != "system")
     with engine.begin() as conn:
-        values = dict(heartbeat_at=func.now(), log_bytes=Execution.log_bytes + added)
+        values = dict(heartbeat_at=utcnow(), log_bytes=Execution.log_bytes + added)
         if truncated:
             values["log_truncated"] = True
         res = conn.execute(update(Execution).where(*_fence(lease)).values(**values))
@@ -113,7 +121,7 @@ def finish(
         res = conn.execute(
             update(Execution)
             .where(*_fence(lease))
-            .values(status=status, exit_code=exit_code, reason=reason, finished_at=func.now())
+            .values(status=status, exit_code=exit_code, reason=reason, finished_at=utcnow())
         )
         if res.rowcount != 1:
             return False
@@ -125,7 +133,7 @@ def finish(
         conn.execute(
             update(ExecutionAttempt)
             .where(ExecutionAttempt.execution_id == lease.execution_id, ExecutionAttempt.attempt == lease.attempt)
-            .values(finished_at=func.now(), outcome=status, reason=reason)
+            .values(finished_at=utcnow(), outcome=status, reason=reason)
         )
     return True
 
@@ -136,7 +144,7 @@ def submit(engine: Engine, execution_id: str) -> bool:
         res = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status == UPLOADING)
-            .values(status=QUEUED, queued_at=func.now())
+            .values(status=QUEUED, queued_at=utcnow())
         )
         return res.rowcount == 1
 
@@ -147,7 +155,7 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
         row = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status.in_((UPLOADING, QUEUED, RUNNING)))
-            .values(status=CANCELED, reason=reason, finished_at=func.now())
+            .values(status=CANCELED, reason=reason, finished_at=utcnow())
             .returning(Execution.attempt)
         ).first()
         if row is None:
@@ -159,7 +167,7 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
                 ExecutionAttempt.attempt == row.attempt,
                 ExecutionAttempt.finished_at.is_(None),
             )
-            .values(finished_at=func.now(), outcome=CANCELED, reason=reason)
+            .values(finished_at=utcnow(), outcome=CANCELED, reason=reason)
         )
     return True
 
@@ -172,7 +180,7 @@ def mark_dispatched(engine: Engine, placements: list[tuple[str, str]]) -> list[t
             res = conn.execute(
                 update(Execution)
                 .where(Execution.id == execution_id, Execution.status == QUEUED)
-                .values(dispatched_at=func.now(), dispatched_to=worker_id)
+                .values(dispatched_at=utcnow(), dispatched_to=worker_id)
             )
             if res.rowcount == 1:
                 sent.append((execution_id, worker_id))
@@ -192,7 +200,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
         marked = conn.execute(
             update(Worker)
             .where(Worker.id == worker_id, Worker.state != "dead")
-            .values(state="dead", dead_at=func.now(), dead_reason=reason)
+            .values(state="dead", dead_at=utcnow(), dead_reason=reason)
         )
         if marked.rowcount != 1:
             return results
@@ -207,9 +215,9 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
             why = f"attempt {row.attempt} on worker {worker_id} lost at {now}: {reason}"
             values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
             if outcome == LOST:
-                values["finished_at"] = func.now()
+                values["finished_at"] = utcnow()
             else:
-                values["queued_at"] = func.now()
+                values["queued_at"] = utcnow()
             conn.execute(
                 update(Execution)
                 .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == RUNNING)
@@ -218,7 +226,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
             conn.execute(
                 update(ExecutionAttempt)
                 .where(ExecutionAttempt.execution_id == row.id, ExecutionAttempt.attempt == row.attempt)
-                .values(finished_at=func.now(), outcome="lost", reason=why)
+                .values(finished_at=utcnow(), outcome="lost", reason=why)
             )
             results.append((row.id, outcome))
         # Dispatches placed on it but not yet claimed go back to the pool at once.
@@ -244,7 +252,7 @@ def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -
             conn.execute(update(Worker).where(Worker.id == worker_id).values(state="active", slots=slots))
         beat = conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
-            .values(last_heartbeat_at=func.now(), running=[])
+            .values(last_heartbeat_at=utcnow(), running=[])
         )
         if beat.rowcount == 0:
             conn.execute(insert(WorkerHeartbeat).values(worker_id=worker_id, running=[]))
@@ -264,6 +272,18 @@ def heartbeat(engine: Engine, worker_id: str) -> bool:
         ).scalars().all()
         conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
-            .values(last_heartbeat_at=func.now(), running=list(running))
+            .values(last_heartbeat_at=utcnow(), running=list(running))
         )
     return True
+
+
+def expire_uploads(engine: Engine, older_than: datetime) -> int:
+    """Executions whose client vanished mid-upload: canceled, so nothing waits on them forever."""
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(Execution)
+            .where(Execution.status == UPLOADING, Execution.created_at < older_than)
+            .values(status=CANCELED, finished_at=utcnow(),
+                    reason="Its input files were never all uploaded; run it again.")
+        )
+        return res.rowcount

@@ -130,6 +130,12 @@ class Orchestrator:
         nodes = ray_worker_nodes()
         with self.engine.connect() as conn:
             now = lifecycle.db_now(conn)
+        # Upload URLs are dead after presign expiry: nobody can finish those uploads any more.
+        expired = lifecycle.expire_uploads(
+            self.engine, now - timedelta(seconds=self.settings.presign_expiry_seconds + 60))
+        if expired:
+            log.info("canceled %d execution(s) whose uploads never completed", expired)
+        with self.engine.connect() as conn:
             rows = conn.execute(
                 select(Worker.id, Worker.created_at, WorkerHeartbeat.last_heartbeat_at)
                 .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)

@@ -53,6 +53,48 @@ class Grid:
             timeout=timeout, input=input,
         )
 
+    def submit(self, script_text: str, args: list[str] | None = None, name: str = "job.py",
+               extra_inputs: dict[str, bytes] | None = None, **fields) -> str:
+        """Queue an execution straight through the API (no CLI start-up per job): create,
+        upload each input through its presigned URL, submit. Returns the execution id."""
+        import hashlib
+
+        files = {name: script_text.encode(), **(extra_inputs or {})}
+        specs = [{"name": n, "kind": "file", "size": len(b), "sha256": hashlib.sha256(b).hexdigest(),
+                  "md5": hashlib.md5(b).hexdigest()} for n, b in files.items()]
+        with self.api() as api:
+            created = api.post("/v1/executions", json={"script": name, "args": args or [], "inputs": specs,
+                                                       **fields})
+            assert created.status_code == 201, created.text
+            body = created.json()
+            for upload in body["uploads"]:
+                assert httpx.put(upload["url"], content=files[upload["name"]]).status_code == 200
+            submitted = api.post(f"/v1/executions/{body['id']}/submit")
+            assert submitted.status_code == 200, submitted.text
+        return body["id"]
+
+    def wait_all(self, ids: list[str], timeout: float = 300) -> dict[str, dict]:
+        """Poll until every execution is terminal; returns id -> execution."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        done: dict[str, dict] = {}
+        with self.api() as api:
+            while len(done) < len(ids):
+                assert time.monotonic() < deadline, f"{len(ids) - len(done)} executions did not finish"
+                for ex_id in ids:
+                    if ex_id not in done:
+                        ex = api.get(f"/v1/executions/{ex_id}").json()
+                        if ex["status"] in ("succeeded", "failed", "timed_out", "canceled", "lost"):
+                            done[ex_id] = ex
+                time.sleep(0.3)
+        return done
+
+    def engine(self):
+        from rgrid_service.db.session import engine_for
+
+        return engine_for(self.state.database_url)
+
     def api(self, key: str | None = "own") -> httpx.Client:
         headers = {}
         if key == "own":
@@ -60,6 +102,14 @@ class Grid:
         elif key:
             headers["Authorization"] = f"Bearer {key}"
         return httpx.Client(base_url=self.state.api_url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL for the whole session (see tests/pgserver.py)."""
+    from tests.pgserver import pg_server_fixture
+
+    yield from pg_server_fixture()
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +123,7 @@ def grid():
     saved = {k: os.environ.get(k) for k in GRID_ENV}
     os.environ.update(GRID_ENV)
     try:
-        state = localgrid.up(home, workers=2)
+        state = localgrid.up(home, workers=3)
     except Exception:
         for name in ("seaweedfs", "ray-head", "api", "orchestrator", "w-1", "w-2"):
             log = home / "local" / "logs" / f"{name}.log"

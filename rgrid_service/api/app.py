@@ -51,7 +51,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     def tenant(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
         if creds is None or not creds.credentials:
-            raise HTTPException(401, "An API key is required: send 'Authorization: Bearer <key>' (rgrid login sets it).")
+            raise HTTPException(401, "An API key is required: send 'Authorization: Bearer <key>' (the CLI reads it from RGRID_API_KEY).")
         found = tenant_for_key(engine, creds.credentials)
         if found is None:
             raise HTTPException(401, "That API key is not valid. Check RGRID_API_KEY or ask for a new key.")
@@ -106,6 +106,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 raise HTTPException(400, f"The value of {key} contains a NUL character, which no process can receive.")
         if any("\x00" in a for a in body.args):
             raise HTTPException(400, "An argument contains a NUL character, which no process can receive.")
+        if body.batch_parallel is not None and not body.batch_id:
+            raise HTTPException(400, "batch_parallel limits a batch: send it together with a batch_id.")
         execution_id = "ex-" + secrets.token_hex(6)
         with engine.begin() as conn:
             conn.execute(
@@ -114,7 +116,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                     args=body.args, env=body.env, runtime=body.runtime,
                     timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
                     inputs=[i.model_dump() for i in body.inputs], batch_id=body.batch_id,
-                    max_attempts=settings.max_attempts,
+                    batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,
                 )
             )
         uploads = [schemas.Upload(name=n, url=store.presign_put(input_key(execution_id, n))) for n in names]

@@ -23,6 +23,9 @@ class CreateExecution(BaseModel):
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     inputs: list[InputSpec] = Field(default_factory=list, max_length=10_000)
     batch_id: str | None = Field(default=None, max_length=32)
+    batch_parallel: int | None = Field(
+        default=None, ge=1, le=10000, description="At most this many executions of the batch run at once."
+    )
 
 
 class Upload(BaseModel):

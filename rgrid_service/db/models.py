@@ -106,6 +106,8 @@ class ExecutionAttempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Executions running on the worker right after this claim (this one included).
+    running_on_worker: Mapped[int | None] = mapped_column(Integer, nullable=True)
     __table_args__ = (UniqueConstraint("execution_id", "attempt"),)
 
 

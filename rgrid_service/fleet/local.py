@@ -18,7 +18,7 @@ class LocalProvider:
 
     def create(self) -> str:
         state = self._state()
-        worker_id = f"w-{grid._next_worker_number(state)}"
+        worker_id = grid.new_worker_id(state)
         grid.start_worker(state, grid.service_env_for(state), worker_id)
         return worker_id
 

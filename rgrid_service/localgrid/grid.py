@@ -15,7 +15,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select, update
+
 from ..auth import create_key
+from ..db.models import Worker
 from ..db.session import engine_for, upgrade_schema
 from ..raynet import ray_process_env
 from ..settings import ServiceSettings
@@ -36,6 +39,7 @@ class GridState:
     s3_endpoint: str
     database_url: str
     pids: dict[str, int] = field(default_factory=dict)  # component -> pid (= its process group)
+    s3_command: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -132,7 +136,7 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
     )
     try:
         on_step("object store (SeaweedFS)")
-        pid, s3_port = start_seaweed(local / "s3", keys[0], keys[1], logs / "seaweedfs.log")
+        pid, s3_port, state.s3_command = start_seaweed(local / "s3", keys[0], keys[1], logs / "seaweedfs.log")
         state.pids["s3"] = pid
         state.s3_endpoint = f"127.0.0.1:{s3_port}"
         state.save()
@@ -159,6 +163,7 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
             state.api_key = create_key(engine, "local", "local user")
             key_file.write_text(state.api_key)
             key_file.chmod(0o600)
+        retire_workers(state.database_url)
         settings = ServiceSettings(s3_endpoint=state.s3_endpoint, s3_access_key=keys[0], s3_secret_key=keys[1])
         _retry(lambda: ObjectStore(settings).ensure_bucket(), 30)
 
@@ -167,7 +172,7 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
         # fixed 30 s registration window.
         for i in range(1, workers + 1):
             on_step(f"worker node {i} of {workers}")
-            start_worker(state, env, f"w-{_next_worker_number(state)}")
+            start_worker(state, env, new_worker_id(state))
 
         on_step("API and orchestrator")
         start_api(state, env)
@@ -210,6 +215,17 @@ def restart(home: Path, component: str, pause: float = 0.0) -> None:
         wait_for_port(int(state.api_url.rsplit(":", 1)[1]), 60, "The API")
 
 
+def restart_s3(home: Path, down_seconds: float) -> None:
+    """Stop the object store, keep it away for down_seconds, start it again on the same ports."""
+    state = load_state(home)
+    stop_groups([state.pids["s3"]], grace=3)
+    time.sleep(down_seconds)
+    state.pids["s3"] = spawn(state.s3_command, Path(home) / "local" / "logs" / "seaweedfs.log")
+    state.save()
+    port = int(state.s3_endpoint.rsplit(":", 1)[1])
+    wait_for_port(port, 60, "SeaweedFS S3 gateway")
+
+
 def start_worker(state: GridState, env: dict[str, str], worker_id: str, tries: int = 2) -> None:
     """Start one worker "server" and wait until its Ray node has joined (retrying once)."""
     log_path = Path(state.home) / "local" / "logs" / f"{worker_id}.log"
@@ -246,8 +262,18 @@ def add_worker(state: GridState, env: dict[str, str], worker_id: str) -> None:
     state.save()
 
 
-def _next_worker_number(state: GridState) -> int:
-    return max((int(n[2:]) for n in state.workers()), default=0) + 1
+def new_worker_id(state: GridState) -> str:
+    """w-<n>, never used before in this grid's database: a dead worker's id stays dead."""
+    with engine_for(state.database_url).connect() as conn:
+        known = conn.execute(select(Worker.id)).scalars().all()
+    numbers = [int(n[2:]) for n in [*known, *state.workers()] if n.startswith("w-") and n[2:].isdigit()]
+    return f"w-{max(numbers, default=0) + 1}"
+
+
+def retire_workers(database_url: str) -> None:
+    """Workers of an earlier local grid session are gone for good: mark them deleted."""
+    with engine_for(database_url).begin() as conn:
+        conn.execute(update(Worker).where(Worker.provider == "local", Worker.state != "dead").values(state="deleted"))
 
 
 def down(home: Path) -> bool:
@@ -257,6 +283,10 @@ def down(home: Path) -> bool:
     # Stop the front first so nothing new is dispatched, then everything at once.
     order = ["orchestrator", "api"] + state.workers() + ["ray-head", "s3"]
     stop_groups([state.pids[n] for n in order if n in state.pids], grace=8)
+    try:
+        retire_workers(state.database_url)
+    except Exception:  # noqa: BLE001 - the database may be gone with the grid; nothing to retire then
+        pass
     state.path.unlink(missing_ok=True)
     return True
 

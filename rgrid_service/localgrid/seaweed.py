@@ -16,8 +16,9 @@ def weed_binary() -> str:
     return found
 
 
-def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Path) -> tuple[int, int]:
-    """Start `weed server` with S3 on a free 127.0.0.1 port; returns (pid, s3_port)."""
+def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Path) -> tuple[int, int, list[str]]:
+    """Start `weed server` with S3 on a free 127.0.0.1 port; returns (pid, s3_port, command).
+    The same command restarts it on the same ports over the same data."""
     data_dir.mkdir(parents=True, exist_ok=True)
     identities = data_dir / "identities.json"
     identities.write_text(
@@ -50,4 +51,4 @@ def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Pa
     ]
     pid = spawn(cmd, log_path)
     wait_for_port(s3, 60, "SeaweedFS S3 gateway")
-    return pid, s3
+    return pid, s3, cmd

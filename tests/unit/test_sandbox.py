@@ -34,46 +34,42 @@ def _triples(cmd: list[str], flag: str) -> list[tuple[str, str]]:
 
 def test_bwrap_command_shape(tmp_path):
     need_bwrap()
-    cmd = bwrap_command(tmp_path, "/usr/bin/python3.11", "process.py", ["/work/data.csv", "--n", "3"],
-                        {"API_TOKEN": "s3cr3t", "MSG": "hello world"})
+    cmd = bwrap_command(tmp_path, "/usr/bin/python3.11", "process.py", ["/work/data.csv", "--n", "3"])
     assert cmd[0] == shutil.which("bwrap")
-    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+    for flag in ("--unshare-all", "--die-with-parent", "--new-session"):
         assert flag in cmd
     assert ("--bind", str(tmp_path), "/work") in zip(cmd, cmd[1:], cmd[2:])
     assert ("--chdir", "/work") in zip(cmd, cmd[1:])
     assert ("/usr", "/usr") in _triples(cmd, "--ro-bind")
-    env = dict(_triples(cmd, "--setenv"))
+    # The environment travels as bwrap's own environment: no values on the command line.
+    assert "--setenv" not in cmd
+    assert cmd[-6:] == ["--", "/usr/bin/python3.11", "process.py", "/work/data.csv", "--n", "3"]
+
+
+def test_script_env_has_defaults_user_values_and_nothing_from_the_host():
+    os.environ.setdefault("RGRID_TEST_LEAK", "x")
+    env = sandbox.script_env({"API_TOKEN": "s3cr3t", "MSG": "hello world"})
     assert env["API_TOKEN"] == "s3cr3t" and env["MSG"] == "hello world"
     assert env["HOME"] == "/work" and env["RGRID"] == "1" and env["PYTHONUNBUFFERED"] == "1"
-    assert "PATH" in env
-    # --clearenv comes before the variables it would otherwise wipe
-    assert cmd.index("--clearenv") < cmd.index("--setenv")
-    assert cmd[-6:] == ["--", "/usr/bin/python3.11", "process.py", "/work/data.csv", "--n", "3"]
-    # the host's environment does not leak in
-    os.environ.setdefault("RGRID_TEST_LEAK", "x")
-    assert "RGRID_TEST_LEAK" not in env
+    assert "PATH" in env and "RGRID_TEST_LEAK" not in env
 
 
-def test_user_env_overrides_the_defaults(tmp_path):
-    need_bwrap()
-    cmd = bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [], {"HOME": "/work/home"})
-    env_pairs = _triples(cmd, "--setenv")
-    assert dict(env_pairs)["HOME"] == "/work/home"
-    assert cmd[-3:] == ["--", "/usr/bin/python3.11", "s.py"]
+def test_user_env_overrides_the_defaults():
+    assert sandbox.script_env({"HOME": "/work/home"})["HOME"] == "/work/home"
 
 
 def test_interpreter_outside_usr_gets_its_prefix_bound_read_only(tmp_path):
     need_bwrap()
-    cmd = bwrap_command(tmp_path, "/opt/py311/bin/python3.11", "s.py", [], {})
+    cmd = bwrap_command(tmp_path, "/opt/py311/bin/python3.11", "s.py", [])
     assert ("/opt/py311", "/opt/py311") in _triples(cmd, "--ro-bind")
-    plain = bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [], {})
+    plain = bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [])
     assert all(not src.startswith("/opt") for src, _ in _triples(plain, "--ro-bind"))
 
 
 def test_bwrap_command_without_bwrap_is_a_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no bwrap on it
     with pytest.raises(SandboxError, match="install the 'bubblewrap' package"):
-        bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [], {})
+        bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [])
 
 
 def test_resolve_interpreter_finds_an_existing_python():
@@ -119,9 +115,9 @@ def _run(workdir: Path, script_text: str, args=(), limits=None, uid=None, timeou
             for f in files:
                 os.lchown(os.path.join(dirpath, f), uid, uid)
     limits = limits or Limits(wall_seconds=60, cpu_seconds=60, memory_mb=1024, max_processes=64, max_file_mb=64)
-    cmd = bwrap_command(workdir, resolve_interpreter("python:3.11"), "script.py", list(args), {"GREETING": "hi there"})
+    cmd = bwrap_command(workdir, resolve_interpreter("python:3.11"), "script.py", list(args))
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cmd, env=sandbox.script_env({"GREETING": "hi there"}), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True, user=uid, group=uid, extra_groups=[] if uid is not None else None,
         preexec_fn=preexec(limits),
     )

@@ -20,11 +20,15 @@ def upgrade() -> None:
     with op.batch_alter_table("workers") as batch_op:
         batch_op.add_column(sa.Column("dead_at", sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("dead_reason", sa.Text(), nullable=True))
+    with op.batch_alter_table("execution_attempts") as batch_op:
+        batch_op.add_column(sa.Column("running_on_worker", sa.Integer(), nullable=True))
     op.create_index("ix_executions_status_worker", "executions", ["status", "worker_id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_executions_status_worker", table_name="executions")
+    with op.batch_alter_table("execution_attempts") as batch_op:
+        batch_op.drop_column("running_on_worker")
     with op.batch_alter_table("workers") as batch_op:
         batch_op.drop_column("dead_reason")
         batch_op.drop_column("dead_at")

@@ -1,0 +1,128 @@
+"""Distribution across real Ray worker nodes: spread, exactly-once under races, slots, restarts."""
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from rgrid_service.db.models import Execution, ExecutionAttempt, ExecutionOutput
+
+pytestmark = pytest.mark.grid
+
+SLEEPER = "import sys, time\ntime.sleep(float(sys.argv[1]))\nopen('done.txt', 'w').write(sys.argv[1])\nprint('ok')\n"
+
+
+def attempts_of(grid, ids):
+    with grid.engine().connect() as conn:
+        return conn.execute(
+            select(ExecutionAttempt.execution_id, ExecutionAttempt.attempt, ExecutionAttempt.worker_id,
+                   ExecutionAttempt.outcome, ExecutionAttempt.running_on_worker)
+            .where(ExecutionAttempt.execution_id.in_(ids))
+        ).all()
+
+
+def outputs_of(grid, ids):
+    with grid.engine().connect() as conn:
+        return conn.execute(
+            select(ExecutionOutput.execution_id, ExecutionOutput.attempt, ExecutionOutput.path)
+            .where(ExecutionOutput.execution_id.in_(ids))
+        ).all()
+
+
+def assert_committed_once(grid, done: dict[str, dict]):
+    ids = list(done)
+    assert all(ex["status"] == "succeeded" for ex in done.values()), collections.Counter(
+        ex["status"] for ex in done.values())
+    per_exec = collections.Counter(a.execution_id for a in attempts_of(grid, ids) if a.outcome == "succeeded")
+    assert all(per_exec[i] == 1 for i in ids)
+    outs = outputs_of(grid, ids)
+    assert collections.Counter(o.execution_id for o in outs) == {i: 1 for i in ids}
+    assert all(o.attempt == done[o.execution_id]["attempt"] for o in outs)
+
+
+def test_ten_equal_jobs_spread_evenly_over_three_workers(grid):
+    ids = [grid.submit(SLEEPER, ["3"]) for _ in range(10)]
+    done = grid.wait_all(ids)
+    assert_committed_once(grid, done)
+    per_worker = collections.Counter(ex["worker_id"] for ex in done.values())
+    assert len(per_worker) == 3, per_worker
+    assert sorted(per_worker.values()) in ([3, 3, 4],), per_worker
+
+
+def test_hundred_jobs_all_complete_once_within_slot_limits(grid):
+    ids = [grid.submit(SLEEPER, ["0.2"]) for _ in range(100)]
+    done = grid.wait_all(ids, timeout=600)
+    assert_committed_once(grid, done)
+    attempts = attempts_of(grid, ids)
+    assert len(attempts) == 100
+    # The runner records, in its claim transaction, how many runs its worker held: never above 2.
+    assert max(a.running_on_worker for a in attempts) <= 2
+    assert len({a.worker_id for a in attempts}) == 3
+
+
+@pytest.fixture(scope="module")
+def ray_driver(grid):
+    import ray
+
+    from rgrid_service.orchestrator import connect_ray
+
+    connect_ray(grid.state.ray_address)
+    yield ray
+    ray.shutdown()
+
+
+def test_duplicate_dispatches_commit_once(grid, ray_driver):
+    from rgrid_runner.task import execute
+
+    ex_id = grid.submit(SLEEPER, ["1"])
+    # The orchestrator dispatches it too: three runners race for one execution.
+    refs = [execute.remote(ex_id) for _ in range(2)]
+    results = ray_driver.get(refs, timeout=120)
+    done = grid.wait_all([ex_id])
+    assert_committed_once(grid, done)
+    assert done[ex_id]["attempt"] == 1
+    assert len(attempts_of(grid, [ex_id])) == 1
+    assert results.count("not-claimed") >= 1
+
+
+def test_task_started_after_cancel_does_nothing(grid, ray_driver):
+    from rgrid_runner.task import execute
+
+    with grid.api() as api:
+        # Queue it on a batch limited to zero free room: simplest is to cancel right after submit.
+        ex_id = grid.submit(SLEEPER, ["30"])
+        assert api.post(f"/v1/executions/{ex_id}/cancel").json()["status"] == "canceled"
+    assert ray_driver.get(execute.remote(ex_id), timeout=120) == "not-claimed"
+    with grid.engine().connect() as conn:
+        status = conn.execute(select(Execution.status).where(Execution.id == ex_id)).scalar_one()
+    assert status == "canceled"
+    assert outputs_of(grid, [ex_id]) == []
+
+
+def test_restarting_api_and_orchestrator_neither_kills_nor_duplicates(grid):
+    from rgrid_service.localgrid import grid as localgrid
+
+    ids = [grid.submit(SLEEPER, ["2"]) for _ in range(12)]
+    time.sleep(1.5)  # some are running, the rest are queued
+    localgrid.restart(grid.home, "orchestrator")
+    localgrid.restart(grid.home, "api", pause=1)
+    more = [grid.submit(SLEEPER, ["1"]) for _ in range(3)]  # queued after both restarts
+    done = grid.wait_all(ids + more)
+    assert_committed_once(grid, done)
+    assert all(ex["attempt"] == 1 for ex in done.values())
+
+
+def test_status_shows_worker_attempts_and_times(grid, tmp_path):
+    import json
+
+    ex_id = grid.submit(SLEEPER, ["0.1"])
+    grid.wait_all([ex_id])
+    shown = json.loads(grid.rgrid("status", "--json", ex_id).stdout)
+    assert shown["worker_id"].startswith("w-") and shown["attempt"] == 1
+    assert shown["queued_at"] <= shown["started_at"] <= shown["finished_at"]
+    assert shown["attempts"][0]["worker_id"] == shown["worker_id"]
+    listed = {e["id"]: e for e in json.loads(grid.rgrid("list", "--json").stdout)}
+    assert listed[ex_id]["worker_id"] == shown["worker_id"]
