@@ -124,12 +124,28 @@ print("secret visible" if os.path.exists(os.path.expanduser("~/.rgrid")) else "n
     assert "cwd /work home /work" in out
 
 
+def command_lines() -> list[bytes]:
+    lines = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                lines.append(Path(f"/proc/{p}/cmdline").read_bytes())
+            except OSError:
+                pass
+    return lines
+
+
 def test_env_values_reach_the_script_but_never_listings(grid, tmp_path):
-    write(tmp_path / "env.py", "import os\nprint(len(os.environ['API_TOKEN']))\n")
+    write(tmp_path / "env.py", "import os, time\nprint(len(os.environ['API_TOKEN']), flush=True)\ntime.sleep(2)\n")
     r = grid.rgrid("run", "--detach", "--env", "API_TOKEN=s3cr3t-value", "env.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     ex_id = r.stdout.decode().strip()
     assert ex_id.startswith("ex-")
+    with grid.api() as api:
+        while api.get(f"/v1/executions/{ex_id}/logs").json()["chunks"] == []:
+            time.sleep(0.1)
+    # While the script runs, no process on the machine shows the value on its command line.
+    assert not any(b"s3cr3t-value" in line for line in command_lines())
     wait_terminal(grid, ex_id)
     logs = grid.rgrid("logs", ex_id)
     assert logs.stdout.decode().strip() == str(len("s3cr3t-value"))
@@ -183,14 +199,7 @@ def test_cancel_running_execution(grid, tmp_path):
     assert ex["status"] == "canceled"
     # The sandbox was killed: no sleeping script is left on the machine.
     time.sleep(1.5)
-    procs = [p for p in os.listdir("/proc") if p.isdigit()]
-    cmdlines = []
-    for p in procs:
-        try:
-            cmdlines.append(Path(f"/proc/{p}/cmdline").read_bytes())
-        except OSError:
-            pass
-    assert not any(b"long.py" in c and b"bwrap" not in c and b"rgrid" not in c for c in cmdlines)
+    assert not any(b"long.py" in c and b"bwrap" not in c and b"rgrid" not in c for c in command_lines())
 
 
 def test_non_utf8_output_and_huge_output_are_kept_bounded(grid, tmp_path):
@@ -303,3 +312,32 @@ def test_ctrl_c_in_a_non_interactive_terminal_cancels(grid, tmp_path):
     assert b"Canceled ex-" in err
     ex_id = err.decode().split("Canceled ")[1].split(".")[0]
     assert wait_terminal(grid, ex_id)["status"] == "canceled"
+
+
+def test_download_refuses_output_names_that_escape(grid, tmp_path):
+    from sqlalchemy import insert
+
+    from rgrid_service.db.models import ExecutionOutput
+
+    write(tmp_path / "out.py", "open('fine.txt', 'w').write('fine')\n")
+    ex_id = grid.rgrid("run", "--detach", "out.py", cwd=tmp_path).stdout.decode().strip()
+    ex = wait_terminal(grid, ex_id)
+    # A record no runner would write (runners skip such names), as if the database were tampered with.
+    with grid.engine().begin() as conn:
+        for i, evil in enumerate(["../evil.txt", "/tmp/evil-abs.txt", "a/../../evil2.txt"]):
+            conn.execute(insert(ExecutionOutput).values(
+                execution_id=ex_id, attempt=ex["attempt"], path=evil, size=4, sha256="0" * 64,
+                object_key=f"executions/{ex_id}/outputs/a1/fine.txt"))
+    target = tmp_path / "dl" / "inner"
+    r = grid.rgrid("download", ex_id, "--output-dir", str(target))
+    assert (target / "fine.txt").read_text() == "fine"
+    assert r.stderr.count(b"Refusing output name") == 3
+    assert not (tmp_path / "dl" / "evil.txt").exists() and not Path("/tmp/evil-abs.txt").exists()
+    assert not (tmp_path / "evil2.txt").exists()
+
+
+def test_openapi_docs_are_served(grid):
+    with grid.api(key=None) as anon:
+        assert anon.get("/docs").status_code == 200
+        paths = anon.get("/openapi.json").json()["paths"]
+    assert "/v1/executions" in paths and "/v1/executions/{execution_id}/logs" in paths
