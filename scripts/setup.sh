@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PY=${PYTHON:-python3}
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+"$PY" -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ "${1:-}" = "--with-tests" ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 fi
@@ -19,7 +21,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-PY=${PYTHON:-python3}
+# The python:3.11 runtime runs scripts with this machine's python3.11 (Debian 12's python3).
+if ! command -v python3.11 >/dev/null 2>&1; then
+  apt-get install -y -qq python3.11 >/dev/null 2>&1 ||
+    echo "Warning: no python3.11 here, so the python:3.11 runtime cannot run scripts on this machine." >&2
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[service,dev]'

@@ -16,7 +16,16 @@ from rgrid.runtimes import SUPPORTED_RUNTIMES
 
 from .. import lifecycle
 from ..auth import tenant_for_key
-from ..db.models import TERMINAL, UPLOADING, Execution, ExecutionAttempt, ExecutionOutput, LogChunk
+from ..db.models import (
+    TERMINAL,
+    UPLOADING,
+    Execution,
+    ExecutionAttempt,
+    ExecutionOutput,
+    LogChunk,
+    Worker,
+    WorkerHeartbeat,
+)
 from ..db.session import engine_for
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore, input_key
@@ -71,11 +80,29 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             id=ex.id, status=ex.status, script=ex.script, args=ex.args, env_keys=sorted(ex.env or {}),
             runtime=ex.runtime, timeout_seconds=ex.timeout_seconds,
             inputs=[{k: i[k] for k in ("name", "kind", "size")} for i in ex.inputs or []],
-            batch_id=ex.batch_id, attempt=ex.attempt, max_attempts=ex.max_attempts, worker_id=ex.worker_id,
+            batch_id=ex.batch_id, batch_parallel=ex.batch_parallel, attempt=ex.attempt, max_attempts=ex.max_attempts, worker_id=ex.worker_id,
             exit_code=ex.exit_code, reason=ex.reason, log_truncated=ex.log_truncated,
             created_at=ex.created_at, queued_at=ex.queued_at, started_at=ex.started_at,
             finished_at=ex.finished_at,
             attempts=[schemas.Attempt.model_validate(a, from_attributes=True) for a in attempts],
+        )
+
+    @app.get("/v1/cluster", response_model=schemas.ClusterView)
+    def cluster(_tenant_id: str = Depends(tenant)):
+        """The Ray dashboard address and the workers that are not deleted, with their heartbeats."""
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(Worker.id, Worker.provider, Worker.state, Worker.slots, Worker.created_at,
+                       Worker.dead_reason, WorkerHeartbeat.last_heartbeat_at, WorkerHeartbeat.running)
+                .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
+                .where(Worker.state != "deleted")
+                .order_by(Worker.created_at, Worker.id)
+            ).all()
+        return schemas.ClusterView(
+            ray_dashboard_url=settings.ray_dashboard_url,
+            workers=[schemas.WorkerView(id=r.id, provider=r.provider, state=r.state, slots=r.slots,
+                                        created_at=r.created_at, last_heartbeat_at=r.last_heartbeat_at,
+                                        running=r.running or [], dead_reason=r.dead_reason) for r in rows],
         )
 
     @app.get("/v1/health")

@@ -58,6 +58,7 @@ class ExecutionView(BaseModel):
     timeout_seconds: int
     inputs: list[dict]
     batch_id: str | None
+    batch_parallel: int | None = None
     attempt: int
     max_attempts: int
     worker_id: str | None
@@ -90,3 +91,19 @@ class OutputView(BaseModel):
     size: int
     sha256: str
     url: str
+
+
+class WorkerView(BaseModel):
+    id: str
+    provider: str
+    state: str
+    slots: int
+    created_at: datetime | None
+    last_heartbeat_at: datetime | None
+    running: list[str]
+    dead_reason: str | None
+
+
+class ClusterView(BaseModel):
+    ray_dashboard_url: str | None
+    workers: list[WorkerView]

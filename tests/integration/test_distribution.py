@@ -126,3 +126,15 @@ def test_status_shows_worker_attempts_and_times(grid, tmp_path):
     assert shown["attempts"][0]["worker_id"] == shown["worker_id"]
     listed = {e["id"]: e for e in json.loads(grid.rgrid("list", "--json").stdout)}
     assert listed[ex_id]["worker_id"] == shown["worker_id"]
+
+
+def test_api_shows_dashboard_and_workers(grid):
+    import httpx
+
+    with grid.api() as api:
+        cluster = api.get("/v1/cluster").json()
+    assert cluster["ray_dashboard_url"] == grid.state.dashboard_url
+    assert cluster["ray_dashboard_url"].startswith("http://127.0.0.1:")
+    assert httpx.get(cluster["ray_dashboard_url"], timeout=10).status_code == 200
+    active = [w for w in cluster["workers"] if w["state"] == "active"]
+    assert len(active) == 3 and all(w["slots"] == 2 and w["last_heartbeat_at"] for w in active)

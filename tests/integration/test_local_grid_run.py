@@ -332,6 +332,7 @@ def test_download_refuses_output_names_that_escape(grid, tmp_path):
     r = grid.rgrid("download", ex_id, "--output-dir", str(target))
     assert (target / "fine.txt").read_text() == "fine"
     assert r.stderr.count(b"Refusing output name") == 3
+    assert r.returncode == 1 and b"3 of 4 output file(s) could not be downloaded" in r.stderr
     assert not (tmp_path / "dl" / "evil.txt").exists() and not Path("/tmp/evil-abs.txt").exists()
     assert not (tmp_path / "evil2.txt").exists()
 

@@ -1,0 +1,297 @@
+"""`rgrid run --batch GLOB [--parallel N]` end to end on the real local grid, as a user types it."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import typer
+
+from rgrid.cli import output_folders, split_run_args
+
+TERMINAL = ("succeeded", "failed", "timed_out", "canceled", "lost")
+
+SUM = """
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+try:
+    total = sum(float(r["value"]) for r in rows)
+except ValueError as e:
+    print(f"cannot sum {sys.argv[1]}: {e}", file=sys.stderr)
+    sys.exit(3)
+print(total)
+open("result.txt", "w").write(f"{total:g}\\n")
+"""
+
+SHOW = """
+import json, sys
+print(json.dumps(sys.argv[1:]))
+open("args.json", "w").write(json.dumps(sys.argv[1:]))
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def text(raw: bytes) -> str:
+    """stderr with rich's line wrapping undone, so sentences can be searched for."""
+    return " ".join(raw.decode().split())
+
+
+def batch_id_of(r: subprocess.CompletedProcess) -> str:
+    m = re.search(r"Batch (b-[0-9a-f]{10}): \d+ executions? queued", text(r.stderr))
+    assert m, r.stderr.decode()
+    return m.group(1)
+
+
+def listed(grid, *args: str) -> list[dict]:
+    r = grid.rgrid("list", "--json", *args)
+    assert r.returncode == 0, r.stderr.decode()
+    return json.loads(r.stdout)
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+# ---------------------------------------------------------------- argument splitting (no grid needed)
+
+
+@pytest.mark.parametrize("args, before, expected", [
+    (["--batch", "d/*.csv", "--top", "5"], (None, None), ("d/*.csv", None, ["--top", "5"])),
+    (["--batch=d/*.csv", "--parallel", "2", "x"], (None, None), ("d/*.csv", 2, ["x"])),
+    (["--parallel", "3", "--batch", "g", "--", "--batch", "lit"], (None, None), ("g", 3, ["--batch", "lit"])),
+    (["--parallel", "2", "x"], ("g", None), ("g", 2, ["x"])),
+    # not a batch: a leading --parallel is the script's, as it always was
+    (["--parallel", "2", "x"], (None, None), (None, None, ["--parallel", "2", "x"])),
+    (["--", "--batch", "x"], (None, None), (None, None, ["--batch", "x"])),
+    (["a", "--batch", "x"], (None, None), (None, None, ["a", "--batch", "x"])),  # only leading ones count
+    (["--top", "5", "--", "x"], ("g", 4), ("g", 4, ["--top", "5", "--", "x"])),  # only a first `--` is dropped
+])
+def test_split_run_args(args, before, expected):
+    assert split_run_args(args, *before) == expected
+
+
+@pytest.mark.parametrize("args, before", [
+    (["--batch"], (None, None)),
+    (["--batch", "a", "--batch", "b"], (None, None)),
+    (["--batch", "a"], ("b", None)),
+    (["--parallel", "0"], ("g", None)),
+    (["--parallel", "many"], ("g", None)),
+    ([], (None, 2)),
+    (["--batch", " "], (None, None)),
+])
+def test_split_run_args_refuses(args, before):
+    with pytest.raises(typer.Exit) as e:
+        split_run_args(args, *before)
+    assert e.value.exit_code == 1
+
+
+def test_output_folders_are_stems_deduplicated():
+    assert output_folders(["a/data.csv", "b/data.csv", "c/data.txt", "d/x.tar.gz"]) == {
+        "a/data.csv": "data", "b/data.csv": "data-2", "c/data.txt": "data-3", "d/x.tar.gz": "x.tar",
+    }
+
+
+# ---------------------------------------------------------------- on the grid
+
+
+@pytest.mark.grid
+def test_batch_with_one_failure(grid, tmp_path):
+    write(tmp_path / "sum.py", SUM)
+    values = {"a": [1, 2, 3], "b": [10, 20], "c": [0.5, 0.25], "d": [7]}
+    for stem, nums in values.items():
+        write(tmp_path / f"data/{stem}.csv", "name,value\n" + "".join(f"r{i},{n}\n" for i, n in enumerate(nums)))
+    write(tmp_path / "data/bad.csv", "name,value\nr0,1\nr1,oops\n")
+    write(tmp_path / "data/notes.txt", "not part of the batch\n")
+
+    r = grid.rgrid("run", "sum.py", "--batch", "data/*.csv", cwd=tmp_path)
+    err = text(r.stderr)
+    assert r.returncode == 1, err
+    batch = batch_id_of(r)
+    assert "5 executions queued" in err
+    assert "1 of 5 executions of batch" in err and "did not succeed" in err
+    failed_line = re.search(r"data/bad\.csv +(ex-[0-9a-f]{12}) +failed +([^\n]*)", r.stderr.decode())
+    assert failed_line, r.stderr.decode()
+    assert "3" in failed_line.group(2)  # the reason names the exit code
+    assert b"cannot sum" not in r.stdout + r.stderr  # scripts' output is not streamed in batch mode
+    root = tmp_path / "rgrid-outputs" / batch
+    for stem, nums in values.items():
+        assert (root / stem / "result.txt").read_text() == f"{sum(nums):g}\n"
+    assert not (root / "bad" / "result.txt").exists()
+    assert {p.name for p in root.iterdir()} <= {"a", "b", "bad", "c", "d"}
+
+    s = grid.rgrid("status", "--batch", batch, "--json")
+    assert s.returncode == 0, s.stderr.decode()
+    status = json.loads(s.stdout)
+    assert status["batch"] == batch
+    assert status["counts"] == {"succeeded": 4, "failed": 1}
+    assert sorted(e["input"] for e in status["executions"]) == ["a.csv", "b.csv", "bad.csv", "c.csv", "d.csv"]
+    bad = next(e for e in status["executions"] if e["input"] == "bad.csv")
+    assert bad["id"] == failed_line.group(1) and bad["exit_code"] == 3 and bad["status"] == "failed"
+    logs = grid.rgrid("logs", bad["id"])
+    assert b"cannot sum /work/bad.csv" in logs.stderr
+
+    human = grid.rgrid("status", "--batch", batch)
+    assert human.returncode == 0 and "4 succeeded, 1 failed" in text(human.stdout)
+    assert bad["id"] in human.stdout.decode()
+
+    rows = listed(grid, "--batch", batch)
+    assert len(rows) == 5 and {e["batch_id"] for e in rows} == {batch}
+
+
+@pytest.mark.grid
+def test_parallel_one_never_overlaps(grid, tmp_path):
+    write(tmp_path / "clock.py", """
+import json, sys, time
+start = time.time()
+time.sleep(1.5)
+open("times.json", "w").write(json.dumps({"input": sys.argv[1], "start": start, "end": time.time()}))
+""")
+    for name in ("x", "y", "z"):
+        write(tmp_path / f"in/{name}.txt", name)
+    r = grid.rgrid("run", "--batch", "in/*.txt", "--parallel", "1", "clock.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    batch = batch_id_of(r)
+    assert "at most 1 at a time" in text(r.stderr)
+
+    # What the scripts saw.
+    spans = sorted((json.loads((tmp_path / "rgrid-outputs" / batch / n / "times.json").read_text())
+                    for n in ("x", "y", "z")), key=lambda s: s["start"])
+    assert [s["input"] for s in spans] == ["/work/x.txt", "/work/y.txt", "/work/z.txt"]  # queue order
+    for earlier, later in zip(spans, spans[1:]):
+        assert earlier["end"] <= later["start"], spans
+
+    # What the database recorded.
+    with grid.api() as api:
+        rows = api.get("/v1/executions", params={"batch": batch, "limit": 10}).json()
+    assert len(rows) == 3 and all(e["status"] == "succeeded" for e in rows)
+    runs = sorted((ts(e["started_at"]), ts(e["finished_at"])) for e in rows)
+    for (_, finished), (started, _) in zip(runs, runs[1:]):
+        assert finished <= started, runs
+
+
+@pytest.mark.grid
+def test_glob_matching_nothing_queues_nothing(grid, tmp_path):
+    write(tmp_path / "sum.py", SUM)
+    write(tmp_path / "data/a.txt", "x")
+    before = len(listed(grid, "--limit", "1000"))
+    for args in (("run", "sum.py", "--batch", "data/*.csv"), ("run", "--batch", "nowhere/**/*.csv", "sum.py")):
+        r = grid.rgrid(*args, cwd=tmp_path)
+        assert r.returncode != 0
+        err = text(r.stderr)
+        assert "No file matches --batch" in err and "nothing was queued" in err, err
+        assert "Traceback" not in err
+    assert len(listed(grid, "--limit", "1000")) == before
+
+
+@pytest.mark.grid
+def test_trailing_and_leading_forms_and_the_double_dash(grid, tmp_path):
+    write(tmp_path / "show.py", SHOW)
+    write(tmp_path / "in/one.txt", "1")
+    write(tmp_path / "in/two.txt", "2")
+
+    # The issue's form: --batch/--parallel right after the script, then the script's own arguments.
+    trailing = grid.rgrid("run", "show.py", "--batch", "in/*.txt", "--parallel", "2", "--top", "5", cwd=tmp_path)
+    assert trailing.returncode == 0, trailing.stderr.decode()
+    # rgrid's options before the script.
+    leading = grid.rgrid("run", "--batch", "in/*.txt", "--parallel", "2", "--output-dir", "lead", "show.py",
+                         "--top", "5", cwd=tmp_path)
+    assert leading.returncode == 0, leading.stderr.decode()
+    for root in (tmp_path / "rgrid-outputs" / batch_id_of(trailing), tmp_path / "lead"):
+        for name in ("one", "two"):
+            assert json.loads((root / name / "args.json").read_text()) == [f"/work/{name}.txt", "--top", "5"]
+    assert trailing.stdout == b"" and leading.stdout == b""  # no streamed script output in batch mode
+
+    # `--` hands a literal --batch to the script: one ordinary run, output streamed.
+    single = grid.rgrid("run", "--no-download", "show.py", "--", "--batch", "in/*.txt", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr.decode()
+    assert json.loads(single.stdout) == ["--batch", "in/*.txt"]
+    assert "Batch b-" not in text(single.stderr)
+    # ...and inside a batch, everything after `--` is the script's.
+    both = grid.rgrid("run", "show.py", "--batch", "in/o*.txt", "--", "--batch", "--parallel", cwd=tmp_path)
+    assert both.returncode == 0, both.stderr.decode()
+    got = json.loads((tmp_path / "rgrid-outputs" / batch_id_of(both) / "one" / "args.json").read_text())
+    assert got == ["/work/one.txt", "--batch", "--parallel"]
+
+    # Without a batch, a --parallel after the script stays the script's.
+    plain = grid.rgrid("run", "--no-download", "show.py", "--parallel", "3", cwd=tmp_path)
+    assert plain.returncode == 0 and json.loads(plain.stdout) == ["--parallel", "3"]
+
+
+@pytest.mark.grid
+def test_detach_then_status_and_status_argument_rules(grid, tmp_path):
+    write(tmp_path / "show.py", SHOW)
+    write(tmp_path / "in/one.txt", "1")
+    write(tmp_path / "in/two.txt", "2")
+    r = grid.rgrid("run", "--detach", "show.py", "--batch", "in/*.txt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    batch = r.stdout.decode().strip()
+    assert re.fullmatch(r"b-[0-9a-f]{10}", batch) and batch == batch_id_of(r)
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(grid.rgrid("status", "--batch", batch, "--json").stdout)
+        if sum(status["counts"].values()) == 2 and set(status["counts"]) <= set(TERMINAL):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
+    assert status["counts"] == {"succeeded": 2}
+    assert not (tmp_path / "rgrid-outputs").exists()  # detached: nothing downloaded
+
+    for args in (("status",), ("status", "ex-000000000000", "--batch", batch)):
+        s = grid.rgrid(*args)
+        assert s.returncode != 0 and "exactly one" in text(s.stderr), s.stderr.decode()
+    s = grid.rgrid("status", "--batch", "b-0000000000")
+    assert s.returncode != 0 and "No executions in batch" in text(s.stderr)
+
+
+@pytest.mark.grid
+def test_ctrl_c_in_a_non_interactive_terminal_cancels_the_batch(grid, tmp_path):
+    from tests.conftest import RGRID
+
+    write(tmp_path / "long.py", "import time\ntime.sleep(120)\n")
+    for n in range(3):
+        write(tmp_path / f"in/{n}.txt", str(n))
+    proc = subprocess.Popen([RGRID, "run", "long.py", "--batch", "in/*.txt", "--parallel", "2"], cwd=tmp_path,
+                            env=grid.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        while b"queued" not in seen:  # every execution is queued: now it follows the batch
+            line = proc.stderr.readline()
+            assert line, seen.decode()
+            seen += line
+        batch = re.search(r"Batch (b-[0-9a-f]{10})", seen.decode()).group(1)
+        deadline = time.monotonic() + 60
+        with grid.api() as api:
+            while True:
+                rows = api.get("/v1/executions", params={"batch": batch, "limit": 10}).json()
+                if sum(e["status"] == "running" for e in rows) == 2:
+                    break
+                assert time.monotonic() < deadline, rows
+                time.sleep(0.2)
+        # --parallel 2 holds the third back while two run.
+        assert len(rows) == 3 and sorted(e["status"] for e in rows) == ["queued", "running", "running"]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert f"Canceled 3 unfinished execution(s) of batch {batch}" in text(err)
+    deadline = time.monotonic() + 30
+    with grid.api() as api:
+        while True:
+            rows = api.get("/v1/executions", params={"batch": batch, "limit": 10}).json()
+            if all(e["status"] in TERMINAL for e in rows):
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+    assert len(rows) == 3 and {e["status"] for e in rows} == {"canceled"}
