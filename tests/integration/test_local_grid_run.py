@@ -342,3 +342,50 @@ def test_openapi_docs_are_served(grid):
         assert anon.get("/docs").status_code == 200
         paths = anon.get("/openapi.json").json()["paths"]
     assert "/v1/executions" in paths and "/v1/executions/{execution_id}/logs" in paths
+
+
+def test_ctrl_c_on_a_terminal_offers_detach(grid, tmp_path):
+    """On a real terminal (a pty), Ctrl-C asks; answering 'd' detaches and the run goes on."""
+    import fcntl
+    import pty
+    import select
+    import subprocess
+    import termios
+
+    from tests.conftest import RGRID
+
+    write(tmp_path / "long.py", "import time\nprint('working', flush=True)\ntime.sleep(4)\nprint('finished')\n")
+    master, slave = pty.openpty()
+
+    def take_terminal():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([RGRID, "run", "long.py"], cwd=tmp_path, env={**grid.env, "COLUMNS": "200"},
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=take_terminal)
+    os.close(slave)
+    seen = b""
+
+    def read_until(needle: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while needle not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+
+    read_until(b"working")
+    os.write(master, b"\x03")  # Ctrl-C through the terminal: SIGINT to its foreground group
+    read_until(b"detach")
+    os.write(master, b"d\n")
+    read_until(b"Detached")
+    assert proc.wait(timeout=30) == 0
+    os.close(master)
+    ex_id = seen.split(b"Execution ")[1].split(b" ")[0].decode()
+    ex = wait_terminal(grid, ex_id)
+    assert ex["status"] == "succeeded"
+    assert grid.rgrid("logs", ex_id).stdout == b"working\nfinished\n"
