@@ -148,7 +148,7 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
             [sys.executable, "-m", "rgrid_service.raynet", "start", "--head", "--block",
              "--node-ip-address", "127.0.0.1", "--port", str(ray_port), "--num-cpus", "0",
              "--disable-usage-stats", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
-             "--temp-dir", str(local / "ray")],
+             *node_ports(head=True), "--temp-dir", str(local / "ray")],
             logs / "ray-head.log", env=ray_env,
         )
         state.save()
@@ -182,6 +182,16 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
     except BaseException:
         stop_groups(list(state.pids.values()), grace=5)
         raise
+
+
+def node_ports(head: bool) -> list[str]:
+    """Free ports for the Ray listeners that otherwise default to fixed numbers (the dashboard
+    agent's 52365, the client server's 10001), so several grids and nodes share one machine."""
+    agent_http, client = free_ports(2)
+    ports = ["--dashboard-agent-listen-port", str(agent_http)]
+    if head:
+        ports += ["--ray-client-server-port", str(client)]
+    return ports
 
 
 def start_api(state: GridState, env: dict[str, str]) -> None:
@@ -252,7 +262,7 @@ def add_worker(state: GridState, env: dict[str, str], worker_id: str) -> None:
                 "--num-cpus", str(SLOTS_PER_WORKER),
                 "--resources", json.dumps({"rgrid_slot": SLOTS_PER_WORKER}),
                 "--labels", json.dumps({"rgrid-worker": worker_id}),
-                "--disable-usage-stats"]
+                *node_ports(head=False), "--disable-usage-stats"]
     agent = [sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(SLOTS_PER_WORKER)]
     agent_log = logs / f"{worker_id}-agent.log"
     # One session per "server": the shell starts the agent in the background, then becomes the
