@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rgrid_service import lifecycle
 from rgrid_service.db.models import FAILED, SUCCEEDED, TIMED_OUT, Execution
@@ -33,11 +34,14 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
     lease = lifecycle.claim(engine, execution_id, worker_id)
     if lease is None:
         return "not-claimed"
-    with engine.connect() as conn:
-        ex = conn.execute(
-            select(Execution.script, Execution.args, Execution.env, Execution.runtime,
-                   Execution.timeout_seconds, Execution.inputs).where(Execution.id == execution_id)
-        ).one()
+    def load():
+        with engine.connect() as conn:
+            return conn.execute(
+                select(Execution.script, Execution.args, Execution.env, Execution.runtime,
+                       Execution.timeout_seconds, Execution.inputs).where(Execution.id == execution_id)
+            ).one()
+
+    ex = _db_retrying(settings, load)
     root = Path(settings.work_root) / f"{execution_id}-a{lease.attempt}"
     workdir = root / "work"
     store = ObjectStore(settings)
@@ -48,12 +52,12 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
         try:
             staging.stage_inputs(store, execution_id, ex.inputs, workdir)
         except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence
-            lifecycle.finish(engine, lease, FAILED, None, f"Could not stage the input files on the worker: {e}", [])
+            _finish(engine, settings, lease, FAILED, None, f"Could not stage the input files on the worker: {e}", [])
             return "staging-failed"
         return _run_staged(engine, store, settings, lease, ex, workdir)
     except Exception as e:  # noqa: BLE001
         log.exception("runner failed for %s", execution_id)
-        lifecycle.finish(engine, lease, FAILED, None, f"The worker failed while running it: {e}", [])
+        _finish(engine, settings, lease, FAILED, None, f"The worker failed while running it: {e}", [])
         return "runner-error"
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -67,7 +71,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         env = sandbox.script_env(dict(ex.env or {}))
         env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
     except sandbox.SandboxError as e:
-        lifecycle.finish(engine, lease, FAILED, None, str(e), [])
+        _finish(engine, settings, lease, FAILED, None, str(e), [])
         return "sandbox-error"
     uid = sandbox.sandbox_uid()
     if uid is not None:
@@ -124,9 +128,9 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         paths = staging.changed_files(workdir, before)
         outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
     except Exception as e:  # noqa: BLE001
-        lifecycle.finish(engine, lease, FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
+        _finish(engine, settings, lease, FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
         return "upload-failed"
-    if not lifecycle.finish(engine, lease, status, exit_code, reason, outputs):
+    if not _finish(engine, settings, lease, status, exit_code, reason, outputs):
         store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")
         return "fenced"
     return status
@@ -171,6 +175,40 @@ def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False) ->
                 log.exception("database unreachable for too long; giving up %s", lease.execution_id)
                 return False
             time.sleep(1)
+
+
+def _db_retrying(settings, fn):
+    """fn(), riding out a short database outage (the budget renew has); other errors pass."""
+    deadline = time.monotonic() + max(30.0, settings.dead_after_seconds / 2)
+    while True:
+        try:
+            return fn()
+        except DBAPIError as e:
+            if not (isinstance(e, OperationalError) or e.connection_invalidated) or time.monotonic() > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying", type(e.orig).__name__)
+            time.sleep(1)
+
+
+def _finish(engine, settings, lease, status, exit_code, reason, outputs) -> bool:
+    """finish() through a short database outage. A try whose COMMIT went through but whose answer
+    was lost is recognised by the next one (the row then carries our attempt and status) rather
+    than mistaken for being fenced off. Without this, an outage at the wrong moment escaped the
+    runner and left the execution `running` on a live worker, where nothing re-queues it."""
+    tried = False
+
+    def attempt() -> bool:
+        nonlocal tried
+        if tried:
+            with engine.connect() as conn:
+                row = conn.execute(select(Execution.attempt, Execution.status)
+                                   .where(Execution.id == lease.execution_id)).one()
+            if row.attempt == lease.attempt and row.status == status:
+                return True
+        tried = True
+        return lifecycle.finish(engine, lease, status, exit_code, reason, outputs)
+
+    return _db_retrying(settings, attempt)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -63,6 +64,9 @@ class Orchestrator:
         self.engine = engine_for(settings.database_url)
         self.provider = provider
         self._dispatcher = None
+        # Deleting a dead server and booting its replacement takes seconds to minutes: it runs here,
+        # one at a time, so the sweep keeps declaring other deaths meanwhile.
+        self._fleet = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet")
 
     @property
     def dispatcher(self):
@@ -152,14 +156,17 @@ class Orchestrator:
             log.warning("worker %s is dead (%s); orphans: %s", d.worker_id, d.reason,
                         ", ".join(f"{e}->{s}" for e, s in orphans) or "none")
             if self.provider is not None:
-                try:
-                    self.provider.delete(d.worker_id)
-                    if self.settings.replace_dead_workers:
-                        new_id = self.provider.create()
-                        log.info("replacement worker %s started for %s", new_id, d.worker_id)
-                except Exception:  # noqa: BLE001
-                    log.exception("provider could not replace %s; will retry on a later sweep", d.worker_id)
+                self._fleet.submit(self._replace, d.worker_id)
         return [d.worker_id for d in dead]
+
+    def _replace(self, worker_id: str) -> None:
+        try:
+            self.provider.delete(worker_id)
+            if self.settings.replace_dead_workers:
+                new_id = self.provider.create()
+                log.info("replacement worker %s started for %s", new_id, worker_id)
+        except Exception:  # noqa: BLE001
+            log.exception("provider could not replace %s", worker_id)
 
 
 def main() -> None:

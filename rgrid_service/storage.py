@@ -12,10 +12,13 @@ from typing import BinaryIO
 from minio import Minio
 from minio.error import S3Error
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .settings import ServiceSettings
 
-_TRANSIENT = (S3Error, OSError, ConnectionError)
+# A store that is down or restarting surfaces as urllib3 errors (MaxRetryError, ProtocolError),
+# none of which is an OSError: without them here a store outage got no retries at all.
+_TRANSIENT = (S3Error, OSError, ConnectionError, Urllib3Error)
 _retry = retry(
     retry=retry_if_exception_type(_TRANSIENT),
     stop=stop_after_attempt(6),
