@@ -1,0 +1,241 @@
+"""Shared helpers for the benchmarks: a throwaway local grid, API submission, load average.
+
+Not a benchmark itself. `local_grid()` starts a real local grid (SeaweedFS, Ray head, N worker
+nodes, API, orchestrator) in a fresh home under /tmp and stops it afterwards; it never touches a
+grid somebody else started (their RGRID_* variables are hidden from ours).
+
+Timings are the product defaults unless `fast=True` (the test suite's values) or explicit
+RGRID_* overrides are given; `BenchGrid.timings` says which values the grid really ran with.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+TERMINAL = ("succeeded", "failed", "timed_out", "canceled", "lost")
+NOOP = "pass\n"
+
+# The test suite's timings (tests/conftest.py GRID_ENV), for --fast.
+FAST_ENV = {
+    "RGRID_DISPATCH_INTERVAL_SECONDS": "0.2",
+    "RGRID_LOG_FLUSH_INTERVAL_SECONDS": "0.1",
+    "RGRID_LEASE_CHECK_INTERVAL_SECONDS": "0.3",
+}
+# The knobs that matter for how fast a job goes through; reported with every figure.
+TIMING_KNOBS = ("dispatch_interval_seconds", "log_flush_interval_seconds", "lease_check_interval_seconds",
+                "sweep_interval_seconds", "heartbeat_interval_seconds", "sandbox_memory_mb")
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def load_line() -> str:
+    one, five, fifteen = load_average()
+    warn = "  <-- above 2 on this machine: other work is competing for the CPUs" if one > 2 else ""
+    return f"load average (1/5/15 min): {one:.2f} / {five:.2f} / {fifteen:.2f} on {os.cpu_count()} cores{warn}"
+
+
+def command_line() -> str:
+    """How this benchmark was started, for the reproduce line every benchmark prints."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(".py"):
+        argv[0] = os.path.relpath(argv[0], ROOT)
+    py = os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable
+    return f"cd {ROOT} && {py} {shlex.join(argv)}"
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    if not n:
+        return float("nan")
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+@dataclass
+class BenchGrid:
+    home: Path
+    state: object
+    timings: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+
+    def store_client(self) -> httpx.Client:
+        """For presigned URLs: no API key header (it would clash with the URL's signature)."""
+        return httpx.Client(timeout=60, trust_env=False)
+
+    def api(self) -> httpx.Client:
+        # trust_env=False: no proxy variable can send this traffic anywhere but 127.0.0.1.
+        return httpx.Client(base_url=self.state.api_url, timeout=60, trust_env=False,
+                            headers={"Authorization": f"Bearer {self.state.api_key}"})
+
+    def submit(self, api: httpx.Client, store: httpx.Client, script_text: str = NOOP, name: str = "noop.py",
+               args: list[str] | None = None, **fields) -> str:
+        """Queue an execution the way the CLI does (tests/conftest.py Grid.submit): create, PUT the
+        script to its presigned URL, submit. Returns the execution id."""
+        data = script_text.encode()
+        spec = {"name": name, "kind": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                "md5": hashlib.md5(data).hexdigest()}
+        created = api.post("/v1/executions", json={"script": name, "args": args or [], "inputs": [spec], **fields})
+        if created.status_code != 201:
+            raise RuntimeError(f"create failed: {created.status_code} {created.text}")
+        body = created.json()
+        for upload in body["uploads"]:
+            put = store.put(upload["url"], content=data)
+            if put.status_code != 200:
+                raise RuntimeError(f"upload failed: {put.status_code} {put.text[:300]}")
+        submitted = api.post(f"/v1/executions/{body['id']}/submit")
+        if submitted.status_code != 200:
+            raise RuntimeError(f"submit failed: {submitted.status_code} {submitted.text}")
+        return body["id"]
+
+    def wait_one(self, api: httpx.Client, ex_id: str, poll: float = 0.05, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            ex = api.get(f"/v1/executions/{ex_id}").json()
+            if ex["status"] in TERMINAL:
+                return ex
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ex_id} still {ex['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def wait_all(self, ids: list[str], poll: float = 0.5, timeout: float = 600) -> dict[str, dict]:
+        """Poll the list endpoint (one request per poll, not one per execution, so the waiting
+        adds little load) until every id is terminal. Returns id -> execution view."""
+        wanted = set(ids)
+        deadline = time.monotonic() + timeout
+        with self.api() as api:
+            while True:
+                rows = api.get("/v1/executions", params={"limit": 1000}).json()
+                done = {r["id"]: r for r in rows if r["id"] in wanted and r["status"] in TERMINAL}
+                if len(done) == len(wanted):
+                    return done
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(wanted) - len(done)} of {len(wanted)} executions did not finish "
+                                       f"within {timeout:.0f} s")
+                time.sleep(poll)
+
+    def log(self, name: str) -> Path:
+        return self.home / "local" / "logs" / f"{name}.log"
+
+
+def utc(ts: str | None) -> float | None:
+    """An API timestamp (naive UTC, the database clock) as a Unix time."""
+    if not ts:
+        return None
+    return datetime.fromisoformat(ts).replace(tzinfo=timezone.utc).timestamp()
+
+
+@contextmanager
+def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None = None, keep: bool = False,
+               ray_jobs: bool = False):
+    """Start a throwaway local grid; yields a BenchGrid; stops and removes it afterwards.
+
+    ray_jobs: make Ray's own Jobs API usable on it: pin the dashboard agent to loopback (see
+    benchmarks/_rayshim/sitecustomize.py); without it a job submission hangs."""
+    if not shutil.which("bwrap"):
+        raise SystemExit("bubblewrap (bwrap) is not installed: `apt-get install bubblewrap`.")
+    from rgrid_service.localgrid import grid as localgrid
+    from rgrid_service.settings import ServiceSettings
+
+    # A SIGTERM (e.g. from `timeout`) must still stop the grid: turn it into an exception.
+    def _term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _term)
+
+    overrides = {**(FAST_ENV if fast else {}), **(env or {})}
+    saved = dict(os.environ)
+    # Hide any RGRID_* of a grid somebody else runs (e.g. a dev grid's RGRID_HOME): the grid
+    # processes inherit os.environ at up(), and must see only our knobs.
+    for k in [k for k in os.environ if k.startswith("RGRID_")]:
+        del os.environ[k]
+    os.environ.update(overrides)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    if ray_jobs:
+        shim = str(Path(__file__).resolve().parent / "_rayshim")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)
+        os.environ["RGB_PIN_AGENT_LOOPBACK"] = "1"
+    settings = ServiceSettings()
+    timings = {k: getattr(settings, k) for k in TIMING_KNOBS}
+    # Ray's socket paths must stay short: the grid home sits directly under /tmp.
+    home = Path(tempfile.mkdtemp(prefix="rgb-", dir="/tmp"))
+    started = time.monotonic()
+    try:
+        try:
+            state = localgrid.up(home, workers=workers, on_step=lambda m: print(f"  grid: starting {m}", flush=True))
+        except Exception:
+            for log in sorted((home / "local" / "logs").glob("*.log")):
+                print(f"---- {log}\n{log.read_text(errors='replace')[-2000:]}")
+            raise
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        print(f"  grid: up in {time.monotonic() - started:.1f} s at {home} ({workers} worker node(s), "
+              f"{workers * localgrid.SLOTS_PER_WORKER} slots)", flush=True)
+        grid = BenchGrid(home, state, timings, overrides)
+        _wait_ready(grid, workers)
+        yield grid
+    finally:
+        localgrid.down(home)
+        if not keep:
+            shutil.rmtree(localgrid.work_root(home), ignore_errors=True)
+            for _ in range(5):  # a Ray process still exiting may write a last log file
+                shutil.rmtree(home, ignore_errors=True)
+                if not home.exists():
+                    break
+                time.sleep(1)
+
+
+def _wait_ready(grid: BenchGrid, workers: int, timeout: float = 120) -> None:
+    """Until every worker agent has registered: a job submitted before that would only wait."""
+    from sqlalchemy import func, select
+
+    from rgrid_service.db.models import Worker
+    from rgrid_service.db.session import engine_for
+
+    engine = engine_for(grid.state.database_url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            n = conn.execute(select(func.count()).where(Worker.state == "active")).scalar_one()
+        if n >= workers:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"only {n} of {workers} worker agents registered within {timeout:.0f} s")
+
+
+def describe(grid: BenchGrid) -> str:
+    t = grid.timings
+    src = ("product defaults" if not grid.overrides else
+           "overridden: " + ", ".join(f"{k}={v}" for k, v in grid.overrides.items()))
+    return ("timings: " + ", ".join(f"{k}={v}" for k, v in t.items()) + f"  [{src}]")

@@ -1,0 +1,150 @@
+"""Dispatch overhead: one no-op script through RGrid vs through Ray's own Jobs API, same cluster.
+
+    .venv/bin/python benchmarks/dispatch_overhead.py [--runs 20] [--warmup 2] [--workers 1]
+                                                      [--ray-on head|worker] [--fast]
+
+Starts a throwaway local grid and, on that one Ray cluster, alternates (RGrid, Ray Jobs, RGrid,
+Ray Jobs, ...) so that whatever else loads the machine weighs on both equally:
+
+- RGrid: from the create call (POST /v1/executions, presigned PUT of noop.py, submit) until the
+  API reports `succeeded` (polled every 50 ms).
+- Ray Jobs: JobSubmissionClient(dashboard on 127.0.0.1).submit_job(entrypoint="<python> noop.py",
+  runtime_env={"working_dir": <dir holding noop.py>}) until the status is SUCCEEDED (polled every
+  50 ms). The same interpreter the RGrid sandbox uses runs it. The working_dir package is
+  uploaded once and then found in Ray's cache (as a repeat user's would be). The grid is started
+  with benchmarks/_rayshim on its PYTHONPATH: without it Ray Jobs cannot submit at all on the local
+  grid (see that file). The head runs with --num-cpus 0;
+  Ray Jobs' default (no entrypoint resources) pins the job driver to the head with 0 CPUs, which
+  schedules fine there. --ray-on worker asks for one rgrid_slot instead, so the entrypoint runs on
+  the worker node like RGrid's does.
+
+Prints median and p90 of each, the ratio RGrid / Ray Jobs, whether the goal (RGrid at most one
+third of Ray Jobs' time) is met, and where RGrid's time goes (database timestamps).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _grid import command_line, describe, load_line, local_grid, median, pct, utc  # noqa: E402
+
+RAY_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20, help="measured runs of each (default 20)")
+    ap.add_argument("--warmup", type=int, default=2, help="unmeasured runs of each first (default 2)")
+    ap.add_argument("--workers", type=int, default=1, choices=(1, 2), help="worker nodes (default 1)")
+    ap.add_argument("--ray-on", choices=("head", "worker"), default="head",
+                    help="where the Ray job's entrypoint runs (default: Ray's own default, the head)")
+    ap.add_argument("--fast", action="store_true", help="the test suite's timings instead of product defaults")
+    ap.add_argument("--poll", type=float, default=0.05, help="status poll interval in seconds (default 0.05)")
+    opts = ap.parse_args()
+
+    print("dispatch overhead: RGrid vs Ray Jobs, no-op script, same local Ray cluster")
+    print(load_line() + "  [before]", flush=True)
+    from ray.job_submission import JobSubmissionClient
+
+    # The SDK logs "package already exists, skipping upload" on every submission.
+    logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
+    logging.getLogger("ray._private.runtime_env.packaging").setLevel(logging.WARNING)
+
+    from rgrid_runner.sandbox import resolve_interpreter
+
+    interpreter = resolve_interpreter("python:3.11")
+    with local_grid(workers=opts.workers, fast=opts.fast, ray_jobs=True) as g, tempfile.TemporaryDirectory(prefix="rgb-job-") as wd:
+        print("  " + describe(g))
+        Path(wd, "noop.py").write_text("pass\n")
+        assert g.state.dashboard_url.startswith("http://127.0.0.1:"), g.state.dashboard_url
+        ray_jobs = JobSubmissionClient(g.state.dashboard_url)
+        ray_kwargs = {"entrypoint_resources": {"rgrid_slot": 1}} if opts.ray_on == "worker" else {}
+
+        api, store = g.api(), g.store_client()
+
+        def rgrid_once() -> tuple[float, dict]:
+            t0, w0 = time.monotonic(), time.time()
+            ex_id = g.submit(api, store)
+            w1 = time.time()
+            ex = g.wait_one(api, ex_id, poll=opts.poll)
+            elapsed, w2 = time.monotonic() - t0, time.time()
+            if ex["status"] != "succeeded":
+                raise RuntimeError(f"RGrid run {ex_id} ended {ex['status']}: {ex['reason']}")
+            return elapsed, {**ex, "_w0": w0, "_w1": w1, "_w2": w2}
+
+        def ray_once() -> float:
+            t0 = time.monotonic()
+            sid = ray_jobs.submit_job(entrypoint=f"{interpreter} noop.py", runtime_env={"working_dir": wd},
+                                      **ray_kwargs)
+            deadline = t0 + 120
+            while True:
+                status = str(ray_jobs.get_job_status(sid).value)
+                if status in RAY_TERMINAL:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Ray job {sid} still {status} after 120 s (head has --num-cpus 0?)")
+                time.sleep(opts.poll)
+            elapsed = time.monotonic() - t0
+            if status != "SUCCEEDED":
+                raise RuntimeError(f"Ray job {sid} ended {status}: {ray_jobs.get_job_info(sid).message}")
+            return elapsed
+
+        # The head's job agent comes up a little after the node: wait for the first submission.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ray_once()
+                break
+            except RuntimeError as e:
+                if "No available agent" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        for _ in range(opts.warmup):
+            rgrid_once()
+            ray_once()
+        rg, ry, views = [], [], []
+        for i in range(opts.runs):
+            t, ex = rgrid_once()
+            rg.append(t)
+            views.append(ex)
+            ry.append(ray_once())
+            print(f"  run {i + 1:>2}/{opts.runs}: RGrid {rg[-1]:.3f} s   Ray Jobs {ry[-1]:.3f} s", flush=True)
+        api.close()
+        store.close()
+
+        # Where RGrid's time goes: the client's own clock for the calls, the database clock (same
+        # machine) for queued -> started -> finished. created_at is not used: on SQLite it is
+        # CURRENT_TIMESTAMP, whole seconds only.
+        phases = {"create + presigned PUT + submit (client)": [], "queued -> claimed (dispatch tick, Ray task)": [],
+                  "claimed -> finished (stage, sandbox, commit)": [], "finished -> seen by the 50 ms poll": []}
+        for ex in views:
+            q, s_, f = (utc(ex[k]) for k in ("queued_at", "started_at", "finished_at"))
+            phases["create + presigned PUT + submit (client)"].append(ex["_w1"] - ex["_w0"])
+            phases["queued -> claimed (dispatch tick, Ray task)"].append(s_ - q)
+            phases["claimed -> finished (stage, sandbox, commit)"].append(f - s_)
+            phases["finished -> seen by the 50 ms poll"].append(ex["_w2"] - f)
+
+    print(load_line() + "  [after]")
+    m_rg, m_ry = median(rg), median(ry)
+    ratio = m_rg / m_ry
+    print()
+    print(f"{'':24}{'median':>10}{'p90':>10}{'min':>10}{'max':>10}")
+    for name, xs in (("RGrid (API -> succeeded)", rg), ("Ray Jobs (SUCCEEDED)", ry)):
+        print(f"{name:24}{median(xs):>9.3f}s{pct(xs, 90):>9.3f}s{min(xs):>9.3f}s{max(xs):>9.3f}s")
+    print(f"\nratio RGrid / Ray Jobs (medians): {ratio:.2f}   goal <= 0.33: {'MET' if ratio <= 1 / 3 else 'NOT MET'}")
+    print(f"({opts.runs} runs each after {opts.warmup} warm-ups, interleaved; {opts.workers} worker node(s); "
+          f"Ray entrypoint on the {opts.ray_on}; polled every {opts.poll * 1000:.0f} ms)")
+    print("\nRGrid phases (database clock, median / p90):")
+    for name, xs in phases.items():
+        print(f"  {name:46} {median(xs):.3f} s / {pct(xs, 90):.3f} s")
+    print(f"\nreproduce: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Throughput: N no-op executions through RGrid vs the floor, the same sandbox run directly.
+
+    .venv/bin/python benchmarks/throughput.py [--n 300] [--submitters 4] [--fast]
+                                              [--dispatch-interval S] [--set RGRID_X=V ...] [--skip-floor]
+
+- Floor: the exact command line the runner builds (sandbox.bwrap_command + script_env +
+  preexec(Limits) + the per-run uid switch and chown of runner.py), each run in a fresh workdir
+  with noop.py staged, removed afterwards, N times, 2 at a time (one worker's 2 slots) on this
+  machine. No orchestration can beat it. Measured twice, just before and just after the RGrid
+  run, so that load drifting during the run weighs on both; their mean is the floor.
+- RGrid: a throwaway 1-worker grid (2 slots). After 2 unmeasured warm-up executions, N no-op
+  executions are submitted all at once through the API (create, presigned PUT, submit; from
+  --submitters threads) and the clock runs from the first create call to the last `finished_at`.
+
+Prints jobs/minute for both, the ratio RGrid / floor and whether the goal (>= 0.5) is met, plus
+where RGrid's time goes (submission span, slot occupancy, per-execution phases).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _grid import NOOP, command_line, describe, load_line, local_grid, median, pct, utc  # noqa: E402
+
+SLOTS = 2
+
+
+def sandbox_run(root: Path, i: int, interpreter: str, limits, argv: tuple[str, list[str]] = ("noop.py", []),
+                timings: dict | None = None) -> float:
+    """One run exactly as rgrid_runner.runner starts it; returns seconds from workdir creation
+    to workdir removal (timings["exit"]: from Popen to the sandbox's exit)."""
+    from rgrid_runner import sandbox
+
+    t0 = time.monotonic()
+    run_root = root / f"ex-{i}-a1"
+    workdir = run_root / "work"
+    workdir.mkdir(parents=True)
+    (workdir / "noop.py").write_text(NOOP)
+    cmd = sandbox.bwrap_command(workdir, interpreter, argv[0], list(argv[1]))
+    env = sandbox.script_env({})
+    env.update(RGRID_EXECUTION_ID=f"ex-{i}", RGRID_ATTEMPT="1")
+    uid = sandbox.sandbox_uid()
+    if uid is not None:
+        for dirpath, _dirs, files in os.walk(workdir):
+            os.chown(dirpath, uid, uid)
+            for f in files:
+                os.lchown(os.path.join(dirpath, f), uid, uid)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    t_popen = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, env=env, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, start_new_session=True,
+        user=uid, group=uid, extra_groups=[] if uid is not None else None, preexec_fn=sandbox.preexec(limits),
+    )
+    os.close(out_w)
+    os.close(err_w)
+    err = b""
+    with os.fdopen(out_r, "rb") as o, os.fdopen(err_r, "rb") as e:
+        o.read()
+        err = e.read()
+    code = proc.wait()
+    if timings is not None:
+        timings["exit"] = time.monotonic() - t_popen
+    if code != 0:
+        raise RuntimeError(f"sandbox run exited {code}: {err.decode(errors='replace')[-500:]}")
+    shutil.rmtree(run_root, ignore_errors=True)
+    return time.monotonic() - t0
+
+
+def runner_limits():
+    """The Limits the runner uses for a default execution (settings defaults, default timeout)."""
+    from rgrid_runner.sandbox import Limits
+    from rgrid_service.settings import ServiceSettings
+
+    s = ServiceSettings()
+    return Limits(wall_seconds=s.default_timeout_seconds, cpu_seconds=s.default_timeout_seconds + 1,
+                  memory_mb=s.sandbox_memory_mb, max_processes=s.sandbox_max_processes, max_file_mb=s.sandbox_max_file_mb)
+
+
+def floor_throughput(n: int, concurrency: int = SLOTS) -> dict:
+    """n sandboxed no-op runs, `concurrency` at a time; jobs/minute."""
+    from rgrid_runner.sandbox import resolve_interpreter
+
+    interpreter = resolve_interpreter("python:3.11")
+    limits = runner_limits()
+    root = Path(tempfile.mkdtemp(prefix="rgb-floor-", dir="/tmp"))
+    os.chmod(root, 0o755)  # the sandbox's own uid must reach its workdir, as in the runner
+    try:
+        sandbox_run(root, -1, interpreter, limits)  # warm the page cache
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(concurrency) as pool:
+            durations = list(pool.map(lambda i: sandbox_run(root, i, interpreter, limits), range(n)))
+        span = time.monotonic() - t0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"n": n, "span": span, "per_min": n / span * 60, "median_run": median(durations), "p95_run": pct(durations, 95)}
+
+
+def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2) -> dict:
+    """n no-op executions submitted at once through the API of grid g; jobs/minute from the first
+    create call to the last finished_at."""
+    local = threading.local()
+    clients = []
+    lock = threading.Lock()
+
+    def submit(_i: int) -> str:
+        if not hasattr(local, "api"):
+            local.api, local.store = g.api(), g.store_client()
+            with lock:
+                clients.extend([local.api, local.store])
+        return g.submit(local.api, local.store)
+
+    warm = [submit(-1) for _ in range(warmup)]
+    g.wait_all(warm, poll=0.2)
+    first = time.time()
+    with ThreadPoolExecutor(submitters) as pool:
+        ids = list(pool.map(submit, range(n)))
+    submitted = time.time()
+    done = g.wait_all(ids, poll=0.5, timeout=max(600, n * 3))
+    seen = time.time()
+    for c in clients:
+        c.close()
+    bad = [ex for ex in done.values() if ex["status"] != "succeeded"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} executions did not succeed, e.g. {bad[0]['id']}: {bad[0]['status']} "
+                           f"{bad[0]['reason']}")
+    started = [utc(ex["started_at"]) for ex in done.values()]
+    finished = [utc(ex["finished_at"]) for ex in done.values()]
+    queued = [utc(ex["queued_at"]) for ex in done.values()]
+    last = max(finished)
+    span = last - first
+    busy = sum(f - s for s, f in zip(started, finished))
+    return {
+        "n": n, "span": span, "per_min": n / span * 60, "submit_span": submitted - first,
+        "first_start_after": min(started) - first, "seen_after_last_finish": seen - last,
+        "occupancy": busy / ((last - min(started)) * SLOTS),
+        "claimed_to_finished": median([f - s for s, f in zip(started, finished)]),
+        "claimed_to_finished_p95": pct([f - s for s, f in zip(started, finished)], 95),
+        "queue_wait_median": median([s - q for q, s in zip(queued, started)]),
+    }
+
+
+def print_rgrid(r: dict) -> None:
+    print(f"  RGrid: {r['n']} executions in {r['span']:.1f} s = {r['per_min']:.0f} jobs/min "
+          f"(submitting took {r['submit_span']:.1f} s; first claim {r['first_start_after']:.2f} s after the first create)")
+    print(f"         slot occupancy {r['occupancy'] * 100:.0f}% of {SLOTS} slots between first claim and last finish; "
+          f"claimed->finished median {r['claimed_to_finished']:.3f} s (p95 {r['claimed_to_finished_p95']:.3f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300, help="executions (default 300)")
+    ap.add_argument("--submitters", type=int, default=4, help="threads submitting through the API (default 4)")
+    ap.add_argument("--fast", action="store_true", help="the test suite's timings instead of product defaults")
+    ap.add_argument("--dispatch-interval", type=float, help="override RGRID_DISPATCH_INTERVAL_SECONDS")
+    ap.add_argument("--set", action="append", default=[], metavar="RGRID_KNOB=VALUE",
+                    help="any other RGRID_* setting for the grid (repeatable)")
+    ap.add_argument("--skip-floor", action="store_true", help="RGrid only")
+    opts = ap.parse_args()
+    env = dict(kv.split("=", 1) for kv in opts.set)
+    if opts.dispatch_interval:
+        env["RGRID_DISPATCH_INTERVAL_SECONDS"] = str(opts.dispatch_interval)
+
+    print(f"throughput: {opts.n} no-op executions, RGrid (1 worker, {SLOTS} slots) vs the same sandbox run directly, "
+          f"{SLOTS} at a time")
+    print(load_line() + "  [before]", flush=True)
+    with local_grid(workers=1, fast=opts.fast, env=env) as g:
+        print("  " + describe(g), flush=True)
+        floors = []
+        if not opts.skip_floor:
+            floors.append(floor_throughput(opts.n))
+            print(f"  floor (before): {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
+        r = rgrid_throughput(g, opts.n, opts.submitters)
+        print_rgrid(r)
+        print(f"         [{load_line()}]", flush=True)
+        if not opts.skip_floor:
+            floors.append(floor_throughput(opts.n))
+            print(f"  floor (after):  {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
+    print()
+    print(f"RGrid:  {r['per_min']:7.0f} jobs/min  ({r['n']} in {r['span']:.1f} s, first create -> last finish)")
+    if floors:
+        floor = sum(f["per_min"] for f in floors) / len(floors)
+        print(f"floor:  {floor:7.0f} jobs/min  (mean of before {floors[0]['per_min']:.0f} and after "
+              f"{floors[1]['per_min']:.0f}; one sandbox run median {median([f['median_run'] for f in floors]):.3f} s)")
+        ratio = r["per_min"] / floor
+        print(f"ratio RGrid / floor: {ratio:.3f}   goal >= 0.5: {'MET' if ratio >= 0.5 else 'NOT MET'}")
+    print(load_line() + "  [after]")
+    print(f"\nreproduce: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()
