@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 
 
 class LogPump:
@@ -33,6 +34,12 @@ class LogPump:
                 self.queue.put((stream, data))
         finally:
             os.close(fd)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to timeout for the reader threads to reach end of file."""
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def drained(self) -> bool:
         return all(not t.is_alive() for t in self.threads) and self.queue.empty()

@@ -158,9 +158,16 @@ def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Lim
             if not _renew_retrying(engine, lease, chunks, settings, truncated=newly_truncated):
                 return True, timed_out
             last_renew = now
-        if exited and pump.drained():
-            return False, timed_out
-        time.sleep(settings.log_flush_interval_seconds)
+        if exited:
+            if pump.drained():
+                return False, timed_out
+            pump.join(settings.log_flush_interval_seconds)  # the readers end right after the pipes close
+        else:
+            # Wakes the moment the script ends: a quick script must not hold its slot for a tick.
+            try:
+                proc.wait(timeout=settings.log_flush_interval_seconds)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False) -> bool:

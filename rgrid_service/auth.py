@@ -7,6 +7,7 @@ import secrets
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
+from .db.session import write_tx
 from .db.models import ApiKey, Tenant
 
 
@@ -21,7 +22,7 @@ def new_key() -> str:
 def create_key(engine: Engine, tenant_id: str, name: str | None = None) -> str:
     """Create the tenant if needed and return a fresh API key for it (shown once)."""
     key = new_key()
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         exists = conn.execute(select(Tenant.id).where(Tenant.id == tenant_id)).first()
         if not exists:
             conn.execute(insert(Tenant).values(id=tenant_id, name=name or tenant_id))

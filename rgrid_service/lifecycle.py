@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .db.clock import utcnow
+from .db.session import write_tx
 from .db.models import (
     CANCELED,
     QUEUED,
@@ -50,7 +51,7 @@ def _fence(lease: Lease):
 
 def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
     """Atomically take a queued execution. None means somebody else has it (or it was canceled)."""
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status == QUEUED)
@@ -90,7 +91,7 @@ def renew(
 ) -> bool:
     """Heartbeat the run and append log chunks, only while the lease holds. False = fenced off."""
     added = sum(len(data) for stream, data in chunks if stream != "system")
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         values = dict(heartbeat_at=utcnow(), log_bytes=Execution.log_bytes + added)
         if truncated:
             values["log_truncated"] = True
@@ -117,7 +118,7 @@ def finish(
     outputs: list[dict],
 ) -> bool:
     """Commit the run's result and its outputs in one transaction, only while the lease holds."""
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
             .where(*_fence(lease))
@@ -140,7 +141,7 @@ def finish(
 
 def submit(engine: Engine, execution_id: str) -> bool:
     """uploading -> queued, once every input has been verified by the caller."""
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status == UPLOADING)
@@ -151,7 +152,7 @@ def submit(engine: Engine, execution_id: str) -> bool:
 
 def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the user") -> bool:
     """Cancel whatever is not finished yet; a running attempt learns it at its next renew()."""
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status.in_((UPLOADING, QUEUED, RUNNING)))
@@ -175,7 +176,7 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
 def mark_dispatched(engine: Engine, placements: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Record (execution, worker) placements; returns those still queued (the ones to send)."""
     sent = []
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         for execution_id, worker_id in placements:
             res = conn.execute(
                 update(Execution)
@@ -196,7 +197,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
     from .policies.health import Orphan, orphan_outcome
 
     results: list[tuple[str, str]] = []
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         marked = conn.execute(
             update(Worker)
             .where(Worker.id == worker_id, Worker.state != "dead")
@@ -242,7 +243,7 @@ def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -
     """A worker announces itself. A dead worker id stays dead: it must come back under a new id."""
     from .db.models import Worker, WorkerHeartbeat
 
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
         if state == "dead":
             return False
@@ -263,7 +264,7 @@ def heartbeat(engine: Engine, worker_id: str) -> bool:
     """Record that the worker is alive and what it runs. False: it was declared dead meanwhile."""
     from .db.models import Worker, WorkerHeartbeat
 
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
         if state != "active":
             return False
@@ -279,7 +280,7 @@ def heartbeat(engine: Engine, worker_id: str) -> bool:
 
 def expire_uploads(engine: Engine, older_than: datetime) -> int:
     """Executions whose client vanished mid-upload: canceled, so nothing waits on them forever."""
-    with engine.begin() as conn:
+    with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
             .where(Execution.status == UPLOADING, Execution.created_at < older_than)

@@ -64,6 +64,8 @@ class Orchestrator:
         self.engine = engine_for(settings.database_url)
         self.provider = provider
         self._dispatcher = None
+        self._last_signature: tuple | None = None
+        self._last_tick = 0.0
         # Deleting a dead server and booting its replacement takes seconds to minutes: it runs here,
         # one at a time, so the sweep keeps declaring other deaths meanwhile.
         self._fleet = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet")
@@ -77,6 +79,26 @@ class Orchestrator:
         return self._dispatcher
 
     # ------------------------------------------------------------------ dispatch
+
+    def queue_signature(self) -> tuple:
+        """Cheap fingerprint of the queue: it changes when a run is submitted, claimed or finished."""
+        with self.engine.connect() as conn:
+            counts = dict(conn.execute(
+                select(Execution.status, func.count())
+                .where(Execution.status.in_((QUEUED, RUNNING)))
+                .group_by(Execution.status)
+            ).all())
+            newest = conn.execute(select(func.max(Execution.queued_at)).where(Execution.status == QUEUED)).scalar()
+        return counts.get(QUEUED, 0), counts.get(RUNNING, 0), newest
+
+    def dispatch_if_changed(self) -> int:
+        """Dispatch now if the queue changed since the last tick, else once per dispatch interval."""
+        signature = self.queue_signature()
+        due = time.monotonic() - self._last_tick >= self.settings.dispatch_interval_seconds
+        if signature == self._last_signature and not due:
+            return 0
+        self._last_signature, self._last_tick = signature, time.monotonic()
+        return self.dispatch_tick()
 
     def dispatch_tick(self) -> int:
         import ray
@@ -189,7 +211,8 @@ def main() -> None:
         provider = LocalProvider(Path(settings.local_grid_home))
     orch = Orchestrator(settings, provider)
     scheduler = BlockingScheduler()
-    scheduler.add_job(_safe(orch.dispatch_tick), "interval", seconds=settings.dispatch_interval_seconds,
+    scheduler.add_job(_safe(orch.dispatch_if_changed), "interval",
+                      seconds=min(settings.dispatch_poll_interval_seconds, settings.dispatch_interval_seconds),
                       max_instances=1, coalesce=True, id="dispatch")
     scheduler.add_job(_safe(orch.sweep_tick), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")

@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
 
     # Orchestrator timings.
     dispatch_interval_seconds: float = 0.5
+    # How often a cheap query looks for a changed queue (a submit, a finished run): a change
+    # dispatches at once instead of waiting for the next full tick.
+    dispatch_poll_interval_seconds: float = 0.05
     redispatch_after_seconds: float = 60.0
     placement_window_seconds: float = 600.0
     sweep_interval_seconds: float = 5.0

@@ -26,7 +26,7 @@ from ..db.models import (
     Worker,
     WorkerHeartbeat,
 )
-from ..db.session import engine_for
+from ..db.session import engine_for, write_tx
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore, input_key
 from . import schemas
@@ -136,7 +136,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if body.batch_parallel is not None and not body.batch_id:
             raise HTTPException(400, "batch_parallel limits a batch: send it together with a batch_id.")
         execution_id = "ex-" + secrets.token_hex(6)
-        with engine.begin() as conn:
+        with write_tx(engine) as conn:
             conn.execute(
                 insert(Execution).values(
                     id=execution_id, tenant_id=tenant_id, status=UPLOADING, script=body.script,

@@ -24,13 +24,15 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
-            # Let SQLAlchemy's BEGIN really start a transaction, and make it take the write lock
-            # up front so read-then-write transactions cannot deadlock.
+            # Let SQLAlchemy's BEGIN really start a transaction (the driver's own handling is off).
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writes (write_tx) take the write lock up front, so read-then-write transactions
+            # cannot fail on a stale snapshot; reads stay deferred, so WAL lets them run beside a
+            # writer instead of queueing behind it.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("rgrid_write") else "BEGIN")
 
         return engine
     if url.startswith("postgresql://"):
@@ -43,6 +45,11 @@ def make_engine(url: str) -> Engine:
         max_overflow=20,
         connect_args={"options": "-c timezone=UTC"},
     )
+
+
+def write_tx(engine: Engine):
+    """`with write_tx(engine) as conn:` a transaction that will write (IMMEDIATE on SQLite)."""
+    return engine.execution_options(rgrid_write=True).begin()
 
 
 @lru_cache(maxsize=8)

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from ..auth import create_key
 from ..db.models import Worker
-from ..db.session import engine_for, upgrade_schema
+from ..db.session import engine_for, upgrade_schema, write_tx
 from ..raynet import ray_process_env
 from ..settings import ServiceSettings
 from ..storage import ObjectStore
@@ -282,7 +282,7 @@ def new_worker_id(state: GridState) -> str:
 
 def retire_workers(database_url: str) -> None:
     """Workers of an earlier local grid session are gone for good: mark them deleted."""
-    with engine_for(database_url).begin() as conn:
+    with write_tx(engine_for(database_url)) as conn:
         conn.execute(update(Worker).where(Worker.provider == "local", Worker.state != "dead").values(state="deleted"))
 
 

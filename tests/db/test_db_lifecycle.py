@@ -237,3 +237,40 @@ def test_terminal_executions_cannot_be_claimed_or_canceled(engine, make_executio
     assert lifecycle.claim(engine, execution_id, "w-1") is None
     assert lifecycle.cancel(engine, execution_id) is False
     assert row(engine, execution_id).status == status
+
+
+def test_reads_are_not_blocked_by_an_open_write_transaction(db_url, engine):
+    """API reads (status, logs, the orchestrator's snapshot) go on while a writer holds its lock."""
+    import threading
+
+    from sqlalchemy import text
+
+    from rgrid_service.db.session import write_tx
+
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        with write_tx(engine) as conn:
+            conn.execute(text("UPDATE workers SET slots = slots WHERE 1 = 0"))
+            conn.execute(text("INSERT INTO tenants (id, name) VALUES ('w-holder', 'x')"))
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(30)
+        done = threading.Event()
+
+        def reader():
+            with engine.connect() as conn:
+                conn.execute(text("SELECT count(*) FROM tenants")).scalar()
+            done.set()
+
+        r = threading.Thread(target=reader)
+        r.start()
+        # The reader must finish while the writer still holds its transaction open.
+        assert done.wait(20), "a read waited for a write transaction to end"
+    finally:
+        release.set()
+        t.join(30)
