@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
         workdir.mkdir(parents=True)
         os.chmod(settings.work_root, 0o755)  # the sandbox's own uid must reach /work
         try:
-            staging.stage_inputs(store, execution_id, ex.inputs, workdir)
+            with LeaseKeeper(engine, lease, settings):
+                staging.stage_inputs(store, execution_id, ex.inputs, workdir)
         except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence
             _finish(engine, settings, lease, FAILED, None, f"Could not stage the input files on the worker: {e}", [])
             return "staging-failed"
@@ -126,7 +128,8 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         status, exit_code, reason = FAILED, _exit_code(code), _explain(code, bytes(tail), limits)
     try:
         paths = staging.changed_files(workdir, before)
-        outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
+        with LeaseKeeper(engine, lease, settings):
+            outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
     except Exception as e:  # noqa: BLE001
         _finish(engine, settings, lease, FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
         return "upload-failed"
@@ -134,6 +137,33 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")
         return "fenced"
     return status
+
+
+class LeaseKeeper:
+    """Renews the lease from a thread while the runner is busy with a long transfer, so a slow
+    or retrying upload is not mistaken for a dead runner. A refused renew is left for the next
+    fenced write (finish) to discover."""
+
+    def __init__(self, engine, lease, settings):
+        self.engine, self.lease, self.settings = engine, lease, settings
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.settings.lease_check_interval_seconds):
+            try:
+                if not lifecycle.renew(self.engine, self.lease):
+                    return
+            except Exception:  # noqa: BLE001 - database blip: try again next interval
+                pass
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray):

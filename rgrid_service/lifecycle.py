@@ -193,8 +193,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
 
     Returns (execution id, new status) for each orphan. Idempotent: a worker already dead is a no-op.
     """
-    from .db.models import LOST, Worker
-    from .policies.health import Orphan, orphan_outcome
+    from .db.models import Worker
 
     results: list[tuple[str, str]] = []
     with write_tx(engine) as conn:
@@ -212,30 +211,61 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
             )
         ).all()
         for row in orphans:
-            outcome = orphan_outcome(Orphan(row.id, row.attempt, row.max_attempts))
             why = f"attempt {row.attempt} on worker {worker_id} lost at {now}: {reason}"
-            values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
-            if outcome == LOST:
-                values["finished_at"] = utcnow()
-            else:
-                values["queued_at"] = utcnow()
-            conn.execute(
-                update(Execution)
-                .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == RUNNING)
-                .values(**values)
-            )
-            conn.execute(
-                update(ExecutionAttempt)
-                .where(ExecutionAttempt.execution_id == row.id, ExecutionAttempt.attempt == row.attempt)
-                .values(finished_at=utcnow(), outcome="lost", reason=why)
-            )
-            results.append((row.id, outcome))
+            results.append((row.id, _hand_back(conn, row, why)))
         # Dispatches placed on it but not yet claimed go back to the pool at once.
         conn.execute(
             update(Execution)
             .where(Execution.status == QUEUED, Execution.dispatched_to == worker_id)
             .values(dispatched_at=None, dispatched_to=None)
         )
+    return results
+
+
+def _hand_back(conn: Connection, row, why: str) -> str:
+    """Re-queue one orphaned attempt (or end it as lost), fenced on that attempt still running."""
+    from .db.models import LOST
+    from .policies.health import Orphan, orphan_outcome
+
+    outcome = orphan_outcome(Orphan(row.id, row.attempt, row.max_attempts))
+    values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
+    if outcome == LOST:
+        values["finished_at"] = utcnow()
+    else:
+        values["queued_at"] = utcnow()
+    res = conn.execute(
+        update(Execution)
+        .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == RUNNING)
+        .values(**values)
+    )
+    if res.rowcount == 1:
+        conn.execute(
+            update(ExecutionAttempt)
+            .where(ExecutionAttempt.execution_id == row.id, ExecutionAttempt.attempt == row.attempt)
+            .values(finished_at=utcnow(), outcome="lost", reason=why)
+        )
+    return outcome
+
+
+def expire_leases(engine: Engine, older_than: datetime) -> list[tuple[str, str]]:
+    """Runs whose runner stopped renewing (it died, its worker still alive): hand them back.
+
+    The runner renews at least every lease_check_interval, so a lease older than dead_after means
+    nobody is running it any more; a runner that does come back finds itself fenced off.
+    """
+    results: list[tuple[str, str]] = []
+    with write_tx(engine) as conn:
+        now = db_now(conn).strftime("%H:%M:%S")
+        stale = conn.execute(
+            select(Execution.id, Execution.attempt, Execution.max_attempts, Execution.worker_id,
+                   Execution.heartbeat_at)
+            .where(Execution.status == RUNNING, Execution.heartbeat_at < older_than)
+        ).all()
+        for row in stale:
+            since = row.heartbeat_at.strftime("%H:%M:%S") if row.heartbeat_at else "its start"
+            why = (f"attempt {row.attempt} on worker {row.worker_id} lost at {now}: "
+                   f"its runner stopped renewing its lease at {since}")
+            results.append((row.id, _hand_back(conn, row, why)))
     return results
 
 

@@ -161,6 +161,9 @@ class Orchestrator:
             self.engine, now - timedelta(seconds=self.settings.presign_expiry_seconds + 60))
         if expired:
             log.info("canceled %d execution(s) whose uploads never completed", expired)
+        for execution_id, outcome in lifecycle.expire_leases(
+                self.engine, now - timedelta(seconds=self.settings.dead_after_seconds)):
+            log.warning("%s: its runner stopped renewing its lease; now %s", execution_id, outcome)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(Worker.id, Worker.created_at, WorkerHeartbeat.last_heartbeat_at)

@@ -274,3 +274,27 @@ def test_reads_are_not_blocked_by_an_open_write_transaction(db_url, engine):
     finally:
         release.set()
         t.join(30)
+
+
+def test_expired_lease_is_handed_back_and_its_runner_fenced(engine, make_execution):
+    from datetime import timedelta
+
+    ex_id = make_execution(max_attempts=2)
+    lease = lifecycle.claim(engine, ex_id, "w-1")
+    with engine.connect() as conn:
+        now = lifecycle.db_now(conn)
+    # A fresh lease is left alone.
+    assert lifecycle.expire_leases(engine, now - timedelta(seconds=60)) == []
+    # Its runner died (no renew for long): the run goes back to the queue, with the reason.
+    assert lifecycle.expire_leases(engine, now + timedelta(seconds=1)) == [(ex_id, "queued")]
+    with engine.connect() as conn:
+        ex = conn.execute(select(Execution.status, Execution.reason).where(Execution.id == ex_id)).one()
+        outcome = conn.execute(select(ExecutionAttempt.outcome).where(
+            ExecutionAttempt.execution_id == ex_id, ExecutionAttempt.attempt == 1)).scalar_one()
+    assert ex.status == "queued" and "stopped renewing its lease" in ex.reason and outcome == "lost"
+    assert lifecycle.renew(engine, lease) is False
+    assert lifecycle.finish(engine, lease, "succeeded", 0, None, []) is False
+    # The second and last attempt expires too: lost, not queued again.
+    second = lifecycle.claim(engine, ex_id, "w-2")
+    assert second.attempt == 2
+    assert lifecycle.expire_leases(engine, now + timedelta(hours=1)) == [(ex_id, "lost")]
