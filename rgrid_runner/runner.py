@@ -76,11 +76,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         _finish(engine, settings, lease, FAILED, None, str(e), [])
         return "sandbox-error"
     uid = sandbox.sandbox_uid()
-    if uid is not None:
-        for dirpath, _dirs, files in os.walk(workdir):
-            os.chown(dirpath, uid, uid)
-            for f in files:
-                os.lchown(os.path.join(dirpath, f), uid, uid)
+    sandbox.hand_over(workdir, uid)
     limits = sandbox.Limits(
         wall_seconds=ex.timeout_seconds,
         cpu_seconds=ex.timeout_seconds + 1,

@@ -49,6 +49,16 @@ def sandbox_uid() -> int | None:
     return SANDBOX_UID_BASE + secrets.randbelow(100_000)
 
 
+def hand_over(workdir: Path, uid: int | None) -> None:
+    """Give the staged /work to the run's own uid (no-op when the runner is unprivileged)."""
+    if uid is None:
+        return
+    for dirpath, _dirs, files in os.walk(workdir):
+        os.chown(dirpath, uid, uid)
+        for f in files:
+            os.lchown(os.path.join(dirpath, f), uid, uid)
+
+
 def script_env(user_env: dict[str, str]) -> dict[str, str]:
     """The script's whole environment. It reaches the sandbox as bwrap's own environment (not as
     --setenv arguments), so secret values never appear in a process list."""

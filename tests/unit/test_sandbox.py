@@ -109,11 +109,7 @@ def workdir():
 def _run(workdir: Path, script_text: str, args=(), limits=None, uid=None, timeout=60):
     """Start the sandbox the way rgrid_runner.runner does, and wait for it."""
     (workdir / "script.py").write_text(textwrap.dedent(script_text))
-    if uid is not None:
-        for dirpath, _dirs, files in os.walk(workdir):
-            os.chown(dirpath, uid, uid)
-            for f in files:
-                os.lchown(os.path.join(dirpath, f), uid, uid)
+    sandbox.hand_over(workdir, uid)
     limits = limits or Limits(wall_seconds=60, cpu_seconds=60, memory_mb=1024, max_processes=64, max_file_mb=64)
     cmd = bwrap_command(workdir, resolve_interpreter("python:3.11"), "script.py", list(args))
     proc = subprocess.Popen(
