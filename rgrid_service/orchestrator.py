@@ -125,7 +125,8 @@ class Orchestrator:
                 WorkerLoad(w, nodes[w]["slots"], busy.get(w, 0), recent.get(w, 0))
                 for w in active if w in nodes and nodes[w]["alive"] and nodes[w]["slots"] > 0
             ]
-            free = sum(max(0, w.slots - w.busy) for w in workers)
+            prefetch = self.settings.dispatch_prefetch_per_worker
+            free = sum(max(0, w.slots + prefetch - w.busy) for w in workers)
             if free <= 0:
                 return 0
             queued = conn.execute(
@@ -143,7 +144,8 @@ class Orchestrator:
                 .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
                 .group_by(Execution.batch_id)
             ).all()) if batches else {}
-        decisions = place([Queued(q.id, q.batch_id, q.batch_parallel) for q in queued], workers, batch_busy)
+        decisions = place([Queued(q.id, q.batch_id, q.batch_parallel) for q in queued], workers, batch_busy,
+                          prefetch=prefetch)
         sent = lifecycle.mark_dispatched(self.engine, decisions)
         if sent:
             ray.get(self.dispatcher.dispatch.remote([(e, nodes[w]["node_id"]) for e, w in sent]))

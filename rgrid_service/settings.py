@@ -36,6 +36,8 @@ class ServiceSettings(BaseSettings):
     dispatch_poll_interval_seconds: float = 0.05
     redispatch_after_seconds: float = 60.0
     placement_window_seconds: float = 600.0
+    # Runs handed to a full worker ahead of time, to start the moment one of its slots frees.
+    dispatch_prefetch_per_worker: int = 1
     sweep_interval_seconds: float = 5.0
     dead_after_seconds: float = 120.0
     replace_dead_workers: bool = True

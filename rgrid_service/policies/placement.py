@@ -24,15 +24,21 @@ class Queued:
     batch_parallel: int | None = None
 
 
-def place(queued: list[Queued], workers: list[WorkerLoad], batch_busy: dict[str, int]) -> list[tuple[str, str]]:
-    """(execution id, worker id) pairs, in queue order, never exceeding any worker's slots."""
+def place(queued: list[Queued], workers: list[WorkerLoad], batch_busy: dict[str, int],
+          prefetch: int = 0) -> list[tuple[str, str]]:
+    """(execution id, worker id) pairs, in queue order.
+
+    A worker takes up to its slots, plus `prefetch` more once every worker is full: a prefetched
+    run waits at its node and starts the instant a slot there frees, instead of a dispatch later.
+    Free slots anywhere are always filled first (lowest busy share wins).
+    """
     loads = {w.worker_id: w for w in workers}
     in_batch = dict(batch_busy)
     decisions: list[tuple[str, str]] = []
     for q in queued:
         if q.batch_id and q.batch_parallel and in_batch.get(q.batch_id, 0) >= q.batch_parallel:
             continue
-        free = [w for w in loads.values() if w.busy < w.slots]
+        free = [w for w in loads.values() if w.busy < w.slots + prefetch]
         if not free:
             break
         best = min(free, key=lambda w: (w.busy / w.slots, w.recent, w.worker_id))

@@ -1,0 +1,89 @@
+"""The pure decision functions, by table: placement, the dead-worker rule, orphan outcomes."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+
+from rgrid_service.policies.health import Orphan, WorkerBeat, dead_workers, orphan_outcome
+from rgrid_service.policies.placement import Queued, WorkerLoad, place
+
+T0 = datetime(2026, 11, 28, 12, 0, 0)
+
+
+def W(wid, busy=0, recent=0, slots=2):
+    return WorkerLoad(wid, slots, busy, recent)
+
+
+def Q(n, batch=None, parallel=None):
+    return [Queued(f"e{i}", batch, parallel) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "queued, workers, prefetch, expected",
+    [
+        # Idle workers: one each before anyone gets a second (even spread).
+        (Q(3), [W("w-1"), W("w-2"), W("w-3")], 0, {"w-1": 1, "w-2": 1, "w-3": 1}),
+        (Q(6), [W("w-1"), W("w-2"), W("w-3")], 0, {"w-1": 2, "w-2": 2, "w-3": 2}),
+        # Never above the slots without prefetch.
+        (Q(10), [W("w-1"), W("w-2"), W("w-3")], 0, {"w-1": 2, "w-2": 2, "w-3": 2}),
+        # Prefetch: one extra per worker, only once all are full.
+        (Q(10), [W("w-1"), W("w-2"), W("w-3")], 1, {"w-1": 3, "w-2": 3, "w-3": 3}),
+        # Free slots first: the busy worker gets nothing while another has room.
+        (Q(2), [W("w-1", busy=2), W("w-2", busy=0)], 1, {"w-2": 2}),
+        # Ties on load go to the worker given the fewest runs recently.
+        (Q(1), [W("w-1", recent=5), W("w-2", recent=1)], 0, {"w-2": 1}),
+        # Lower busy share wins over fewer recent placements.
+        (Q(1), [W("w-1", busy=1, recent=0), W("w-2", busy=0, recent=9)], 0, {"w-2": 1}),
+        # Bigger workers take proportionally more.
+        (Q(6), [W("big", slots=4), W("small", slots=2)], 0, {"big": 4, "small": 2}),
+        # Nothing to place on: no decisions.
+        (Q(3), [], 0, {}),
+        (Q(3), [W("w-1", busy=2)], 0, {}),
+    ],
+)
+def test_place(queued, workers, prefetch, expected):
+    decisions = place(queued, workers, {}, prefetch=prefetch)
+    assert Counter(w for _, w in decisions) == expected
+    # Queue order is kept: the first runs placed are the oldest.
+    assert [e for e, _ in decisions] == [q.execution_id for q in queued][: len(decisions)]
+
+
+def test_batch_parallel_limit_counts_what_is_already_busy():
+    queued = Q(5, batch="b-1", parallel=2) + [Queued("other")]
+    decisions = place(queued, [W("w-1"), W("w-2")], {"b-1": 1})
+    placed = [e for e, _ in decisions]
+    assert placed == ["e0", "other"]  # one more of the batch (1 busy + 1 = 2), then the next job
+
+
+@pytest.mark.parametrize(
+    "last_beat, registered, ray_alive, dead",
+    [
+        (T0 - timedelta(seconds=30), T0 - timedelta(hours=1), True, False),
+        (T0 - timedelta(seconds=120), T0 - timedelta(hours=1), True, False),  # exactly dead_after: alive
+        (T0 - timedelta(seconds=121), T0 - timedelta(hours=1), True, True),
+        (None, T0 - timedelta(seconds=60), None, False),  # registered, no beat yet, within grace
+        (None, T0 - timedelta(seconds=300), None, True),  # never beat since registration
+        (T0, T0, False, True),  # Ray says its node is dead: sooner than heartbeats
+        (T0 - timedelta(seconds=500), T0 - timedelta(hours=1), None, True),  # Ray doesn't know it
+    ],
+)
+def test_dead_worker_rule(last_beat, registered, ray_alive, dead):
+    found = dead_workers([WorkerBeat("w-3", last_beat, registered, ray_alive)], T0, timedelta(minutes=2))
+    assert bool(found) is dead
+    if found:
+        assert found[0].worker_id == "w-3"
+        assert ("Ray reported" in found[0].reason) is (ray_alive is False)
+
+
+def test_dead_worker_reason_names_the_last_heartbeat():
+    [d] = dead_workers([WorkerBeat("w-3", T0 - timedelta(minutes=2, seconds=5), T0 - timedelta(hours=1))],
+                       T0, timedelta(minutes=2))
+    assert d.reason == "no heartbeat from w-3 since 11:57:55 (2m05s)"
+
+
+@pytest.mark.parametrize("attempt, max_attempts, outcome", [(1, 3, "queued"), (2, 3, "queued"), (3, 3, "lost"),
+                                                            (1, 1, "lost")])
+def test_orphan_outcome(attempt, max_attempts, outcome):
+    assert orphan_outcome(Orphan("e", attempt, max_attempts)) == outcome
