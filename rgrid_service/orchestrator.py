@@ -28,7 +28,6 @@ from .settings import ServiceSettings, get_settings
 
 log = logging.getLogger("rgrid.orchestrator")
 
-
 def connect_ray(address: str) -> None:
     import ray
 
@@ -39,7 +38,6 @@ def connect_ray(address: str) -> None:
         pin_loopback()
         kwargs["_node_ip_address"] = "127.0.0.1"
     ray.init(address=address, namespace="rgrid", log_to_driver=False, logging_level=logging.WARNING, **kwargs)
-
 
 def ray_worker_nodes() -> dict[str, dict]:
     """worker id -> {node_id, alive, slots} for every Ray node that carries an rgrid worker label."""
@@ -56,7 +54,6 @@ def ray_worker_nodes() -> dict[str, dict]:
         if worker_id not in nodes or info["alive"]:
             nodes[worker_id] = info
     return nodes
-
 
 class Orchestrator:
     def __init__(self, settings: ServiceSettings, provider=None):
@@ -163,9 +160,7 @@ class Orchestrator:
             self.engine, now - timedelta(seconds=self.settings.presign_expiry_seconds + 60))
         if expired:
             log.info("canceled %d execution(s) whose uploads never completed", expired)
-        for execution_id, outcome in lifecycle.expire_leases(
-                self.engine, now - timedelta(seconds=self.settings.dead_after_seconds)):
-            log.warning("%s: its runner stopped renewing its lease; now %s", execution_id, outcome)
+
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(Worker.id, Worker.created_at, WorkerHeartbeat.last_heartbeat_at)
@@ -184,6 +179,12 @@ class Orchestrator:
                         ", ".join(f"{e}->{s}" for e, s in orphans) or "none")
             if self.provider is not None:
                 self._fleet.submit(self._replace, d.worker_id)
+        # A run whose runner died on a live worker. The margin past dead_after lets a whole dead
+        # worker be declared first, so its runs carry that (more useful) reason.
+        lease_timeout = (self.settings.dead_after_seconds + self.settings.heartbeat_interval_seconds
+                         + self.settings.sweep_interval_seconds)
+        for execution_id, outcome in lifecycle.expire_leases(self.engine, now - timedelta(seconds=lease_timeout)):
+            log.warning("%s: its runner stopped renewing its lease; now %s", execution_id, outcome)
         return [d.worker_id for d in dead]
 
     def _replace(self, worker_id: str) -> None:
@@ -194,7 +195,6 @@ class Orchestrator:
                 log.info("replacement worker %s started for %s", new_id, worker_id)
         except Exception:  # noqa: BLE001
             log.exception("provider could not replace %s", worker_id)
-
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -226,7 +226,6 @@ def main() -> None:
              settings.dispatch_interval_seconds, settings.sweep_interval_seconds, settings.dead_after_seconds)
     scheduler.start()
 
-
 def _safe(fn):
     def wrapper():
         try:
@@ -235,7 +234,6 @@ def _safe(fn):
             log.exception("tick failed; will retry next interval")
 
     return wrapper
-
 
 if __name__ == "__main__":
     main()
