@@ -31,7 +31,7 @@ from .client import ApiError, Client
 from .config import Endpoint, remote_endpoint, rgrid_home
 from .names import dedupe, input_name_problem
 from .runtimes import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
-from .transfer import LocalInput, TransferError, download, prepare, safe_target, upload
+from .transfer import TransferError, download, prepare, safe_target, upload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 local_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Manage the local grid on this machine.")

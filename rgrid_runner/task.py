@@ -4,23 +4,22 @@ Ray's own retries are off: re-queueing is the orchestrator's decision, never Ray
 """
 from __future__ import annotations
 
-import os
-
 import ray
 
+from rgrid_service.settings import ServiceSettings
 
-def current_worker_id() -> str:
-    wid = os.environ.get("RGRID_WORKER_ID")
-    if wid:
-        return wid
+
+def current_worker_id(settings: ServiceSettings) -> str:
+    """RGRID_WORKER_ID (set on the worker server), else the node's rgrid-worker label."""
+    if settings.worker_id:
+        return settings.worker_id
     labels = ray.get_runtime_context().get_node_labels()
     return labels.get("rgrid-worker") or ray.get_runtime_context().get_node_id()[:12]
 
 
 @ray.remote(max_retries=0, num_cpus=0, resources={"rgrid_slot": 1})
 def execute(execution_id: str) -> str:
-    from rgrid_service.settings import ServiceSettings
-
     from .runner import run_execution
 
-    return run_execution(execution_id, current_worker_id(), ServiceSettings())
+    settings = ServiceSettings()
+    return run_execution(execution_id, current_worker_id(settings), settings)

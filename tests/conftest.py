@@ -104,6 +104,28 @@ class Grid:
         return httpx.Client(base_url=self.state.api_url, headers=headers, timeout=30)
 
 
+def start_test_grid(prefix: str, env: dict[str, str], **up_kwargs):
+    """Start a local grid for tests in a fresh short home (Ray's socket paths must stay short);
+    `env` is set only while the grid starts, so its processes inherit it. Returns (home, state)."""
+    from rgrid_service.localgrid import grid as localgrid
+
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return home, localgrid.up(home, **up_kwargs)
+    except Exception:
+        for log in sorted((home / "local" / "logs").glob("*.log")):
+            print(f"---- {log}\n{log.read_text(errors='replace')[-3000:]}")
+        raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """A throwaway PostgreSQL for the whole session (see tests/pgserver.py)."""
@@ -118,24 +140,7 @@ def grid():
         missing("bubblewrap", "install it with `apt-get install bubblewrap` (make setup does).")
     from rgrid_service.localgrid import grid as localgrid
 
-    # Ray's socket paths must stay short: keep the grid home directly under /tmp.
-    home = Path(tempfile.mkdtemp(prefix="rgt-", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in GRID_ENV}
-    os.environ.update(GRID_ENV)
-    try:
-        state = localgrid.up(home, workers=3)
-    except Exception:
-        for name in ("seaweedfs", "ray-head", "api", "orchestrator", "w-1", "w-2"):
-            log = home / "local" / "logs" / f"{name}.log"
-            if log.exists():
-                print(f"---- {log}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    home, state = start_test_grid("rgt-", GRID_ENV, workers=3)
     yield Grid(home, state)
     localgrid.down(home)
     shutil.rmtree(home, ignore_errors=True)

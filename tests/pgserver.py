@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -9,12 +9,6 @@ import time
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def free_ports(n: int) -> list[int]:
     """n distinct free ports (held open together so they differ)."""
     socks = []
@@ -60,12 +54,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def stop_group(pgid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL what is left."""
-    stop_groups([pgid], grace)
-
-
-def _group_alive(pgid: int) -> bool:
+def process_table() -> dict[int, tuple[int, int, int, str]]:
+    """pid -> (parent pid, process group, session, state) for every process, read from /proc."""
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -74,10 +65,13 @@ def _group_alive(pgid: int) -> bool:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # fields[0] is state, fields[2] is pgrp
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+        table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]), fields[0])
+    return table
+
+
+def group_alive(pgid: int) -> bool:
+    """Any non-zombie process left in the process group (a stopped one counts as alive)."""
+    return any(pg == pgid and state != "Z" for _pp, pg, _sid, state in process_table().values())
 
 
 def wait_for_port(port: int, timeout: float, what: str) -> None:
@@ -99,7 +93,7 @@ def stop_groups(pgids: list[int], grace: float = 10.0) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_group_alive(p) for p in pgids):
+    while time.monotonic() < deadline and any(group_alive(p) for p in pgids):
         for p in pgids:
             try:
                 os.waitpid(p, os.WNOHANG)

@@ -12,19 +12,18 @@ import json
 import os
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import GRID_ENV, Grid, missing
+from tests.conftest import GRID_ENV, Grid, missing, start_test_grid
+from rgrid_service.localgrid.procs import group_alive, process_table
 from tests.pgserver import PgServer, _run_as_owner
 
 WORKERS = 3
@@ -45,26 +44,9 @@ CHAOS_ENV = {
 }
 
 
-def group_alive(pgid: int) -> bool:
-    """Any non-zombie process left in the process group (a stopped one counts as alive)."""
-    from rgrid_service.localgrid.procs import _group_alive
-
-    return _group_alive(pgid)
-
-
 def _processes() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, session id, state) for every process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        table[int(entry)] = (int(fields[1]), int(fields[3]), fields[0])
-    return table
+    return {pid: (ppid, sid, state) for pid, (ppid, _pg, sid, state) in process_table().items()}
 
 
 def server_processes(session: int) -> list[int]:
@@ -357,23 +339,8 @@ def chaos_grid(pg_server: PgServer):
         # (`pg_ctl restart -m immediate`) drop commits it had already acknowledged; no production
         # database does that. The chaos database commits durably, as production would.
         conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = on")
-    # Ray's socket paths must stay short: keep the grid home directly under /tmp.
-    home = Path(tempfile.mkdtemp(prefix="rgc-", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in CHAOS_ENV}
-    os.environ.update(CHAOS_ENV)
     started = time.monotonic()
-    try:
-        state = localgrid.up(home, workers=WORKERS, database_url=pg_server.url(name))
-    except Exception:
-        for log in sorted((home / "local" / "logs").glob("*.log")):
-            print(f"---- {log}\n{log.read_text(errors='replace')[-3000:]}")
-        raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    home, state = start_test_grid("rgc-", CHAOS_ENV, workers=WORKERS, database_url=pg_server.url(name))
     grid = ChaosGrid(home, state, pg=pg_server, db_name=name)
     grid.wait_for_workers()
     print(f"\nchaos grid up in {time.monotonic() - started:.0f} s at {home} (database {name})")

@@ -211,7 +211,6 @@ def test_4_postgresql_restart_during_a_batch(chaos: ChaosGrid):
     ids = chaos.submit_many(SLEEPER, 24, ["1"], batch_id=batch(24))
     wait_until(lambda: chaos.count_status(ids).get("running", 0) >= 3, 60, "3 executions running")
     paths = ["/v1/health", "/v1/executions?limit=5"]
-    fault_at = chaos.db_now()
     with Poller(chaos, paths) as poll:
         time.sleep(0.3)
         t0 = time.monotonic()

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import collections
 import time
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from rgrid_service.db.models import Execution, ExecutionAttempt, ExecutionOutput
 
