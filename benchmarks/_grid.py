@@ -98,15 +98,19 @@ class BenchGrid:
 
     def submit(self, api: httpx.Client, store: httpx.Client, script_text: str = NOOP, name: str = "noop.py",
                args: list[str] | None = None, **fields) -> str:
-        """Queue an execution the way the CLI does (tests/conftest.py Grid.submit): create, PUT the
-        script to its presigned URL, submit. Returns the execution id."""
+        """Queue an execution the way the CLI does (rgrid/cli.py submit): create asking to queue at
+        once; only if the grid does not hold the script yet (by content), PUT it to its presigned
+        URL and submit. Returns the execution id."""
         data = script_text.encode()
         spec = {"name": name, "kind": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                 "md5": hashlib.md5(data).hexdigest()}
-        created = api.post("/v1/executions", json={"script": name, "args": args or [], "inputs": [spec], **fields})
+        created = api.post("/v1/executions", json={"script": name, "args": args or [], "inputs": [spec],
+                                                   "submit": True, **fields})
         if created.status_code != 201:
             raise RuntimeError(f"create failed: {created.status_code} {created.text}")
         body = created.json()
+        if body["status"] == "queued":
+            return body["id"]
         for upload in body["uploads"]:
             put = store.put(upload["url"], content=data)
             if put.status_code != 200:
@@ -239,3 +243,53 @@ def describe(grid: BenchGrid) -> str:
     src = ("product defaults" if not grid.overrides else
            "overridden: " + ", ".join(f"{k}={v}" for k, v in grid.overrides.items()))
     return ("timings: " + ", ".join(f"{k}={v}" for k, v in t.items()) + f"  [{src}]")
+
+
+def _role(pid: int, cmdline: str, me: int) -> str:
+    """A short name for what a process is, to add up CPU seconds per part of the grid."""
+    if pid == me:
+        return "benchmark client"
+    rules = (("weed", "object store (SeaweedFS)"), ("uvicorn", "API"), ("rgrid_service.api", "API"),
+             ("orchestrator", "orchestrator"), ("rgrid_runner.agent", "worker agent"),
+             ("ray::execute", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
+             ("ray::IDLE", "runner (Ray worker incl. sandboxes)"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
+             ("dashboard", "Ray dashboard"), ("log_monitor", "Ray other"), ("ray/", "Ray other"), ("bwrap", "sandbox"))
+    for needle, role in rules:
+        if needle in cmdline:
+            return role
+    return "other"
+
+
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU seconds (user+sys, including waited-for children such as sandboxes) per role, for every
+    process now alive. Take one before and one after a phase and subtract."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    totals: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if not cmd:
+            continue  # kernel threads
+        secs = sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
+        role = _role(int(entry), cmd, me)
+        totals[role] = totals.get(role, 0.0) + secs
+    return totals
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> str:
+    roles = sorted(set(before) | set(after), key=lambda r: -(after.get(r, 0) - before.get(r, 0)))
+    lines = [f"CPU seconds during the phase ({wall:.1f} s wall, {os.cpu_count()} cores = "
+             f"{wall * (os.cpu_count() or 1):.1f} CPU-s available):"]
+    for r in roles:
+        d = after.get(r, 0) - before.get(r, 0)
+        if d >= 0.05:
+            lines.append(f"    {r:40s} {d:6.2f} s")
+    return "\n".join(lines)

@@ -9,8 +9,11 @@
   machine. No orchestration can beat it. Measured twice, just before and just after the RGrid
   run, so that load drifting during the run weighs on both; their mean is the floor.
 - RGrid: a throwaway 1-worker grid (2 slots). After 2 unmeasured warm-up executions, N no-op
-  executions are submitted all at once through the API (create, presigned PUT, submit; from
+  executions are submitted all at once through the API, as the CLI submits (create asking to
+  queue at once; the script, held by content since the warm-up, is not uploaded again; from
   --submitters threads) and the clock runs from the first create call to the last `finished_at`.
+  --unique-scripts gives every execution its own script, so each one is uploaded (create,
+  presigned PUT, submit) and fetched from the object store by the runner.
 
 Prints jobs/minute for both, the ratio RGrid / floor and whether the goal (>= 0.5) is met, plus
 where RGrid's time goes (submission span, slot occupancy, per-execution phases).
@@ -30,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _grid import NOOP, command_line, describe, load_line, local_grid, median, pct, utc  # noqa: E402
+from _grid import (NOOP, command_line, cpu_report, cpu_seconds_by_role, describe, load_line, local_grid,  # noqa: E402
+                   median, pct, utc)
 
 SLOTS = 2
 
@@ -106,9 +110,10 @@ def floor_throughput(n: int, concurrency: int = SLOTS) -> dict:
     return {"n": n, "span": span, "per_min": n / span * 60, "median_run": median(durations), "p95_run": pct(durations, 95)}
 
 
-def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2) -> dict:
+def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bool = False) -> dict:
     """n no-op executions submitted at once through the API of grid g; jobs/minute from the first
-    create call to the last finished_at."""
+    create call to the last finished_at. unique: every execution's script differs (a comment), so
+    none is held by the grid: each is uploaded, verified and fetched by its worker."""
     local = threading.local()
     clients = []
     lock = threading.Lock()
@@ -118,16 +123,18 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2) -> dict:
             local.api, local.store = g.api(), g.store_client()
             with lock:
                 clients.extend([local.api, local.store])
-        return g.submit(local.api, local.store)
+        return g.submit(local.api, local.store, script_text=f"pass  # {_i}\n" if unique else NOOP)
 
-    warm = [submit(-1) for _ in range(warmup)]
+    warm = [submit(-1 - k) for k in range(warmup)]
     g.wait_all(warm, poll=0.2)
+    cpu_before = cpu_seconds_by_role()
     first = time.time()
     with ThreadPoolExecutor(submitters) as pool:
         ids = list(pool.map(submit, range(n)))
     submitted = time.time()
     done = g.wait_all(ids, poll=0.5, timeout=max(600, n * 3))
     seen = time.time()
+    cpu_after = cpu_seconds_by_role()
     for c in clients:
         c.close()
     bad = [ex for ex in done.values() if ex["status"] != "succeeded"]
@@ -147,6 +154,7 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2) -> dict:
         "claimed_to_finished": median([f - s for s, f in zip(started, finished)]),
         "claimed_to_finished_p95": pct([f - s for s, f in zip(started, finished)], 95),
         "queue_wait_median": median([s - q for q, s in zip(queued, started)]),
+        "cpu": cpu_report(cpu_before, cpu_after, seen - first),
     }
 
 
@@ -155,6 +163,7 @@ def print_rgrid(r: dict) -> None:
           f"(submitting took {r['submit_span']:.1f} s; first claim {r['first_start_after']:.2f} s after the first create)")
     print(f"         slot occupancy {r['occupancy'] * 100:.0f}% of {SLOTS} slots between first claim and last finish; "
           f"claimed->finished median {r['claimed_to_finished']:.3f} s (p95 {r['claimed_to_finished_p95']:.3f} s)")
+    print("  " + r["cpu"].replace("\n", "\n  "))
 
 
 def main() -> None:
@@ -166,6 +175,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="RGRID_KNOB=VALUE",
                     help="any other RGRID_* setting for the grid (repeatable)")
     ap.add_argument("--skip-floor", action="store_true", help="RGrid only")
+    ap.add_argument("--unique-scripts", action="store_true",
+                    help="a different script per execution: every one is uploaded and fetched (no reuse by content)")
     opts = ap.parse_args()
     env = dict(kv.split("=", 1) for kv in opts.set)
     if opts.dispatch_interval:
@@ -180,7 +191,7 @@ def main() -> None:
         if not opts.skip_floor:
             floors.append(floor_throughput(opts.n))
             print(f"  floor (before): {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
-        r = rgrid_throughput(g, opts.n, opts.submitters)
+        r = rgrid_throughput(g, opts.n, opts.submitters, unique=opts.unique_scripts)
         print_rgrid(r)
         print(f"         [{load_line()}]", flush=True)
         if not opts.skip_floor:

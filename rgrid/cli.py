@@ -147,7 +147,8 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 def submit(c: Client, script: str, args: list[str], env: dict[str, str], runtime: str,
            timeout: Optional[int], batch_id: Optional[str] = None, quiet: bool = False,
            batch_parallel: Optional[int] = None) -> dict:
-    """Upload every input, then queue the execution. Nothing is queued if any upload fails."""
+    """Upload every input the grid does not already hold (by content), then queue the execution.
+    Nothing is queued if any upload fails."""
     script_name, rewritten, inputs = collect_inputs(script, args)
     with tempfile.TemporaryDirectory(prefix="rgrid-") as tmp:
         try:
@@ -156,10 +157,13 @@ def submit(c: Client, script: str, args: list[str], env: dict[str, str], runtime
             fail(str(e))
         created = call(c.post, "/v1/executions", json=dict(
             script=script_name, args=rewritten, env=env, runtime=runtime, timeout_seconds=timeout,
-            inputs=[p.spec() for p in prepared], batch_id=batch_id,
+            inputs=[p.spec() for p in prepared], batch_id=batch_id, submit=True,
             **({"batch_parallel": batch_parallel} if batch_parallel else {}),
         ))
+        if created["status"] == "queued":
+            return created  # every input was already on the grid (same content): nothing to upload
         urls = {u["name"]: u["url"] for u in created["uploads"]}
+        prepared = [p for p in prepared if p.name in urls]
         total = sum(p.size for p in prepared)
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       console=err, transient=True, disable=quiet or total < 1024 * 1024) as bar:

@@ -21,9 +21,10 @@ from rgrid_service import lifecycle
 from rgrid_service.db.models import FAILED, SUCCEEDED, TIMED_OUT, Execution
 from rgrid_service.db.session import engine_for
 from rgrid_service.settings import ServiceSettings
-from rgrid_service.storage import ObjectStore
+from rgrid_service.storage import ChecksumMismatch, ObjectStore
 
 from . import sandbox, staging
+from .inputcache import InputCache
 from .logpump import LogPump
 
 log = logging.getLogger("rgrid.runner")
@@ -32,27 +33,28 @@ log = logging.getLogger("rgrid.runner")
 def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) -> str:
     """Run execution_id if we win the claim. Returns what happened, for the orchestrator's log."""
     engine = engine_for(settings.database_url)
-    lease = lifecycle.claim(engine, execution_id, worker_id)
-    if lease is None:
+    claimed = lifecycle.claim_run(engine, execution_id, worker_id)
+    if claimed is None:
         return "not-claimed"
-    def load():
-        with engine.connect() as conn:
-            return conn.execute(
-                select(Execution.script, Execution.args, Execution.env, Execution.runtime,
-                       Execution.timeout_seconds, Execution.inputs).where(Execution.id == execution_id)
-            ).one()
-
-    ex = _db_retrying(settings, load)
+    lease, ex = claimed
     root = Path(settings.work_root) / f"{execution_id}-a{lease.attempt}"
     workdir = root / "work"
-    store = ObjectStore(settings)
+    store = ObjectStore.shared(settings)
     try:
         shutil.rmtree(root, ignore_errors=True)
         workdir.mkdir(parents=True)
         os.chmod(settings.work_root, 0o755)  # the sandbox's own uid must reach /work
         try:
             with LeaseKeeper(engine, lease, settings):
-                staging.stage_inputs(store, execution_id, ex.inputs, workdir)
+                staging.stage_inputs(store, execution_id, ex.inputs, workdir, InputCache.for_settings(settings))
+        except ChecksumMismatch as e:
+            # A damaged stored input must not fail every later run that reuses it: forget it, so
+            # the next submission uploads it again.
+            if e.key.startswith("blobs/"):
+                _db_retrying(settings, lambda: lifecycle.forget_blob(engine, e.key))
+            _finish(engine, settings, lease, FAILED, None,
+                    f"An input file's stored copy is damaged ({e}); run it again and it will be uploaded anew.", [])
+            return "staging-failed"
         except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence
             _finish(engine, settings, lease, FAILED, None, f"Could not stage the input files on the worker: {e}", [])
             return "staging-failed"
@@ -136,36 +138,63 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
 
 
 class LeaseKeeper:
-    """Renews the lease from a thread while the runner is busy with a long transfer, so a slow
-    or retrying upload is not mistaken for a dead runner. A refused renew is left for the next
-    fenced write (finish) to discover."""
+    """Renews the lease while the runner is busy with a transfer, so a slow or retrying upload is
+    not mistaken for a dead runner. A refused renew is left for the next fenced write (finish) to
+    discover.
+
+    One daemon thread per runner process serves every keeper: starting a thread for each transfer
+    cost a measurable share of a short run, and most transfers (a cached input, no outputs) are
+    over long before the first renew is due."""
+
+    _lock = threading.Lock()
+    _held: dict = {}  # Lease -> (engine, renew interval)
+    _thread: threading.Thread | None = None
 
     def __init__(self, engine, lease, settings):
-        self.engine, self.lease, self.settings = engine, lease, settings
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.settings.lease_check_interval_seconds):
-            try:
-                if not lifecycle.renew(self.engine, self.lease):
-                    return
-            except Exception:  # noqa: BLE001 - database blip: try again next interval
-                pass
+        self.engine, self.lease, self.interval = engine, lease, settings.lease_check_interval_seconds
 
     def __enter__(self):
-        self.thread.start()
+        cls = type(self)
+        with cls._lock:
+            cls._held[self.lease] = (self.engine, self.interval, time.monotonic())
+            if cls._thread is None or not cls._thread.is_alive():
+                cls._thread = threading.Thread(target=cls._run, daemon=True, name="lease-keeper")
+                cls._thread.start()
         return self
 
     def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+        with type(self)._lock:
+            type(self)._held.pop(self.lease, None)
+
+    @classmethod
+    def _run(cls) -> None:
+        while True:
+            with cls._lock:
+                held = dict(cls._held)
+            now = time.monotonic()
+            wait = 1.0
+            for lease, (engine, interval, last) in held.items():
+                if now - last < interval:
+                    wait = min(wait, interval - (now - last))
+                    continue
+                try:
+                    kept = lifecycle.renew(engine, lease)
+                except Exception:  # noqa: BLE001 - database blip: try again next interval
+                    kept = True
+                with cls._lock:
+                    if lease in cls._held:
+                        if kept:
+                            cls._held[lease] = (engine, interval, time.monotonic())
+                        else:
+                            del cls._held[lease]
+                wait = min(wait, interval)
+            time.sleep(max(0.01, wait))
 
 
 def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray):
     """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out)."""
     started = time.monotonic()
-    last_renew = 0.0
+    last_renew = started  # the claim itself just renewed the lease
     timed_out = False
     while True:
         exited = proc.poll() is not None

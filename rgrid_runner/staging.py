@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import tarfile
 from pathlib import Path
 
 from rgrid.names import input_name_problem, output_path_problem
 from rgrid_service.storage import ObjectStore, input_key, output_key
+
+from .inputcache import InputCache
 
 Snapshot = dict[str, tuple[int, int]]
 
@@ -17,23 +20,63 @@ class StagingError(Exception):
     pass
 
 
-def stage_inputs(store: ObjectStore, execution_id: str, inputs: list[dict], workdir: Path) -> None:
-    """Download every input into workdir, checking its sha256; folders arrive as tar and are unpacked."""
+def stage_inputs(store: ObjectStore, execution_id: str, inputs: list[dict], workdir: Path,
+                 cache: InputCache | None = None) -> int:
+    """Put every input into workdir, checking its sha256; folders arrive as tar and are unpacked.
+
+    Inputs come from the worker's cache when it holds them, else from the store (and then join
+    the cache). Returns how many bytes were fetched from the store."""
+    fetched = 0
     for spec in inputs:
         name = spec["name"]
         if input_name_problem(name):
             raise StagingError(f"refusing input name {name!r}")
-        key = input_key(execution_id, name)
+        key = spec.get("object_key") or input_key(execution_id, name)
+        sha256, size = spec["sha256"], int(spec.get("size") or 0)
         if spec.get("kind") == "dir":
-            archive = workdir.parent / f"{name}.tar"
-            store.download_verified(key, archive, spec["sha256"])
+            archive = cache.path_if_valid(sha256) if cache else None
+            if archive is None:
+                archive, fetched = _fetch(store, key, sha256, size, cache, workdir.parent / f"{name}.tar"), fetched + size
             target = workdir / name
             target.mkdir()
-            with tarfile.open(archive) as tar:
+            try:
+                tar = tarfile.open(archive)  # once open, an eviction cannot take it away
+            except FileNotFoundError:  # evicted at once by a concurrent run: fetch it again
+                archive = workdir.parent / f"{name}.tar"
+                store.download_verified(key, archive, sha256)
+                fetched += size
+                tar = tarfile.open(archive)
+            with tar:
                 tar.extractall(target, filter="data")  # refuses links and paths that escape
-            archive.unlink()
+            if archive.parent == workdir.parent:
+                archive.unlink()
         else:
-            store.download_verified(key, workdir / name, spec["sha256"])
+            dest = workdir / name
+            if cache and cache.copy_out(sha256, dest):
+                continue
+            source = _fetch(store, key, sha256, size, cache, dest)
+            fetched += size
+            if source != dest:
+                try:
+                    shutil.copyfile(source, dest)  # fetched and checked just now
+                except FileNotFoundError:  # evicted at once by a concurrent run: fetch it again
+                    store.download_verified(key, dest, sha256)
+    return fetched
+
+
+def _fetch(store: ObjectStore, key: str, sha256: str, size: int, cache: InputCache | None, dest: Path) -> Path:
+    """Download key, checking its sha256, into the cache when it is worth keeping, else to dest.
+    Returns where the verified file now is."""
+    if cache is None or not cache.worth_caching(size):
+        store.download_verified(key, dest, sha256)
+        return dest
+    part = cache.new_entry_path(sha256)
+    try:
+        store.download_verified(key, part, sha256)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return cache.add(sha256, part)
 
 
 def snapshot(workdir: Path) -> Snapshot:

@@ -4,9 +4,18 @@ Ray's own retries are off: re-queueing is the orchestrator's decision, never Ray
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import ray
 
 from rgrid_service.settings import ServiceSettings
+
+
+@lru_cache(maxsize=1)
+def worker_settings() -> ServiceSettings:
+    """Read once per Ray worker process: its environment is fixed when the worker node starts,
+    and parsing it again for every execution cost more than a no-op script's whole run."""
+    return ServiceSettings()
 
 
 def current_worker_id(settings: ServiceSettings) -> str:
@@ -21,5 +30,5 @@ def current_worker_id(settings: ServiceSettings) -> str:
 def execute(execution_id: str) -> str:
     from .runner import run_execution
 
-    settings = ServiceSettings()
+    settings = worker_settings()
     return run_execution(execution_id, current_worker_id(settings), settings)

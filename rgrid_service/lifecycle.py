@@ -49,8 +49,19 @@ def _fence(lease: Lease):
     )
 
 
+# What a runner needs to start a run, read in the claim's own statement (no second query).
+RUN_SPEC = (Execution.script, Execution.args, Execution.env, Execution.runtime, Execution.timeout_seconds,
+            Execution.inputs)
+
+
 def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
     """Atomically take a queued execution. None means somebody else has it (or it was canceled)."""
+    claimed = claim_run(engine, execution_id, worker_id)
+    return claimed[0] if claimed else None
+
+
+def claim_run(engine: Engine, execution_id: str, worker_id: str):
+    """claim(), also returning the run's spec (script, args, env, runtime, timeout_seconds, inputs)."""
     with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
@@ -66,7 +77,7 @@ def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
                 log_bytes=0,
                 log_truncated=False,
             )
-            .returning(Execution.attempt)
+            .returning(Execution.attempt, *RUN_SPEC)
         ).first()
         if row is None:
             return None
@@ -80,7 +91,7 @@ def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
                 started_at=utcnow(), running_on_worker=on_worker,
             )
         )
-    return Lease(execution_id, row.attempt, worker_id)
+    return Lease(execution_id, row.attempt, worker_id), row
 
 
 def renew(
@@ -139,15 +150,44 @@ def finish(
     return True
 
 
-def submit(engine: Engine, execution_id: str) -> bool:
-    """uploading -> queued, once every input has been verified by the caller."""
+def submit(engine: Engine, execution_id: str, verified: list[dict] = (), tenant_id: str | None = None) -> bool:
+    """uploading -> queued, once every input has been verified by the caller. `verified` are the
+    inputs (sha256, size, md5, object_key) this submit checked: they are kept for reuse, in the
+    same transaction as the queueing."""
     with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status == UPLOADING)
             .values(status=QUEUED, queued_at=utcnow())
         )
-        return res.rowcount == 1
+        if res.rowcount != 1:
+            return False
+        if verified:
+            remember_blobs(conn, tenant_id, verified)
+        return True
+
+
+def remember_blobs(conn: Connection, tenant_id: str, specs: list[dict]) -> None:
+    """Record verified inputs by content; one already recorded (a concurrent upload) is kept."""
+    from .db.models import Blob
+
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    rows = {s["sha256"]: dict(tenant_id=tenant_id, sha256=s["sha256"], size=s["size"], md5=s["md5"],
+                              object_key=s["object_key"]) for s in specs}
+    conn.execute(upsert(Blob).on_conflict_do_nothing(), list(rows.values()))
+
+
+def forget_blob(engine: Engine, object_key: str) -> int:
+    """A kept input turned out damaged (its sha256 did not match): forget it, so the next
+    execution that needs it is asked to upload it again instead of failing the same way."""
+    from .db.models import Blob
+    from sqlalchemy import delete
+
+    with write_tx(engine) as conn:
+        return conn.execute(delete(Blob).where(Blob.object_key == object_key)).rowcount
 
 
 def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the user") -> bool:

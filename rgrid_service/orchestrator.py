@@ -63,6 +63,8 @@ class Orchestrator:
         self._dispatcher = None
         self._last_signature: tuple | None = None
         self._last_tick = 0.0
+        self._nodes: dict[str, dict] | None = None
+        self._nodes_at = 0.0
         # Deleting a dead server and booting its replacement takes seconds to minutes: it runs here,
         # one at a time, so the sweep keeps declaring other deaths meanwhile.
         self._fleet = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet")
@@ -95,14 +97,19 @@ class Orchestrator:
         if signature == self._last_signature and not due:
             return 0
         self._last_signature, self._last_tick = signature, time.monotonic()
-        return self.dispatch_tick()
+        return self.dispatch_tick(full=due)
 
-    def dispatch_tick(self) -> int:
+    def dispatch_tick(self, full: bool = True) -> int:
+        """Place queued executions and send them. A full tick (every dispatch interval) also
+        collects finished tasks' reports and asks Ray for its nodes afresh; a tick triggered by a
+        queue change between them reuses the node list it got less than an interval ago, so a
+        burst of short runs does not cost two Ray round trips per finished run."""
         import ray
 
-        for execution_id, outcome in ray.get(self.dispatcher.reap.remote()):
-            log.info("%s: %s", execution_id, outcome)
-        nodes = ray_worker_nodes()
+        if full:
+            for execution_id, outcome in ray.get(self.dispatcher.reap.remote()):
+                log.info("%s: %s", execution_id, outcome)
+        nodes = self._ray_nodes(fresh=full)
         with self.engine.connect() as conn:
             now = lifecycle.db_now(conn)
             stale = now - timedelta(seconds=self.settings.redispatch_after_seconds)
@@ -148,6 +155,12 @@ class Orchestrator:
             ray.get(self.dispatcher.dispatch.remote([(e, nodes[w]["node_id"]) for e, w in sent]))
             log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
         return len(sent)
+
+    def _ray_nodes(self, fresh: bool) -> dict[str, dict]:
+        now = time.monotonic()
+        if fresh or self._nodes is None or now - self._nodes_at >= self.settings.dispatch_interval_seconds:
+            self._nodes, self._nodes_at = ray_worker_nodes(), now
+        return self._nodes
 
     # ------------------------------------------------------------------ health
 

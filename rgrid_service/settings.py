@@ -54,6 +54,9 @@ class ServiceSettings(BaseSettings):
     sandbox_max_processes: int = 256
     sandbox_max_file_mb: int = 8192
     work_root: str = "/tmp/rgrid-work"
+    # Verified inputs kept on the worker by content (sha256), so a script run again and again (a
+    # batch) is fetched from the object store once per worker. 0 turns the cache off.
+    input_cache_mb: int = 1024
     worker_id: str | None = None
     max_attempts: int = 3
 

@@ -1,6 +1,8 @@
 """Object store access (any S3: SeaweedFS locally, MinIO or Hetzner Object Storage in production).
 
-Object layout: executions/<id>/inputs/<name> and executions/<id>/outputs/a<attempt>/<path>.
+Object layout: blobs/<tenant hash>/<sha256> for inputs (kept by content, see db.models.Blob),
+executions/<id>/outputs/a<attempt>/<path> for outputs. Executions created before inputs were kept
+by content read theirs from executions/<id>/inputs/<name>.
 """
 from __future__ import annotations
 
@@ -27,10 +29,17 @@ _retry = retry(
 )
 
 CHUNK = 1024 * 1024
+_SHARED: dict[tuple, "ObjectStore"] = {}
 
 
 def input_key(execution_id: str, name: str) -> str:
     return f"executions/{execution_id}/inputs/{name}"
+
+
+def blob_key(tenant_id: str, sha256: str) -> str:
+    """Where an input with this content lives for this tenant. The tenant part is hashed so any
+    tenant id makes a plain key."""
+    return f"blobs/{hashlib.sha256(tenant_id.encode()).hexdigest()[:16]}/{sha256}"
 
 
 def output_key(execution_id: str, attempt: int, path: str) -> str:
@@ -57,6 +66,17 @@ class ObjectStore:
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
+
+    @classmethod
+    def shared(cls, settings: ServiceSettings) -> "ObjectStore":
+        """One store per process and configuration, so its connections are kept alive between
+        runs instead of being opened anew for every execution."""
+        key = (settings.s3_endpoint, settings.s3_public_endpoint, settings.s3_access_key, settings.s3_secret_key,
+               settings.s3_secure, settings.s3_region, settings.s3_bucket, settings.presign_expiry_seconds)
+        store = _SHARED.get(key)
+        if store is None:
+            store = _SHARED[key] = cls(settings)
+        return store
 
     @_retry
     def ensure_bucket(self) -> None:
@@ -94,7 +114,7 @@ class ObjectStore:
             resp.release_conn()
         got = digest.hexdigest()
         if sha256 and got != sha256:
-            raise ChecksumMismatch(f"{key}: expected sha256 {sha256}, got {got}")
+            raise ChecksumMismatch(f"{key}: expected sha256 {sha256}, got {got}", key)
         return got
 
     @_retry
@@ -112,4 +132,6 @@ class ObjectStore:
 
 
 class ChecksumMismatch(Exception):
-    pass
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key

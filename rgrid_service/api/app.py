@@ -16,9 +16,12 @@ from rgrid.runtimes import SUPPORTED_RUNTIMES
 
 from .. import lifecycle
 from ..auth import tenant_for_key
+from ..db.clock import utcnow
 from ..db.models import (
+    QUEUED,
     TERMINAL,
     UPLOADING,
+    Blob,
     Execution,
     ExecutionAttempt,
     ExecutionOutput,
@@ -28,7 +31,7 @@ from ..db.models import (
 )
 from ..db.session import engine_for, write_tx
 from ..settings import ServiceSettings, get_settings
-from ..storage import ObjectStore, input_key
+from ..storage import ObjectStore, blob_key, input_key
 from . import schemas
 
 ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -136,18 +139,46 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if body.batch_parallel is not None and not body.batch_id:
             raise HTTPException(400, "batch_parallel limits a batch: send it together with a batch_id.")
         execution_id = "ex-" + secrets.token_hex(6)
+        specs, uploads, reused = kept_or_to_upload(tenant_id, body.inputs)
+        queue_now = body.submit and not uploads
         with write_tx(engine) as conn:
             conn.execute(
                 insert(Execution).values(
-                    id=execution_id, tenant_id=tenant_id, status=UPLOADING, script=body.script,
+                    id=execution_id, tenant_id=tenant_id, status=QUEUED if queue_now else UPLOADING,
+                    queued_at=utcnow() if queue_now else None, script=body.script,
                     args=body.args, env=body.env, runtime=body.runtime,
                     timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
-                    inputs=[i.model_dump() for i in body.inputs], batch_id=body.batch_id,
+                    inputs=specs, batch_id=body.batch_id,
                     batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,
                 )
             )
-        uploads = [schemas.Upload(name=n, url=store.presign_put(input_key(execution_id, n))) for n in names]
-        return schemas.Created(id=execution_id, status=UPLOADING, uploads=uploads)
+        return schemas.Created(id=execution_id, status=QUEUED if queue_now else UPLOADING, uploads=uploads,
+                               reused=reused)
+
+    def kept_or_to_upload(tenant_id: str, inputs: list[schemas.InputSpec]):
+        """Each input's stored spec with its object key, the uploads still needed, and the names
+        of inputs this tenant already uploaded with the same content (sha256, size and MD5)."""
+        with engine.connect() as conn:
+            kept = {
+                (b.sha256, b.size, b.md5): b.object_key
+                for b in conn.execute(
+                    select(Blob.sha256, Blob.size, Blob.md5, Blob.object_key)
+                    .where(Blob.tenant_id == tenant_id, Blob.sha256.in_({i.sha256 for i in inputs}))
+                )
+            } if inputs else {}
+        specs, uploads, reused = [], [], []
+        for i in inputs:
+            spec = i.model_dump()
+            key = kept.get((i.sha256, i.size, i.md5))
+            if key:
+                reused.append(i.name)
+            else:
+                key = blob_key(tenant_id, i.sha256)
+                spec["upload"] = True  # verified by submit, then kept
+                uploads.append(schemas.Upload(name=i.name, url=store.presign_put(key)))
+            spec["object_key"] = key
+            specs.append(spec)
+        return specs, uploads, reused
 
     @app.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView)
     def submit_execution(execution_id: str, tenant_id: str = Depends(tenant)):
@@ -155,8 +186,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if ex.status != UPLOADING:
             raise HTTPException(409, f"Execution {execution_id} was already submitted (it is {ex.status}).")
         problems = []
-        for spec in ex.inputs:
-            stat = store.stat(input_key(execution_id, spec["name"]))
+        uploaded = [spec for spec in ex.inputs if spec.get("upload", "object_key" not in spec)]
+        for spec in uploaded:
+            stat = store.stat(spec.get("object_key") or input_key(execution_id, spec["name"]))
             if stat is None:
                 problems.append(f"{spec['name']} was not uploaded")
             elif stat.size != spec["size"]:
@@ -165,7 +197,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 problems.append(f"{spec['name']} arrived with a different checksum")
         if problems:
             raise HTTPException(409, "Not queued: " + "; ".join(problems) + ". Upload again and resubmit.")
-        lifecycle.submit(engine, execution_id)
+        lifecycle.submit(engine, execution_id, [s for s in uploaded if "object_key" in s], tenant_id)
         return view(owned(execution_id, tenant_id))
 
     @app.get("/v1/executions", response_model=list[schemas.ExecutionView])

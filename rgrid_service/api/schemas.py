@@ -26,6 +26,11 @@ class CreateExecution(BaseModel):
     batch_parallel: int | None = Field(
         default=None, ge=1, le=10000, description="At most this many executions of the batch run at once."
     )
+    submit: bool = Field(
+        default=False,
+        description="Queue it at once when no input needs uploading (every input was uploaded and verified "
+        "before, by this tenant); otherwise upload what `uploads` lists and call submit as usual.",
+    )
 
 
 class Upload(BaseModel):
@@ -35,8 +40,10 @@ class Upload(BaseModel):
 
 class Created(BaseModel):
     id: str
-    status: str
-    uploads: list[Upload]
+    status: str = Field(description="`uploading`, or `queued` when `submit` was asked and nothing needed uploading.")
+    uploads: list[Upload] = Field(description="Inputs to PUT to their presigned URL before submitting.")
+    reused: list[str] = Field(default_factory=list,
+                              description="Inputs already held by content from an earlier upload: not uploaded again.")
 
 
 class Attempt(BaseModel):

@@ -137,6 +137,20 @@ class LogChunk(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
 
 
+class Blob(Base):
+    """An input a tenant has uploaded and the API has verified (size and MD5 against the store),
+    kept by content: a later execution sending the same file reuses it instead of uploading it.
+    Per tenant, so nobody can learn from a skipped upload that another tenant holds a file."""
+
+    __tablename__ = "blobs"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    object_key: Mapped[str] = mapped_column(String(1200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
 class Worker(Base):
     __tablename__ = "workers"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -13,6 +13,7 @@ from rgrid_service.api.app import create_app
 from rgrid_service.db.models import ApiKey, Execution
 from rgrid_service.db.session import engine_for
 from rgrid_service.settings import ServiceSettings
+from rgrid_service.storage import blob_key
 
 
 
@@ -94,7 +95,7 @@ def test_tenants_cannot_see_each_others_executions(api, engine):
     execution_id = created["id"]
     assert created["status"] == "uploading"
     assert [u["name"] for u in created["uploads"]] == ["s.py"]
-    assert f"executions/{execution_id}/inputs/s.py" in created["uploads"][0]["url"]
+    assert blob_key("tenant-a", body()["inputs"][0]["sha256"]) in created["uploads"][0]["url"]
 
     # The owner sees it (and never the secret value).
     r = api.get(f"/v1/executions/{execution_id}", headers=bearer(key_a))

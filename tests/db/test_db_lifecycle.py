@@ -298,3 +298,77 @@ def test_expired_lease_is_handed_back_and_its_runner_fenced(engine, make_executi
     second = lifecycle.claim(engine, ex_id, "w-2")
     assert second.attempt == 2
     assert lifecycle.expire_leases(engine, now + timedelta(hours=1)) == [(ex_id, "lost")]
+
+
+def test_claim_run_returns_the_spec_in_the_claim_itself(engine, make_execution):
+    execution_id = make_execution()
+    claimed = lifecycle.claim_run(engine, execution_id, "w1")
+    assert claimed is not None
+    lease, spec = claimed
+    assert lease.attempt == 1 and lease.worker_id == "w1"
+    assert (spec.script, spec.args, spec.env, spec.runtime) == ("s.py", [], {}, "python:3.11")
+    assert lifecycle.claim_run(engine, execution_id, "w2") is None  # one winner, as claim()
+
+
+def test_verified_inputs_are_kept_once_and_forgotten_by_key(engine, make_execution):
+    from rgrid_service.db.models import Blob
+    from rgrid_service.db.session import write_tx
+
+    execution_id = make_execution(status="uploading")
+    blob = dict(sha256="a" * 64, size=3, md5="b" * 32, object_key="blobs/t/" + "a" * 64)
+    assert lifecycle.submit(engine, execution_id, [blob, dict(blob, name="copy.txt")], "tenant-a")
+    # The same content recorded again (a concurrent upload) is no error and keeps one row.
+    with write_tx(engine) as conn:
+        lifecycle.remember_blobs(conn, "tenant-a", [blob])
+    with engine.connect() as conn:
+        rows = conn.execute(select(Blob.tenant_id, Blob.sha256, Blob.size, Blob.md5)).all()
+    assert rows == [("tenant-a", "a" * 64, 3, "b" * 32)]
+    assert lifecycle.forget_blob(engine, blob["object_key"]) == 1
+    assert lifecycle.forget_blob(engine, blob["object_key"]) == 0
+
+
+def test_a_submit_that_loses_the_race_keeps_nothing(engine, make_execution):
+    from rgrid_service.db.models import Blob
+
+    execution_id = make_execution(status="queued")  # already submitted
+    blob = dict(sha256="c" * 64, size=1, md5="d" * 32, object_key="k")
+    assert lifecycle.submit(engine, execution_id, [blob], "tenant-a") is False
+    with engine.connect() as conn:
+        assert conn.execute(select(Blob)).first() is None
+
+
+def test_lease_keeper_renews_during_a_long_transfer_and_stops_after(engine, make_execution):
+    import time
+
+    from rgrid_runner.runner import LeaseKeeper
+    from rgrid_service.settings import ServiceSettings
+
+    settings = ServiceSettings(lease_check_interval_seconds=0.2)
+    lease = lifecycle.claim(engine, make_execution(), "w1")
+    other = lifecycle.claim(engine, make_execution(), "w1")
+    first = row(engine, lease.execution_id).heartbeat_at
+    with LeaseKeeper(engine, lease, settings), LeaseKeeper(engine, other, settings):
+        time.sleep(1.5)  # "a slow upload": the shared keeper thread renews both meanwhile
+        during = row(engine, lease.execution_id).heartbeat_at
+        assert row(engine, other.execution_id).heartbeat_at > first
+    assert during > first
+    time.sleep(0.6)  # let a renew already under way land
+    after = row(engine, lease.execution_id).heartbeat_at
+    time.sleep(1.5)
+    assert row(engine, lease.execution_id).heartbeat_at == after  # no longer kept
+
+
+def test_lease_keeper_drops_a_fenced_lease(engine, make_execution):
+    import time
+
+    from rgrid_runner.runner import LeaseKeeper
+    from rgrid_service.settings import ServiceSettings
+
+    settings = ServiceSettings(lease_check_interval_seconds=0.2)
+    execution_id = make_execution()
+    lease = lifecycle.claim(engine, execution_id, "w1")
+    with LeaseKeeper(engine, lease, settings):
+        assert lifecycle.cancel(engine, execution_id)
+        time.sleep(1.0)
+        assert lease not in LeaseKeeper._held  # the refused renew ended the keeping
+    assert row(engine, execution_id).status == "canceled"
