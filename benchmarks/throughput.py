@@ -2,12 +2,16 @@
 
     .venv/bin/python benchmarks/throughput.py [--n 300] [--submitters 4] [--fast]
                                               [--dispatch-interval S] [--set RGRID_X=V ...] [--skip-floor]
+                                              [--rounds 3] [--unique-scripts]
 
+- Rounds (--rounds, default 3): floor, RGrid, floor, RGrid, …, floor. Each RGrid run is compared
+  with the mean of the floor runs just before and just after it, so that the machine's speed
+  drifting (it does, by a factor of up to 2 here) weighs on both; the ratio reported is the median
+  over the rounds, with the lowest and highest.
 - Floor: the exact command line the runner builds (sandbox.bwrap_command + script_env +
   preexec(Limits) + the per-run uid switch and chown of runner.py), each run in a fresh workdir
   with noop.py staged, removed afterwards, N times, 2 at a time (one worker's 2 slots) on this
-  machine. No orchestration can beat it. Measured twice, just before and just after the RGrid
-  run, so that load drifting during the run weighs on both; their mean is the floor.
+  machine. No orchestration can beat it.
 - RGrid: a throwaway 1-worker grid (2 slots). After 2 unmeasured warm-up executions, N no-op
   executions are submitted all at once through the API, as the CLI submits (create asking to
   queue at once; the script, held by content since the warm-up, is not uploaded again; from
@@ -110,7 +114,7 @@ def floor_throughput(n: int, concurrency: int = SLOTS) -> dict:
     return {"n": n, "span": span, "per_min": n / span * 60, "median_run": median(durations), "p95_run": pct(durations, 95)}
 
 
-def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bool = False) -> dict:
+def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bool = False, tag: str = "") -> dict:
     """n no-op executions submitted at once through the API of grid g; jobs/minute from the first
     create call to the last finished_at. unique: every execution's script differs (a comment), so
     none is held by the grid: each is uploaded, verified and fetched by its worker."""
@@ -123,7 +127,7 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bo
             local.api, local.store = g.api(), g.store_client()
             with lock:
                 clients.extend([local.api, local.store])
-        return g.submit(local.api, local.store, script_text=f"pass  # {_i}\n" if unique else NOOP)
+        return g.submit(local.api, local.store, script_text=f"pass  # {tag} {_i}\n" if unique else NOOP)
 
     warm = [submit(-1 - k) for k in range(warmup)]
     g.wait_all(warm, poll=0.2)
@@ -175,6 +179,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="RGRID_KNOB=VALUE",
                     help="any other RGRID_* setting for the grid (repeatable)")
     ap.add_argument("--skip-floor", action="store_true", help="RGrid only")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="RGrid runs, each between two floor runs; the ratio reported is the median (default 3)")
     ap.add_argument("--unique-scripts", action="store_true",
                     help="a different script per execution: every one is uploaded and fetched (no reuse by content)")
     opts = ap.parse_args()
@@ -183,28 +189,38 @@ def main() -> None:
         env["RGRID_DISPATCH_INTERVAL_SECONDS"] = str(opts.dispatch_interval)
 
     print(f"throughput: {opts.n} no-op executions, RGrid (1 worker, {SLOTS} slots) vs the same sandbox run directly, "
-          f"{SLOTS} at a time")
+          f"{SLOTS} at a time; {opts.rounds} round(s), each RGrid run between two floor runs")
     print(load_line() + "  [before]", flush=True)
+    floors: list[dict] = []
+    runs: list[dict] = []
     with local_grid(workers=1, fast=opts.fast, env=env) as g:
         print("  " + describe(g), flush=True)
-        floors = []
-        if not opts.skip_floor:
-            floors.append(floor_throughput(opts.n))
-            print(f"  floor (before): {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
-        r = rgrid_throughput(g, opts.n, opts.submitters, unique=opts.unique_scripts)
-        print_rgrid(r)
-        print(f"         [{load_line()}]", flush=True)
-        if not opts.skip_floor:
-            floors.append(floor_throughput(opts.n))
-            print(f"  floor (after):  {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
+        for k in range(opts.rounds):
+            if not opts.skip_floor and not floors:
+                floors.append(floor_throughput(opts.n))
+                print(f"  floor:  {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
+            runs.append(rgrid_throughput(g, opts.n, opts.submitters, unique=opts.unique_scripts, tag=f"r{k}"))
+            print(f"  round {k + 1}:")
+            print_rgrid(runs[-1])
+            print(f"         [{load_line()}]", flush=True)
+            if not opts.skip_floor:
+                floors.append(floor_throughput(opts.n))
+                print(f"  floor:  {floors[-1]['per_min']:.0f} jobs/min  [{load_line()}]", flush=True)
     print()
-    print(f"RGrid:  {r['per_min']:7.0f} jobs/min  ({r['n']} in {r['span']:.1f} s, first create -> last finish)")
-    if floors:
-        floor = sum(f["per_min"] for f in floors) / len(floors)
-        print(f"floor:  {floor:7.0f} jobs/min  (mean of before {floors[0]['per_min']:.0f} and after "
-              f"{floors[1]['per_min']:.0f}; one sandbox run median {median([f['median_run'] for f in floors]):.3f} s)")
-        ratio = r["per_min"] / floor
-        print(f"ratio RGrid / floor: {ratio:.3f}   goal >= 0.5: {'MET' if ratio >= 0.5 else 'NOT MET'}")
+    ratios = []
+    for k, r in enumerate(runs):
+        line = f"round {k + 1}: RGrid {r['per_min']:6.0f} jobs/min ({r['n']} in {r['span']:.1f} s)"
+        if floors:
+            floor = (floors[k]["per_min"] + floors[k + 1]["per_min"]) / 2
+            ratios.append(r["per_min"] / floor)
+            line += (f"   floor {floor:6.0f} (mean of {floors[k]['per_min']:.0f} before and "
+                     f"{floors[k + 1]['per_min']:.0f} after)   ratio {ratios[-1]:.3f}")
+        print(line)
+    if ratios:
+        ratio = median(ratios)
+        print(f"one sandbox run median {median([f['median_run'] for f in floors]):.3f} s")
+        print(f"ratio RGrid / floor, median of {len(ratios)} round(s): {ratio:.3f}   "
+              f"(lowest {min(ratios):.3f}, highest {max(ratios):.3f})   goal >= 0.5: {'MET' if ratio >= 0.5 else 'NOT MET'}")
     print(load_line() + "  [after]")
     print(f"\nreproduce: {command_line()}")
 

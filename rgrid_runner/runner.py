@@ -78,7 +78,6 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         _finish(engine, settings, lease, FAILED, None, str(e), [])
         return "sandbox-error"
     uid = sandbox.sandbox_uid()
-    sandbox.hand_over(workdir, uid)
     limits = sandbox.Limits(
         wall_seconds=ex.timeout_seconds,
         cpu_seconds=ex.timeout_seconds + 1,
@@ -86,8 +85,15 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         max_processes=settings.sandbox_max_processes,
         max_file_mb=settings.sandbox_max_file_mb,
     )
+    try:
+        cmd = sandbox.limited_command(cmd, limits, uid)
+    except sandbox.SandboxError as e:
+        _finish(engine, settings, lease, FAILED, None, str(e), [])
+        return "sandbox-error"
+    sandbox.hand_over(workdir, uid)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    # No preexec_fn, user or group: Python then starts it with vfork (see limited_command).
     proc = subprocess.Popen(
         cmd,
         env=env,  # passed through bwrap's environment, never on a command line `ps` can show
@@ -95,10 +101,6 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         stdout=out_w,
         stderr=err_w,
         start_new_session=True,
-        user=uid,
-        group=uid,
-        extra_groups=[] if uid is not None else None,
-        preexec_fn=sandbox.preexec(limits),
     )
     os.close(out_w)
     os.close(err_w)
@@ -286,7 +288,7 @@ def _exit_code(code: int) -> int:
 
 def _explain(code: int, stderr_tail: bytes, limits: sandbox.Limits) -> str:
     text = stderr_tail.decode("utf-8", "replace")
-    if text.lstrip().startswith("bwrap:"):
+    if text.lstrip().startswith(("bwrap:", "prlimit:", "setpriv:")):
         return "The sandbox could not start: " + text.strip().splitlines()[-1]
     if "MemoryError" in text or code in (-signal.SIGKILL, 128 + signal.SIGKILL):
         return f"Out of memory: the script exceeded the {limits.memory_mb} MB memory limit."

@@ -106,16 +106,22 @@ def workdir():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _run(workdir: Path, script_text: str, args=(), limits=None, uid=None, timeout=60):
-    """Start the sandbox the way rgrid_runner.runner does, and wait for it."""
+def _run(workdir: Path, script_text: str, args=(), limits=None, uid=None, timeout=60, via="command"):
+    """Start the sandbox the way rgrid_runner.runner does (via="command": prlimit + setpriv in
+    front of bwrap, started with vfork), or with the same limits applied by preexec() and
+    Popen's uid switch (via="preexec", as the throughput benchmark's floor does), and wait."""
     (workdir / "script.py").write_text(textwrap.dedent(script_text))
     sandbox.hand_over(workdir, uid)
     limits = limits or Limits(wall_seconds=60, cpu_seconds=60, memory_mb=1024, max_processes=64, max_file_mb=64)
     cmd = bwrap_command(workdir, resolve_interpreter("python:3.11"), "script.py", list(args))
+    if via == "command":
+        start = dict(args=sandbox.limited_command(cmd, limits, uid))
+    else:
+        start = dict(args=cmd, user=uid, group=uid, extra_groups=[] if uid is not None else None,
+                     preexec_fn=preexec(limits))
     proc = subprocess.Popen(
-        cmd, env=sandbox.script_env({"GREETING": "hi there"}), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, user=uid, group=uid, extra_groups=[] if uid is not None else None,
-        preexec_fn=preexec(limits),
+        env=sandbox.script_env({"GREETING": "hi there"}), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True, **start,
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -237,3 +243,38 @@ def test_process_limit_stops_a_fork_bomb(workdir):
     assert out.startswith("started ")
     assert 0 < started < 100, out
     assert started < 20
+
+
+LIMITS_SCRIPT = """
+    import os, resource
+    for name in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_NPROC", "RLIMIT_FSIZE", "RLIMIT_CORE"):
+        print(name, *resource.getrlimit(getattr(resource, name)))
+    print("uid", os.getuid(), os.getgid(), os.getgroups())
+"""
+
+
+@pytest.mark.parametrize("as_sandbox_uid", [False, True], ids=["runner-uid", "unprivileged-uid"])
+def test_limits_and_uid_are_the_same_whichever_way_they_are_applied(workdir, as_sandbox_uid):
+    """The runner's prlimit/setpriv command line gives the script exactly what preexec() and
+    Popen's uid switch give it, and the outer sandbox process really runs as the run's uid."""
+    need_bwrap()
+    if as_sandbox_uid and not IS_ROOT:
+        pytest.skip("switching to an unprivileged uid needs the tests to run as root")
+    uid = SANDBOX_UID if as_sandbox_uid else None
+    limits = Limits(wall_seconds=60, cpu_seconds=33, memory_mb=777, max_processes=44, max_file_mb=5)
+    results = {}
+    for via in ("command", "preexec"):
+        code, out, err = _run(workdir, LIMITS_SCRIPT, limits=limits, uid=uid, via=via)
+        assert code == 0, err
+        results[via] = out
+    assert results["command"] == results["preexec"]
+    lines = results["command"].splitlines()
+    assert "RLIMIT_CPU 33 38" in lines
+    assert f"RLIMIT_AS {777 * 1024 * 1024} {777 * 1024 * 1024}" in lines
+    assert "RLIMIT_NPROC 44 44" in lines and f"RLIMIT_FSIZE {5 * 1024 * 1024} {5 * 1024 * 1024}" in lines
+    assert "RLIMIT_CORE 0 0" in lines
+    # Outside the sandbox the process is the run's own uid with no supplementary groups.
+    cmd = sandbox.limited_command(["/bin/sh", "-c", "id -u; id -G"], limits, uid)
+    out = subprocess.run(cmd, capture_output=True, check=True).stdout.decode().split()
+    expected = str(uid if uid is not None else os.getuid())
+    assert out[0] == expected and out[1] == str(uid if uid is not None else os.getgid())
