@@ -146,6 +146,20 @@ class BenchGrid:
                                        f"within {timeout:.0f} s")
                 time.sleep(poll)
 
+    def wait_batch(self, batch_id: str, n: int, poll: float = 0.5, timeout: float = 600) -> dict[str, dict]:
+        """Poll the batch's per-status counts (one small query per poll, as `rgrid run --batch`
+        does) until all n executions ended; then list them once. Returns id -> execution view."""
+        deadline = time.monotonic() + timeout
+        with self.api() as api:
+            while True:
+                view = api.get(f"/v1/batches/{batch_id}").json()
+                if view.get("finished") and view.get("total") == n:
+                    rows = api.get("/v1/executions", params={"batch": batch_id, "limit": 1000}).json()
+                    return {r["id"]: r for r in rows}
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"batch {batch_id} did not finish within {timeout:.0f} s: {view}")
+                time.sleep(poll)
+
     def log(self, name: str) -> Path:
         return self.home / "local" / "logs" / f"{name}.log"
 

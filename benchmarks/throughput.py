@@ -15,7 +15,9 @@
 - RGrid: a throwaway 1-worker grid (2 slots). After 2 unmeasured warm-up executions, N no-op
   executions are submitted all at once through the API, as the CLI submits (create asking to
   queue at once; the script, held by content since the warm-up, is not uploaded again; from
-  --submitters threads) and the clock runs from the first create call to the last `finished_at`.
+  --submitters threads), as one batch whose per-status counts are polled twice a second (as
+  `rgrid run --batch` follows a batch), and the clock runs from the first create call to the last
+  `finished_at`.
   --unique-scripts gives every execution its own script, so each one is uploaded (create,
   presigned PUT, submit) and fetched from the object store by the runner.
 
@@ -122,12 +124,15 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bo
     clients = []
     lock = threading.Lock()
 
+    batch_id = f"tp-{tag}-{os.urandom(4).hex()}"
+
     def submit(_i: int) -> str:
         if not hasattr(local, "api"):
             local.api, local.store = g.api(), g.store_client()
             with lock:
                 clients.extend([local.api, local.store])
-        return g.submit(local.api, local.store, script_text=f"pass  # {tag} {_i}\n" if unique else NOOP)
+        fields = {"batch_id": batch_id} if _i >= 0 else {}  # the measured ones are one batch
+        return g.submit(local.api, local.store, script_text=f"pass  # {tag} {_i}\n" if unique else NOOP, **fields)
 
     warm = [submit(-1 - k) for k in range(warmup)]
     g.wait_all(warm, poll=0.2)
@@ -136,7 +141,7 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bo
     with ThreadPoolExecutor(submitters) as pool:
         ids = list(pool.map(submit, range(n)))
     submitted = time.time()
-    done = g.wait_all(ids, poll=0.5, timeout=max(600, n * 3))
+    done = g.wait_batch(batch_id, n, poll=0.5, timeout=max(600, n * 3))
     seen = time.time()
     cpu_after = cpu_seconds_by_role()
     for c in clients:

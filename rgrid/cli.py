@@ -414,12 +414,13 @@ def batch_input(ex: dict) -> str:
     return first[len("/work/"):] if first.startswith("/work/") else first
 
 
-def batch_counts(rows: list[dict]) -> dict[str, int]:
-    order = ["uploading", "queued", "running", "succeeded", "failed", "timed_out", "canceled", "lost"]
-    counts: dict[str, int] = {}
-    for ex in sorted(rows, key=lambda e: order.index(e["status"]) if e["status"] in order else len(order)):
-        counts[ex["status"]] = counts.get(ex["status"], 0) + 1
-    return counts
+STATUS_ORDER = ["uploading", "queued", "running", "succeeded", "failed", "timed_out", "canceled", "lost"]
+
+
+def ordered_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Per-status counts in lifecycle order (uploading … lost), as the API may send them in any."""
+    rank = {st: i for i, st in enumerate(STATUS_ORDER)}
+    return dict(sorted(counts.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def cancel_unfinished(c: Client, batch_id: str) -> int:
@@ -507,11 +508,12 @@ def follow_batch(c: Client, batch_id: str, total: int) -> list[dict]:
                       TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("", total=total, counts=summary({"queued": total}))
             while True:
-                rows = batch_executions(c, batch_id)
-                finished = sum(1 for ex in rows if ex["status"] in TERMINAL)
-                bar.update(task, completed=finished, counts=summary(batch_counts(rows)))
-                if finished >= len(rows) and len(rows) >= total:
-                    return rows
+                # Counts only (one small query), however large the batch; the rows once at the end.
+                view = call(c.get, f"/v1/batches/{batch_id}")
+                finished = sum(n for st, n in view["counts"].items() if st in TERMINAL)
+                bar.update(task, completed=finished, counts=summary(view["counts"]))
+                if view["finished"] and view["total"] >= total:
+                    return batch_executions(c, batch_id)
                 time.sleep(0.5)
     except KeyboardInterrupt:
         if sys.stdin.isatty():
@@ -561,19 +563,19 @@ def status(
 
 
 def batch_status(batch_id: str, as_json: bool):
-    rows = batch_executions(client(), batch_id)
-    if not rows:
-        fail(f"No executions in batch {batch_id!r} for this API key. `rgrid list` shows your recent executions.")
-    if len(rows) >= BATCH_MAX:
-        err.print(f"[yellow]rgrid:[/yellow] showing the first {BATCH_MAX} executions of the batch; larger batches "
-                  "are not supported yet.", highlight=False)
-    counts = batch_counts(rows)
+    c = client()
+    view = call(c.get, f"/v1/batches/{batch_id}")  # counts over the whole batch, however large
+    rows = batch_executions(c, batch_id)
+    if len(rows) < view["total"]:
+        err.print(f"[yellow]rgrid:[/yellow] listing {len(rows)} of the batch's {view['total']} executions; "
+                  "the counts cover all of them.", highlight=False)
+    counts = ordered_counts(view["counts"])
     if as_json:
-        out.print_json(json.dumps({"batch": batch_id, "counts": counts,
+        out.print_json(json.dumps({"batch": batch_id, "counts": counts, "total": view["total"],
                                    "executions": [{**ex, "input": batch_input(ex)} for ex in rows]}))
         return
     out.print(f"Batch {batch_id}: " + ", ".join(f"{n} {k}" for k, n in counts.items())
-              + f" ({len(rows)} execution{'s' if len(rows) != 1 else ''})", highlight=False)
+              + f" ({view['total']} execution{'s' if view['total'] != 1 else ''})", highlight=False)
     table = Table("id", "input", "status", "worker", "exit")
     for ex in rows:
         table.add_row(ex["id"], batch_input(ex), ex["status"], ex["worker_id"] or "",

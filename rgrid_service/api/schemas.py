@@ -114,3 +114,10 @@ class WorkerView(BaseModel):
 class ClusterView(BaseModel):
     ray_dashboard_url: str | None
     workers: list[WorkerView]
+
+
+class BatchView(BaseModel):
+    batch_id: str
+    total: int
+    counts: dict[str, int] = Field(description="Executions of the batch per status (only statuses that occur).")
+    finished: bool = Field(description="True when every execution of the batch has ended.")

@@ -213,3 +213,28 @@ def test_database_away_gives_503_with_a_sentence(tmp_path):
                 assert is_sentence(r.json()["detail"])
         finally:
             engine_for(url).dispose()
+
+
+def test_batch_summary_counts_per_status_for_its_tenant_only(api, engine):
+    key_a = auth.create_key(engine, "tenant-a")
+    key_b = auth.create_key(engine, "tenant-b")
+    ids = []
+    for _ in range(3):
+        r = api.post("/v1/executions", json=body(batch_id="b-one"), headers=bearer(key_a))
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    api.post("/v1/executions", json=body(batch_id="b-other"), headers=bearer(key_a))
+    view = api.get("/v1/batches/b-one", headers=bearer(key_a)).json()
+    assert view == {"batch_id": "b-one", "total": 3, "counts": {"uploading": 3}, "finished": False}
+
+    for ex_id in ids[:2]:
+        assert api.post(f"/v1/executions/{ex_id}/cancel", headers=bearer(key_a)).status_code == 200
+    view = api.get("/v1/batches/b-one", headers=bearer(key_a)).json()
+    assert view["counts"] == {"uploading": 1, "canceled": 2} and not view["finished"]
+    api.post(f"/v1/executions/{ids[2]}/cancel", headers=bearer(key_a))
+    assert api.get("/v1/batches/b-one", headers=bearer(key_a)).json()["finished"] is True
+
+    # Another tenant cannot tell the batch exists.
+    r = api.get("/v1/batches/b-one", headers=bearer(key_b))
+    assert r.status_code == 404 and is_sentence(r.json()["detail"])
+    assert api.get("/v1/batches/b-one").status_code == 401
