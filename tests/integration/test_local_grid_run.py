@@ -89,6 +89,15 @@ def test_timeout_exits_non_zero_with_reason(grid, tmp_path):
     assert b"Timed out after 2 s" in r.stderr
 
 
+def test_scripts_run_at_normal_priority_not_rays_worker_niceness(grid, tmp_path):
+    """Ray starts its worker processes at niceness 15; the runner gives the sandbox 0
+    (RGRID_SANDBOX_NICENESS), so a script does not wait behind every other busy process."""
+    write(tmp_path / "nice.py", "import os\nprint('niceness', os.nice(0))\n")
+    r = grid.rgrid("run", "nice.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().split() == ["niceness", "0"]
+
+
 def test_memory_limit_gives_one_line_reason(grid, tmp_path):
     write(tmp_path / "hog.py", "x = bytearray(2 * 1024 ** 3)\n")
     r = grid.rgrid("run", "hog.py", cwd=tmp_path)

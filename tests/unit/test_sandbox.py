@@ -278,3 +278,31 @@ def test_limits_and_uid_are_the_same_whichever_way_they_are_applied(workdir, as_
     out = subprocess.run(cmd, capture_output=True, check=True).stdout.decode().split()
     expected = str(uid if uid is not None else os.getuid())
     assert out[0] == expected and out[1] == str(uid if uid is not None else os.getgid())
+
+
+def _niceness_of_child(before_spawn) -> int:
+    """Niceness a child started from a fresh thread sees, after before_spawn() ran in that thread
+    (which starts at niceness 15, as Ray's worker processes do)."""
+    import threading
+
+    seen = {}
+
+    def body():
+        os.setpriority(os.PRIO_PROCESS, 0, 15)
+        before_spawn()
+        out = subprocess.run(["/bin/sh", "-c", "cut -d' ' -f19 /proc/self/stat"], capture_output=True, check=True)
+        seen["nice"] = int(out.stdout)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    return seen["nice"]
+
+
+def test_a_sandbox_started_from_a_niced_ray_worker_gets_the_configured_niceness():
+    if not IS_ROOT:
+        pytest.skip("lowering niceness needs root (CAP_SYS_NICE)")
+    assert _niceness_of_child(lambda: None) == 15  # what Ray's niceness would give the script
+    assert _niceness_of_child(lambda: sandbox.set_spawn_niceness(0)) == 0
+    assert _niceness_of_child(lambda: sandbox.set_spawn_niceness(5)) == 5
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 0  # only the spawning thread changed
