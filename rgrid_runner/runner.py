@@ -91,7 +91,8 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         _finish(engine, settings, lease, FAILED, None, str(e), [])
         return "sandbox-error"
     sandbox.hand_over(workdir, uid)
-    sandbox.set_spawn_niceness(settings.sandbox_niceness)
+    if settings.sandbox_niceness is not None:
+        sandbox.set_spawn_niceness(settings.sandbox_niceness)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     # No preexec_fn, user or group: Python then starts it with vfork (see limited_command).

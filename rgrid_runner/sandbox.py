@@ -111,7 +111,7 @@ def set_spawn_niceness(niceness: int) -> None:
 
     Linux keeps niceness per thread and a child inherits its creator's: setting it on the thread
     that spawns the sandbox gives the whole sandbox that niceness, race-free. Ray runs the runner
-    in a worker process at niceness 15, which the sandbox would otherwise inherit. Going below the
+    in a worker process at niceness 15, which the sandbox otherwise inherits. Going below the
     current niceness needs root (CAP_SYS_NICE); without it the inherited niceness stays."""
     try:
         if os.getpriority(os.PRIO_PROCESS, 0) != niceness:
