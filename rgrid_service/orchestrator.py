@@ -23,7 +23,7 @@ from . import lifecycle
 from .db.models import QUEUED, RUNNING, Execution, Worker, WorkerHeartbeat
 from .db.session import engine_for
 from .policies.health import WorkerBeat, dead_workers
-from .policies.placement import Queued, WorkerLoad, place
+from .policies.placement import Queued, Waiting, WorkerLoad, place, steal
 from .settings import ServiceSettings, get_settings
 
 log = logging.getLogger("rgrid.orchestrator")
@@ -133,6 +133,7 @@ class Orchestrator:
             free = sum(max(0, w.slots + prefetch - w.busy) for w in workers)
             if free <= 0:
                 return 0
+            waiting = self._waiting(conn, now, stale, workers)
             queued = conn.execute(
                 select(Execution.id, Execution.batch_id, Execution.batch_parallel)
                 .where(Execution.status == QUEUED,
@@ -140,7 +141,7 @@ class Orchestrator:
                 .order_by(Execution.queued_at, Execution.id)
                 .limit(free * 20)
             ).all()
-            if not queued:
+            if not queued and not waiting:
                 return 0
             batches = {q.batch_id for q in queued if q.batch_id and q.batch_parallel}
             batch_busy = dict(conn.execute(
@@ -150,11 +151,35 @@ class Orchestrator:
             ).all()) if batches else {}
         decisions = place([Queued(q.id, q.batch_id, q.batch_parallel) for q in queued], workers, batch_busy,
                           prefetch=prefetch)
-        sent = lifecycle.mark_dispatched(self.engine, decisions)
+        moves = steal(waiting, workers, decisions)
+        if moves:
+            log.info("moved %s to a free slot", ", ".join(f"{e}->{w}" for e, w in moves))
+        sent = lifecycle.mark_dispatched(self.engine, decisions + moves)
         if sent:
             ray.get(self.dispatcher.dispatch.remote([(e, nodes[w]["node_id"]) for e, w in sent]))
             log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
         return len(sent)
+
+    def _waiting(self, conn, now, stale, workers: list[WorkerLoad]) -> list[Waiting]:
+        """Runs handed ahead more than a dispatch interval ago to a worker whose slots are all
+        running something: candidates to move to a free slot elsewhere (policies.placement.steal)."""
+        if not any(w.busy < w.slots for w in workers):
+            return []  # no free slot anywhere: nothing could move
+        slots = {w.worker_id: w.slots for w in workers}
+        running = dict(conn.execute(
+            select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
+        ).all())
+        full = [w for w, n in slots.items() if running.get(w, 0) >= n]
+        if not full:
+            return []
+        ahead_since = now - timedelta(seconds=self.settings.dispatch_interval_seconds)
+        rows = conn.execute(
+            select(Execution.id, Execution.dispatched_to)
+            .where(Execution.status == QUEUED, Execution.dispatched_to.in_(full),
+                   Execution.dispatched_at >= stale, Execution.dispatched_at < ahead_since)
+            .order_by(Execution.queued_at, Execution.id)
+        ).all()
+        return [Waiting(r.id, r.dispatched_to) for r in rows]
 
     def _ray_nodes(self, fresh: bool) -> dict[str, dict]:
         now = time.monotonic()

@@ -3,6 +3,8 @@
 Least-loaded first: a worker with a free slot and the lowest share of busy slots wins; ties go to
 the worker that was given the fewest executions recently, so equal jobs spread evenly instead of
 packing onto the first node. A batch with a `parallel` limit never gets more than that many at once.
+A run handed ahead to a worker whose slots are all taken moves to a worker with a free slot
+(`steal`), so running ahead never makes a run wait behind a long one.
 """
 from __future__ import annotations
 
@@ -47,3 +49,35 @@ def place(queued: list[Queued], workers: list[WorkerLoad], batch_busy: dict[str,
             in_batch[q.batch_id] = in_batch.get(q.batch_id, 0) + 1
         decisions.append((q.execution_id, best.worker_id))
     return decisions
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A run handed ahead to `worker_id` that has not started, because every slot there is taken."""
+
+    execution_id: str
+    worker_id: str
+
+
+def steal(waiting: list[Waiting], workers: list[WorkerLoad], placed: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(execution id, new worker id) for waiting runs, oldest first, that a worker with a free
+    slot now (not mere room to run ahead) can start at once. `placed` are this tick's decisions
+    from place(), which take free slots first. The run's old Ray task stays queued on its first
+    worker and finds it already claimed when it starts (the claim settles the duplicate)."""
+    loads = {w.worker_id: w for w in workers}
+    for _, worker_id in placed:
+        if worker_id in loads:
+            w = loads[worker_id]
+            loads[worker_id] = replace(w, busy=w.busy + 1)
+    moves: list[tuple[str, str]] = []
+    for run in waiting:
+        free = [w for w in loads.values() if w.worker_id != run.worker_id and w.busy < w.slots]
+        if not free:
+            break
+        best = min(free, key=lambda w: (w.busy / w.slots, w.recent, w.worker_id))
+        loads[best.worker_id] = replace(best, busy=best.busy + 1, recent=best.recent + 1)
+        if run.worker_id in loads:
+            old = loads[run.worker_id]
+            loads[run.worker_id] = replace(old, busy=max(0, old.busy - 1))
+        moves.append((run.execution_id, best.worker_id))
+    return moves

@@ -87,3 +87,35 @@ def test_dead_worker_reason_names_the_last_heartbeat():
                                                             (1, 1, "lost")])
 def test_orphan_outcome(attempt, max_attempts, outcome):
     assert orphan_outcome(Orphan("e", attempt, max_attempts)) == outcome
+
+
+def test_a_run_waiting_behind_full_slots_moves_to_a_free_slot():
+    from rgrid_service.policies.placement import Waiting, steal
+
+    workers = [W("w-1", busy=4), W("w-2", busy=0)]  # w-1: 2 running + 2 handed ahead
+    moves = steal([Waiting("a", "w-1"), Waiting("b", "w-1")], workers)
+    assert moves == [("a", "w-2"), ("b", "w-2")]
+
+
+def test_stealing_only_fills_free_slots_never_room_ahead():
+    from rgrid_service.policies.placement import Waiting, steal
+
+    # w-2 is full (2 of 2) though it could take runs ahead: nothing moves there.
+    assert steal([Waiting("a", "w-1")], [W("w-1", busy=3), W("w-2", busy=2)]) == []
+    # One free slot: only the oldest waiting run moves.
+    assert steal([Waiting("a", "w-1"), Waiting("b", "w-1")], [W("w-1", busy=4), W("w-2", busy=1)]) == [("a", "w-2")]
+
+
+def test_queued_runs_take_free_slots_before_waiting_runs_move():
+    from rgrid_service.policies.placement import Waiting, steal
+
+    workers = [W("w-1", busy=3), W("w-2", busy=0)]
+    placed = place(Q(2), workers, {}, prefetch=2)
+    assert placed == [("e0", "w-2"), ("e1", "w-2")]
+    assert steal([Waiting("a", "w-1")], workers, placed) == []
+
+
+def test_a_waiting_run_never_moves_to_its_own_worker():
+    from rgrid_service.policies.placement import Waiting, steal
+
+    assert steal([Waiting("a", "w-1")], [W("w-1", busy=1)]) == []
