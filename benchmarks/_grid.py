@@ -120,6 +120,42 @@ class BenchGrid:
             raise RuntimeError(f"submit failed: {submitted.status_code} {submitted.text}")
         return body["id"]
 
+    def submit_batch(self, api: httpx.Client, store: httpx.Client, scripts: list[str], batch_id: str,
+                     name: str = "noop.py", pool=None) -> list[str]:
+        """Queue one execution per script text as `rgrid run --batch` does (rgrid/cli.py
+        submit_batch): one bulk create per 500 asking to queue at once; only the executions whose
+        script the grid does not hold yet get a PUT and a submit (from `pool`'s threads if given)."""
+        def spec(text: str) -> dict:
+            data = text.encode()
+            return {"name": name, "kind": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                    "md5": hashlib.md5(data).hexdigest()}
+
+        ids: list[str] = []
+        todo = []
+        for start in range(0, len(scripts), 500):
+            chunk = scripts[start:start + 500]
+            r = api.post("/v1/executions/bulk", json={"executions": [
+                {"script": name, "inputs": [spec(t)], "batch_id": batch_id, "submit": True} for t in chunk]})
+            if r.status_code != 201:
+                raise RuntimeError(f"bulk create failed: {r.status_code} {r.text[:300]}")
+            for text, one in zip(chunk, r.json()["created"]):
+                ids.append(one["id"])
+                if one["status"] != "queued":
+                    todo.append((text, one))
+
+        def finish(item) -> None:
+            text, one = item
+            for upload in one["uploads"]:
+                put = store.put(upload["url"], content=text.encode())
+                if put.status_code != 200:
+                    raise RuntimeError(f"upload failed: {put.status_code} {put.text[:300]}")
+            submitted = api.post(f"/v1/executions/{one['id']}/submit")
+            if submitted.status_code != 200:
+                raise RuntimeError(f"submit failed: {submitted.status_code} {submitted.text}")
+
+        list(pool.map(finish, todo) if pool else map(finish, todo))
+        return ids
+
     def wait_one(self, api: httpx.Client, ex_id: str, poll: float = 0.05, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while True:

@@ -14,13 +14,13 @@
   with noop.py staged, removed afterwards, N times, 2 at a time (one worker's 2 slots) on this
   machine. No orchestration can beat it.
 - RGrid: a throwaway 1-worker grid (2 slots). After 2 unmeasured warm-up executions, N no-op
-  executions are submitted all at once through the API, as the CLI submits (create asking to
-  queue at once; the script, held by content since the warm-up, is not uploaded again; from
-  --submitters threads), as one batch whose per-status counts are polled twice a second (as
-  `rgrid run --batch` follows a batch), and the clock runs from the first create call to the last
-  `finished_at`.
-  --unique-scripts gives every execution its own script, so each one is uploaded (create,
-  presigned PUT, submit) and fetched from the object store by the runner.
+  executions are submitted all at once through the API as one batch, the way `rgrid run --batch`
+  submits (rgrid/cli.py submit_batch): bulk creates of up to 500 asking to queue at once; the
+  script, held by content since the warm-up, is not uploaded again. The batch's per-status counts
+  are polled twice a second (as `rgrid run --batch` follows a batch), and the clock runs from the
+  first create call to the last `finished_at`.
+  --unique-scripts gives every execution its own script, so each one is uploaded (presigned PUT
+  and submit, from --submitters threads) and fetched from the object store by the runner.
 
 Prints jobs/minute for both, the ratio RGrid / floor and whether the goal (>= 0.5) is met, plus
 where RGrid's time goes (submission span, slot occupancy, per-execution phases).
@@ -130,32 +130,23 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bo
     """n no-op executions submitted at once through the API of grid g; jobs/minute from the first
     create call to the last finished_at. unique: every execution's script differs (a comment), so
     none is held by the grid: each is uploaded, verified and fetched by its worker."""
-    local = threading.local()
-    clients = []
-    lock = threading.Lock()
-
+    api, store = g.api(), g.store_client()
     batch_id = f"tp-{tag}-{os.urandom(4).hex()}"
-
-    def submit(_i: int) -> str:
-        if not hasattr(local, "api"):
-            local.api, local.store = g.api(), g.store_client()
-            with lock:
-                clients.extend([local.api, local.store])
-        fields = {"batch_id": batch_id} if _i >= 0 else {}  # the measured ones are one batch
-        return g.submit(local.api, local.store, script_text=f"pass  # {tag} {_i}\n" if unique else NOOP, **fields)
-
-    warm = [submit(-1 - k) for k in range(warmup)]
+    script = (lambda i: f"pass  # {tag} {i}\n") if unique else (lambda i: NOOP)
+    warm = [g.submit(api, store, script_text=script(-1 - k)) for k in range(warmup)]
     g.wait_all(warm, poll=0.2)
     cpu_before = cpu_seconds_by_role()
     first = time.time()
     with ThreadPoolExecutor(submitters) as pool:
-        ids = list(pool.map(submit, range(n)))
+        ids = g.submit_batch(api, store, [script(i) for i in range(n)], batch_id, pool=pool)
     submitted = time.time()
     done = g.wait_batch(batch_id, n, poll=0.5, timeout=max(600, n * 3))
     seen = time.time()
     cpu_after = cpu_seconds_by_role()
-    for c in clients:
-        c.close()
+    api.close()
+    store.close()
+    if set(done) != set(ids):
+        raise RuntimeError(f"the batch holds {len(done)} executions, {len(ids)} were created")
     bad = [ex for ex in done.values() if ex["status"] != "succeeded"]
     if bad:
         raise RuntimeError(f"{len(bad)} executions did not succeed, e.g. {bad[0]['id']}: {bad[0]['status']} "

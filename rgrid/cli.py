@@ -180,6 +180,58 @@ def submit(c: Client, script: str, args: list[str], env: dict[str, str], runtime
     return call(c.post, f"/v1/executions/{created['id']}/submit")
 
 
+BULK_CREATE = 500  # executions per POST /v1/executions/bulk
+
+
+def submit_batch(c: Client, script: str, files: list[str], script_args: list[str], env: dict[str, str],
+                 runtime: str, timeout: Optional[int], batch_id: str, parallel: Optional[int],
+                 ids: dict[str, str], on_queued) -> None:
+    """Queue one execution per file, recording each in ids (execution id -> file) as it is created.
+
+    Every local file is checksummed once however many executions send it (the script), the
+    executions are created BULK_CREATE per request, and only inputs the grid does not hold yet are
+    uploaded; an execution whose inputs are all held is queued by its create. The caller cancels
+    whatever was queued if anything fails."""
+    with tempfile.TemporaryDirectory(prefix="rgrid-") as tmp:
+        prepared: dict[tuple[Path, str], object] = {}
+        plans = []
+        for f in files:
+            script_name, rewritten, inputs = collect_inputs(script, [f, *script_args])
+            items = []
+            for name, src in inputs:
+                key = (src.resolve(), name)
+                if key not in prepared:
+                    folder = Path(tmp) / str(len(prepared))  # folders of one name must not share a tar
+                    folder.mkdir()
+                    try:
+                        prepared[key] = prepare(name, src, folder)
+                    except TransferError as e:
+                        fail(str(e))
+                items.append(prepared[key])
+            plans.append((f, script_name, rewritten, items))
+        extra = {"batch_parallel": parallel} if parallel else {}
+        for start in range(0, len(plans), BULK_CREATE):
+            chunk = plans[start:start + BULK_CREATE]
+            created = call(c.post, "/v1/executions/bulk", json={"executions": [
+                dict(script=script_name, args=rewritten, env=env, runtime=runtime, timeout_seconds=timeout,
+                     inputs=[i.spec() for i in items], batch_id=batch_id, submit=True, **extra)
+                for _f, script_name, rewritten, items in chunk
+            ]})["created"]
+            for (f, _name, _args, items), one in zip(chunk, created):
+                ids[one["id"]] = f
+            for (f, _name, _args, items), one in zip(chunk, created):
+                if one["status"] != "queued":
+                    urls = {u["name"]: u["url"] for u in one["uploads"]}
+                    for item in items:
+                        if item.name in urls:
+                            try:
+                                upload(urls[item.name], item)
+                            except Exception as e:  # noqa: BLE001 - any failed upload: the batch is not queued
+                                fail(f"Upload of {item.source} failed ({e}); try again.")
+                    call(c.post, f"/v1/executions/{one['id']}/submit")
+                on_queued()
+
+
 RUN_HELP = "\n\n".join([
     "Run SCRIPT with ARGS on the grid, as `python SCRIPT ARGS` would run locally.",
     "rgrid's own options go before SCRIPT; everything after SCRIPT goes to the script, like `docker run`. "
@@ -447,11 +499,8 @@ def run_batch(script: str, pattern: str, parallel: Optional[int], script_args: l
         with Progress(TextColumn(f"Queueing batch {batch_id}"), BarColumn(), MofNCompleteColumn(),
                       console=err, transient=True) as bar:
             task = bar.add_task("", total=len(files))
-            for f in files:
-                ex = submit(c, script, [f, *script_args], env, runtime, timeout, batch_id=batch_id,
-                            quiet=True, batch_parallel=parallel)
-                ids[ex["id"]] = f
-                bar.advance(task)
+            submit_batch(c, script, files, script_args, env, runtime, timeout, batch_id, parallel, ids,
+                         on_queued=lambda: bar.advance(task))
     except (KeyboardInterrupt, typer.Exit) as e:
         # All or nothing: whatever of the batch was already queued is canceled.
         n = cancel_unfinished(c, batch_id)

@@ -114,58 +114,87 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             lifecycle.db_now(conn)
         return {"status": "ok"}
 
-    @app.post("/v1/executions", response_model=schemas.Created, status_code=201)
-    def create_execution(body: schemas.CreateExecution, tenant_id: str = Depends(tenant)):
+    def problem_with(body: schemas.CreateExecution) -> str | None:
+        """What is wrong with a requested execution, as a sentence; None when it can be created."""
         names = [i.name for i in body.inputs]
         for name in names:
             problem = input_name_problem(name)
             if problem:
-                raise HTTPException(400, f"Input name {name!r} {problem}; rename the file and try again.")
+                return f"Input name {name!r} {problem}; rename the file and try again."
         if len(set(names)) != len(names):
-            raise HTTPException(400, "Two inputs have the same name; every input needs its own name.")
+            return "Two inputs have the same name; every input needs its own name."
         if body.script not in names:
-            raise HTTPException(400, f"The script {body.script!r} must be one of the uploaded inputs.")
+            return f"The script {body.script!r} must be one of the uploaded inputs."
         if body.runtime not in SUPPORTED_RUNTIMES:
-            raise HTTPException(
-                400, f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
-            )
+            return f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
         for key, value in body.env.items():
             if not key or key[0].isdigit() or not set(key) <= ENV_KEY_CHARS:
-                raise HTTPException(400, f"Environment variable name {key!r} is not valid (letters, digits, _).")
+                return f"Environment variable name {key!r} is not valid (letters, digits, _)."
             if "\x00" in value:
-                raise HTTPException(400, f"The value of {key} contains a NUL character, which no process can receive.")
+                return f"The value of {key} contains a NUL character, which no process can receive."
         if any("\x00" in a for a in body.args):
-            raise HTTPException(400, "An argument contains a NUL character, which no process can receive.")
+            return "An argument contains a NUL character, which no process can receive."
         if body.batch_parallel is not None and not body.batch_id:
-            raise HTTPException(400, "batch_parallel limits a batch: send it together with a batch_id.")
-        execution_id = "ex-" + secrets.token_hex(6)
-        specs, uploads, reused = kept_or_to_upload(tenant_id, body.inputs)
-        queue_now = body.submit and not uploads
-        with write_tx(engine) as conn:
-            conn.execute(
-                insert(Execution).values(
-                    id=execution_id, tenant_id=tenant_id, status=QUEUED if queue_now else UPLOADING,
-                    queued_at=utcnow() if queue_now else None, script=body.script,
-                    args=body.args, env=body.env, runtime=body.runtime,
-                    timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
-                    inputs=specs, batch_id=body.batch_id,
-                    batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,
-                )
-            )
-        return schemas.Created(id=execution_id, status=QUEUED if queue_now else UPLOADING, uploads=uploads,
-                               reused=reused)
+            return "batch_parallel limits a batch: send it together with a batch_id."
+        return None
 
-    def kept_or_to_upload(tenant_id: str, inputs: list[schemas.InputSpec]):
-        """Each input's stored spec with its object key, the uploads still needed, and the names
-        of inputs this tenant already uploaded with the same content (sha256, size and MD5)."""
+    def create(tenant_id: str, bodies: list[schemas.CreateExecution]) -> list[schemas.Created]:
+        """Insert the executions in one transaction: all of them or, on any error, none."""
+        kept = kept_inputs(tenant_id, [i for b in bodies for i in b.inputs])
+        rows, created = [], []
+        for body in bodies:
+            execution_id = "ex-" + secrets.token_hex(6)
+            specs, uploads, reused = kept_or_to_upload(tenant_id, body.inputs, kept)
+            queue_now = body.submit and not uploads
+            rows.append(dict(
+                id=execution_id, tenant_id=tenant_id, status=QUEUED if queue_now else UPLOADING,
+                queued_at=utcnow() if queue_now else None, script=body.script,
+                args=body.args, env=body.env, runtime=body.runtime,
+                timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
+                inputs=specs, batch_id=body.batch_id,
+                batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,
+            ))
+            created.append(schemas.Created(id=execution_id, status=rows[-1]["status"], uploads=uploads,
+                                           reused=reused))
+        with write_tx(engine) as conn:
+            for row in rows:  # one statement per row: queued_at is a SQL expression
+                conn.execute(insert(Execution).values(**row))
+        return created
+
+    @app.post("/v1/executions", response_model=schemas.Created, status_code=201)
+    def create_execution(body: schemas.CreateExecution, tenant_id: str = Depends(tenant)):
+        problem = problem_with(body)
+        if problem:
+            raise HTTPException(400, problem)
+        return create(tenant_id, [body])[0]
+
+    @app.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201)
+    def create_executions(body: schemas.CreateMany, tenant_id: str = Depends(tenant)):
+        """Up to 1000 executions in one request and one transaction (a batch over many files):
+        each is checked as POST /v1/executions checks one, and if any is wrong none is created."""
+        for n, one in enumerate(body.executions):
+            problem = problem_with(one)
+            if problem:
+                raise HTTPException(400, f"Execution {n + 1} of {len(body.executions)}: {problem} Nothing was created.")
+        return schemas.CreatedMany(created=create(tenant_id, body.executions))
+
+    def kept_inputs(tenant_id: str, inputs: list[schemas.InputSpec]) -> dict[tuple, str]:
+        """(sha256, size, md5) -> object key of every one of these inputs this tenant already
+        uploaded and had verified."""
+        if not inputs:
+            return {}
         with engine.connect() as conn:
-            kept = {
+            return {
                 (b.sha256, b.size, b.md5): b.object_key
                 for b in conn.execute(
                     select(Blob.sha256, Blob.size, Blob.md5, Blob.object_key)
                     .where(Blob.tenant_id == tenant_id, Blob.sha256.in_({i.sha256 for i in inputs}))
                 )
-            } if inputs else {}
+            }
+
+    def kept_or_to_upload(tenant_id: str, inputs: list[schemas.InputSpec], kept: dict[tuple, str]):
+        """Each input's stored spec with its object key, the uploads still needed, and the names
+        of inputs this tenant already uploaded with the same content (sha256, size and MD5)."""
         specs, uploads, reused = [], [], []
         for i in inputs:
             spec = i.model_dump()

@@ -121,3 +121,14 @@ class BatchView(BaseModel):
     total: int
     counts: dict[str, int] = Field(description="Executions of the batch per status (only statuses that occur).")
     finished: bool = Field(description="True when every execution of the batch has ended.")
+
+
+BULK_MAX = 1000
+
+
+class CreateMany(BaseModel):
+    executions: list[CreateExecution] = Field(min_length=1, max_length=BULK_MAX)
+
+
+class CreatedMany(BaseModel):
+    created: list[Created] = Field(description="One per requested execution, in the same order.")

@@ -238,3 +238,25 @@ def test_batch_summary_counts_per_status_for_its_tenant_only(api, engine):
     r = api.get("/v1/batches/b-one", headers=bearer(key_b))
     assert r.status_code == 404 and is_sentence(r.json()["detail"])
     assert api.get("/v1/batches/b-one").status_code == 401
+
+
+def test_bulk_create_makes_all_in_order_or_none(api, engine):
+    key = auth.create_key(engine, "tenant-a")
+    many = [body(args=[str(n)], batch_id="b-bulk") for n in range(5)]
+    r = api.post("/v1/executions/bulk", json={"executions": many}, headers=bearer(key))
+    assert r.status_code == 201, r.text
+    created = r.json()["created"]
+    assert len(created) == 5 and len({c["id"] for c in created}) == 5
+    for n, c in enumerate(created):
+        assert c["status"] == "uploading" and [u["name"] for u in c["uploads"]] == ["s.py"]
+        assert api.get(f"/v1/executions/{c['id']}", headers=bearer(key)).json()["args"] == [str(n)]
+
+    # One bad execution: a sentence naming it, and nothing created.
+    before = len(api.get("/v1/executions", headers=bearer(key)).json())
+    bad = many[:2] + [body(script="missing.py")] + many[2:]
+    r = api.post("/v1/executions/bulk", json={"executions": bad}, headers=bearer(key))
+    assert r.status_code == 400 and r.json()["detail"].startswith("Execution 3 of 6:")
+    assert "Nothing was created" in r.json()["detail"]
+    assert len(api.get("/v1/executions", headers=bearer(key)).json()) == before
+    assert api.post("/v1/executions/bulk", json={"executions": []}, headers=bearer(key)).status_code == 422
+    assert api.post("/v1/executions/bulk", json={"executions": many}).status_code == 401
