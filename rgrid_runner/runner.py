@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select as io_select  # sqlalchemy.select is `select` here
 import shutil
 import signal
 import subprocess
@@ -195,8 +196,47 @@ class LeaseKeeper:
             time.sleep(max(0.01, wait))
 
 
+class ExitWatch:
+    """Sleeps until a process exits or a timeout passes, waking the moment it exits.
+
+    Popen.wait(timeout) polls with sleeps that double up to 50 ms: a script ending at 21 ms was
+    noticed at 31 ms, one ending at 32 ms at 63 ms, and the slot sat idle meanwhile. A pidfd
+    (Linux 5.3+) becomes readable when the process exits, so select() on it wakes at once; where
+    there is none, Popen.wait is the fallback."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        try:
+            self.fd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self.fd = None
+
+    def wait(self, timeout: float) -> None:
+        if self.fd is not None:
+            io_select.select([self.fd], [], [], timeout)
+            return
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray):
     """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out)."""
+    watch = ExitWatch(proc)
+    try:
+        return _supervise_loop(engine, settings, lease, proc, pump, limits, tail, watch)
+    finally:
+        watch.close()
+
+
+def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
+                    watch: ExitWatch):
     started = time.monotonic()
     last_renew = started  # the claim itself just renewed the lease
     timed_out = False
@@ -223,10 +263,7 @@ def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Lim
             pump.join(settings.log_flush_interval_seconds)  # the readers end right after the pipes close
         else:
             # Wakes the moment the script ends: a quick script must not hold its slot for a tick.
-            try:
-                proc.wait(timeout=settings.log_flush_interval_seconds)
-            except subprocess.TimeoutExpired:
-                pass
+            watch.wait(settings.log_flush_interval_seconds)
 
 
 def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False) -> bool:
