@@ -37,9 +37,10 @@ class ServiceSettings(BaseSettings):
     redispatch_after_seconds: float = 60.0
     placement_window_seconds: float = 600.0
     # Runs handed to a full worker ahead of time, to start the moment one of its slots frees.
-    # As many as a standard worker's slots (2): short runs on both slots often end within one
-    # poll of each other, and one run ahead then left the second slot idle until the next dispatch.
-    dispatch_prefetch_per_worker: int = 2
+    # Twice a standard worker's slots: with fewer, short runs used up what was handed ahead
+    # before the next dispatch and a slot sat idle (a run waiting behind long ones moves to a
+    # free slot elsewhere, see policies.placement.steal).
+    dispatch_prefetch_per_worker: int = 4
     sweep_interval_seconds: float = 5.0
     dead_after_seconds: float = 120.0
     replace_dead_workers: bool = True
