@@ -313,23 +313,21 @@ def _role(pid: int, cmdline: str, me: int) -> str:
 def cpu_seconds_by_role() -> dict[str, float]:
     """CPU seconds (user+sys, including waited-for children such as sandboxes) per role, for every
     process now alive. Take one before and one after a phase and subtract."""
+    from rgrid_service.localgrid.procs import proc_stats
+
     tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
     totals: dict[str, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid, fields in proc_stats():
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if not cmd:
             continue  # kernel threads
         secs = sum(int(v) for v in fields[11:15]) / tick  # utime stime cutime cstime
-        role = _role(int(entry), cmd, me)
+        role = _role(pid, cmd, me)
         totals[role] = totals.get(role, 0.0) + secs
     return totals
 

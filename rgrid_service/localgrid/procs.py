@@ -54,19 +54,21 @@ def alive(pid: int) -> bool:
         return False
 
 
-def process_table() -> dict[int, tuple[int, int, int, str]]:
-    """pid -> (parent pid, process group, session, state) for every process, read from /proc."""
-    table = {}
+def proc_stats():
+    """(pid, the fields of /proc/<pid>/stat after the command name) for every process alive now."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                yield int(entry), f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        table[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[3]), fields[0])
-    return table
+
+
+def process_table() -> dict[int, tuple[int, int, int, str]]:
+    """pid -> (parent pid, process group, session, state) for every process, read from /proc."""
+    return {pid: (int(fields[1]), int(fields[2]), int(fields[3]), fields[0]) for pid, fields in proc_stats()}
 
 
 def group_alive(pgid: int) -> bool:
