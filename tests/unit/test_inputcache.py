@@ -247,12 +247,8 @@ def test_a_checksum_mismatch_propagates_and_leaves_nothing_in_the_cache(tmp_path
     assert cache.path_if_valid(spec["sha256"]) is None
 
 
-def test_an_entry_evicted_right_after_the_fetch_is_fetched_again_for_the_copy(tmp_path, monkeypatch):
-    """Another runner's eviction can remove the new entry before it is copied into /work."""
-    data = b"raced"
-    spec = _file_spec("in.txt", data)
-    store = _store_with((spec, data))
-    cache = _cache(tmp_path)
+def _evict_right_after_publishing(cache, monkeypatch) -> None:
+    """Make every new entry vanish the moment it is published, as another runner's evict() could."""
     publish = cache.add
 
     def add_then_lose(sha256, verified_file):
@@ -261,6 +257,15 @@ def test_an_entry_evicted_right_after_the_fetch_is_fetched_again_for_the_copy(tm
         return entry
 
     monkeypatch.setattr(cache, "add", add_then_lose)
+
+
+def test_an_entry_evicted_right_after_the_fetch_is_fetched_again_for_the_copy(tmp_path, monkeypatch):
+    """Another runner's eviction can remove the new entry before it is copied into /work."""
+    data = b"raced"
+    spec = _file_spec("in.txt", data)
+    store = _store_with((spec, data))
+    cache = _cache(tmp_path)
+    _evict_right_after_publishing(cache, monkeypatch)
     workdir = _new_workdir(tmp_path, "run")
     stage_inputs(store, "ex", [spec], workdir, cache)
     assert (workdir / "in.txt").read_bytes() == data
@@ -272,14 +277,7 @@ def test_a_folder_entry_evicted_right_after_the_fetch_is_still_staged(tmp_path, 
     spec = dict(name="data", kind="dir", size=len(archive), sha256=_sha(archive), object_key="k")
     store = CountingStore({"k": archive})
     cache = _cache(tmp_path)
-    publish = cache.add
-
-    def add_then_lose(sha256, verified_file):
-        entry = publish(sha256, verified_file)
-        entry.unlink()
-        return entry
-
-    monkeypatch.setattr(cache, "add", add_then_lose)
+    _evict_right_after_publishing(cache, monkeypatch)
     workdir = _new_workdir(tmp_path, "run")
     stage_inputs(store, "ex", [spec], workdir, cache)
     assert (workdir / "data" / "a.txt").read_bytes() == b"a"
