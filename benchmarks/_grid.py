@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
-TERMINAL = ("succeeded", "failed", "timed_out", "canceled", "lost")
+from rgrid_core.states import TERMINAL  # noqa: E402
+
 NOOP = "pass\n"
 
 # The test suite's timings (tests/conftest.py GRID_ENV), for --fast.

@@ -9,7 +9,7 @@ queries, sandbox start time under 10+ concurrent starts.
 (b) Database latency: --threads threads (default 64) released together by a barrier; each takes
     --per-thread fresh queued executions through the hot queries of their life, with the product's
     own engine (rgrid_service.db.session.engine_for: its pool, its SQLite pragmas) and code:
-      claim  = lifecycle.claim (the runner's atomic UPDATE ... WHERE status='queued' + attempt row)
+      claim  = lifecycle.claim_run (the runner's atomic UPDATE ... WHERE status='queued' + attempt row)
       get    = what GET /v1/executions/{id} runs: API-key lookup, the execution, its attempts
       renew  = lifecycle.renew with one log chunk (the runner's heartbeat + log append)
       finish = lifecycle.finish (the runner's fenced commit of the final status)
@@ -48,7 +48,8 @@ def db_latency(url: str, threads: int, per_thread: int, tag: str = "c") -> dict:
 
     from rgrid_service import lifecycle
     from rgrid_service.auth import create_key, tenant_for_key
-    from rgrid_service.db.models import QUEUED, SUCCEEDED, Execution, ExecutionAttempt
+    from rgrid_service.db.models import Execution, ExecutionAttempt
+    from rgrid_core.states import ExecutionStatus
     from rgrid_service.db.session import engine_for, upgrade_schema
 
     upgrade_schema(url)
@@ -58,7 +59,7 @@ def db_latency(url: str, threads: int, per_thread: int, tag: str = "c") -> dict:
     spec = [{"name": "noop.py", "kind": "file", "size": 5, "sha256": "0" * 64, "md5": "0" * 32}]
     with engine.begin() as conn:
         conn.execute(insert(Execution), [
-            dict(id=i, tenant_id="bench", status=QUEUED, script="noop.py", args=[], env={}, runtime="python:3.11",
+            dict(id=i, tenant_id="bench", status=ExecutionStatus.QUEUED, script="noop.py", args=[], env={}, runtime="python:3.11",
                  timeout_seconds=3600, inputs=spec, max_attempts=3) for i in ids
         ])
     lat: dict[str, list[float]] = {q: [] for q in QUERIES}
@@ -96,7 +97,7 @@ def db_latency(url: str, threads: int, per_thread: int, tag: str = "c") -> dict:
             for j in range(per_thread):
                 ex_id = ids[t * per_thread + j]
                 t0 = time.perf_counter()
-                lease = lifecycle.claim(engine, ex_id, worker)
+                lease, _spec = lifecycle.claim_run(engine, ex_id, worker)
                 timed("claim", t0)
                 assert lease is not None, f"claim of {ex_id} lost"
 
@@ -113,7 +114,7 @@ def db_latency(url: str, threads: int, per_thread: int, tag: str = "c") -> dict:
                 timed("renew", t0)
 
                 t0 = time.perf_counter()
-                assert lifecycle.finish(engine, lease, SUCCEEDED, 0, None, [])
+                assert lifecycle.finish(engine, lease, ExecutionStatus.SUCCEEDED, 0, None, [])
                 timed("finish", t0)
         except Exception as e:  # noqa: BLE001 - reported with the figures
             with lock:

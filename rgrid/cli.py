@@ -29,8 +29,10 @@ from rich.table import Table
 
 from .client import ApiError, Client
 from .config import Endpoint, remote_endpoint, rgrid_home
-from .names import dedupe, input_name_problem
-from .runtimes import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
+from rgrid_core.constants import EXIT_CANCELED, EXIT_TIMED_OUT
+from rgrid_core.names import dedupe, input_name_problem
+from rgrid_core.runtimes import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
+from rgrid_core.states import STATUS_ORDER, TERMINAL
 from .transfer import TransferError, download, prepare, safe_target, upload
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -39,8 +41,6 @@ app.add_typer(local_app, name="local")
 err = Console(stderr=True, soft_wrap=True)  # sentences stay on one line when piped
 out = Console()
 
-TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "lost"}
-EXIT_TIMED_OUT, EXIT_CANCELED = 124, 130
 # The list endpoint answers at most this many rows, so a batch holds at most this many executions.
 BATCH_MAX = 1000
 MAX_PARALLEL = 10000
@@ -464,9 +464,6 @@ def batch_input(ex: dict) -> str:
     """The name (inside /work) of the file a batch execution ran on: its first argument."""
     first = ex["args"][0] if ex.get("args") else ""
     return first[len("/work/"):] if first.startswith("/work/") else first
-
-
-STATUS_ORDER = ["uploading", "queued", "running", "succeeded", "failed", "timed_out", "canceled", "lost"]
 
 
 def ordered_counts(counts: dict[str, int]) -> dict[str, int]:

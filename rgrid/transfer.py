@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from .names import output_path_problem
+from rgrid_core.names import output_path_problem
 
 CHUNK = 1024 * 1024
 

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rgrid_service import lifecycle
-from rgrid_service.db.models import FAILED, SUCCEEDED, TIMED_OUT, Execution
+from rgrid_service.db.models import Execution
+from rgrid_core.states import ExecutionStatus
 from rgrid_service.db.session import engine_for
 from rgrid_service.settings import ServiceSettings
 from rgrid_service.storage import ChecksumMismatch, ObjectStore
@@ -53,16 +54,16 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
             # the next submission uploads it again.
             if e.key.startswith("blobs/"):
                 _db_retrying(settings, lambda: lifecycle.forget_blob(engine, e.key))
-            _finish(engine, settings, lease, FAILED, None,
+            _finish(engine, settings, lease, ExecutionStatus.FAILED, None,
                     f"An input file's stored copy is damaged ({e}); run it again and it will be uploaded anew.", [])
             return "staging-failed"
         except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence
-            _finish(engine, settings, lease, FAILED, None, f"Could not stage the input files on the worker: {e}", [])
+            _finish(engine, settings, lease, ExecutionStatus.FAILED, None, f"Could not stage the input files on the worker: {e}", [])
             return "staging-failed"
         return _run_staged(engine, store, settings, lease, ex, workdir)
     except Exception as e:  # noqa: BLE001
         log.exception("runner failed for %s", execution_id)
-        _finish(engine, settings, lease, FAILED, None, f"The worker failed while running it: {e}", [])
+        _finish(engine, settings, lease, ExecutionStatus.FAILED, None, f"The worker failed while running it: {e}", [])
         return "runner-error"
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -76,7 +77,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         env = sandbox.script_env(dict(ex.env or {}))
         env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
     except sandbox.SandboxError as e:
-        _finish(engine, settings, lease, FAILED, None, str(e), [])
+        _finish(engine, settings, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
     uid = sandbox.sandbox_uid()
     limits = sandbox.Limits(
@@ -89,7 +90,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     try:
         cmd = sandbox.limited_command(cmd, limits, uid)
     except sandbox.SandboxError as e:
-        _finish(engine, settings, lease, FAILED, None, str(e), [])
+        _finish(engine, settings, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
     sandbox.hand_over(workdir, uid)
     if settings.sandbox_niceness is not None:
@@ -124,17 +125,17 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
 
     code = proc.returncode
     if timed_out:
-        status, exit_code, reason = TIMED_OUT, None, f"Timed out after {limits.wall_seconds} s (raise it with --timeout)."
+        status, exit_code, reason = ExecutionStatus.TIMED_OUT, None, f"Timed out after {limits.wall_seconds} s (raise it with --timeout)."
     elif code == 0:
-        status, exit_code, reason = SUCCEEDED, 0, None
+        status, exit_code, reason = ExecutionStatus.SUCCEEDED, 0, None
     else:
-        status, exit_code, reason = FAILED, _exit_code(code), _explain(code, bytes(tail), limits)
+        status, exit_code, reason = ExecutionStatus.FAILED, _exit_code(code), _explain(code, bytes(tail), limits)
     try:
         paths = staging.changed_files(workdir, before)
         with LeaseKeeper(engine, lease, settings):
             outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
     except Exception as e:  # noqa: BLE001
-        _finish(engine, settings, lease, FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
+        _finish(engine, settings, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
         return "upload-failed"
     if not _finish(engine, settings, lease, status, exit_code, reason, outputs):
         store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")

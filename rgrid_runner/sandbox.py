@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rgrid.runtimes import SUPPORTED_RUNTIMES
+from rgrid_core.runtimes import SUPPORTED_RUNTIMES
 
 # Interpreters a runtime may use, first one found wins.
 RUNTIME_INTERPRETERS = {"python:3.11": ["/usr/bin/python3.11", "/usr/local/bin/python3.11", "python3.11"]}

@@ -8,8 +8,8 @@ import stat
 import tarfile
 from pathlib import Path
 
-from rgrid.names import input_name_problem, output_path_problem
-from rgrid_service.storage import ObjectStore, input_key, output_key
+from rgrid_core.names import input_name_problem, output_path_problem
+from rgrid_service.storage import ObjectStore, output_key
 
 from .inputcache import InputCache
 
@@ -31,7 +31,7 @@ def stage_inputs(store: ObjectStore, execution_id: str, inputs: list[dict], work
         name = spec["name"]
         if input_name_problem(name):
             raise StagingError(f"refusing input name {name!r}")
-        key = spec.get("object_key") or input_key(execution_id, name)
+        key = spec["object_key"]
         sha256, size = spec["sha256"], int(spec.get("size") or 0)
         if spec.get("kind") == "dir":
             archive = cache.path_if_valid(sha256) if cache else None

@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import ray
 
+from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
 from rgrid_service.settings import ServiceSettings
 
 
@@ -23,10 +24,10 @@ def current_worker_id(settings: ServiceSettings) -> str:
     if settings.worker_id:
         return settings.worker_id
     labels = ray.get_runtime_context().get_node_labels()
-    return labels.get("rgrid-worker") or ray.get_runtime_context().get_node_id()[:12]
+    return labels.get(WORKER_LABEL) or ray.get_runtime_context().get_node_id()[:12]
 
 
-@ray.remote(max_retries=0, num_cpus=0, resources={"rgrid_slot": 1})
+@ray.remote(max_retries=0, num_cpus=0, resources={SLOT_RESOURCE: 1})
 def execute(execution_id: str) -> str:
     from .runner import run_execution
 

@@ -14,16 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from .db.clock import utcnow
 from .db.session import write_tx
-from .db.models import (
-    CANCELED,
-    QUEUED,
-    RUNNING,
-    UPLOADING,
-    Execution,
-    ExecutionAttempt,
-    ExecutionOutput,
-    LogChunk,
-)
+from .db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk
+from rgrid_core.states import ExecutionStatus, WorkerState
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ def _fence(lease: Lease):
     return (
         Execution.id == lease.execution_id,
         Execution.attempt == lease.attempt,
-        Execution.status == RUNNING,
+        Execution.status == ExecutionStatus.RUNNING,
     )
 
 
@@ -54,20 +46,15 @@ RUN_SPEC = (Execution.script, Execution.args, Execution.env, Execution.runtime, 
             Execution.inputs)
 
 
-def claim(engine: Engine, execution_id: str, worker_id: str) -> Lease | None:
-    """Atomically take a queued execution. None means somebody else has it (or it was canceled)."""
-    claimed = claim_run(engine, execution_id, worker_id)
-    return claimed[0] if claimed else None
-
-
 def claim_run(engine: Engine, execution_id: str, worker_id: str):
-    """claim(), also returning the run's spec (script, args, env, runtime, timeout_seconds, inputs)."""
+    """Atomically take a queued execution: (lease, the run's spec: script, args, env, runtime,
+    timeout_seconds, inputs), or None when somebody else has it (or it was canceled)."""
     with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
-            .where(Execution.id == execution_id, Execution.status == QUEUED)
+            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED)
             .values(
-                status=RUNNING,
+                status=ExecutionStatus.RUNNING,
                 attempt=Execution.attempt + 1,
                 worker_id=worker_id,
                 started_at=utcnow(),
@@ -83,7 +70,7 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str):
             return None
         # The runner's own record of how many runs its worker holds, this one included.
         on_worker = conn.execute(
-            select(func.count()).where(Execution.worker_id == worker_id, Execution.status == RUNNING)
+            select(func.count()).where(Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING)
         ).scalar_one()
         conn.execute(
             insert(ExecutionAttempt).values(
@@ -157,8 +144,8 @@ def submit(engine: Engine, execution_id: str, verified: list[dict] = (), tenant_
     with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
-            .where(Execution.id == execution_id, Execution.status == UPLOADING)
-            .values(status=QUEUED, queued_at=utcnow())
+            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.UPLOADING)
+            .values(status=ExecutionStatus.QUEUED, queued_at=utcnow())
         )
         if res.rowcount != 1:
             return False
@@ -195,8 +182,8 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
     with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
-            .where(Execution.id == execution_id, Execution.status.in_((UPLOADING, QUEUED, RUNNING)))
-            .values(status=CANCELED, reason=reason, finished_at=utcnow())
+            .where(Execution.id == execution_id, Execution.status.in_((ExecutionStatus.UPLOADING, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)))
+            .values(status=ExecutionStatus.CANCELED, reason=reason, finished_at=utcnow())
             .returning(Execution.attempt)
         ).first()
         if row is None:
@@ -208,7 +195,7 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
                 ExecutionAttempt.attempt == row.attempt,
                 ExecutionAttempt.finished_at.is_(None),
             )
-            .values(finished_at=utcnow(), outcome=CANCELED, reason=reason)
+            .values(finished_at=utcnow(), outcome=ExecutionStatus.CANCELED, reason=reason)
         )
     return True
 
@@ -220,7 +207,7 @@ def mark_dispatched(engine: Engine, placements: list[tuple[str, str]]) -> list[t
         for execution_id, worker_id in placements:
             res = conn.execute(
                 update(Execution)
-                .where(Execution.id == execution_id, Execution.status == QUEUED)
+                .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED)
                 .values(dispatched_at=utcnow(), dispatched_to=worker_id)
             )
             if res.rowcount == 1:
@@ -239,15 +226,15 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
     with write_tx(engine) as conn:
         marked = conn.execute(
             update(Worker)
-            .where(Worker.id == worker_id, Worker.state != "dead")
-            .values(state="dead", dead_at=utcnow(), dead_reason=reason)
+            .where(Worker.id == worker_id, Worker.state != WorkerState.DEAD)
+            .values(state=WorkerState.DEAD, dead_at=utcnow(), dead_reason=reason)
         )
         if marked.rowcount != 1:
             return results
         now = db_now(conn).strftime("%H:%M:%S")
         orphans = conn.execute(
             select(Execution.id, Execution.attempt, Execution.max_attempts).where(
-                Execution.worker_id == worker_id, Execution.status == RUNNING
+                Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING
             )
         ).all()
         for row in orphans:
@@ -256,7 +243,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
         # Dispatches placed on it but not yet claimed go back to the pool at once.
         conn.execute(
             update(Execution)
-            .where(Execution.status == QUEUED, Execution.dispatched_to == worker_id)
+            .where(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_to == worker_id)
             .values(dispatched_at=None, dispatched_to=None)
         )
     return results
@@ -264,25 +251,24 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
 
 def _hand_back(conn: Connection, row, why: str) -> str:
     """Re-queue one orphaned attempt (or end it as lost), fenced on that attempt still running."""
-    from .db.models import LOST
     from .policies.health import Orphan, orphan_outcome
 
     outcome = orphan_outcome(Orphan(row.id, row.attempt, row.max_attempts))
     values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
-    if outcome == LOST:
+    if outcome == ExecutionStatus.LOST:
         values["finished_at"] = utcnow()
     else:
         values["queued_at"] = utcnow()
     res = conn.execute(
         update(Execution)
-        .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == RUNNING)
+        .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == ExecutionStatus.RUNNING)
         .values(**values)
     )
     if res.rowcount == 1:
         conn.execute(
             update(ExecutionAttempt)
             .where(ExecutionAttempt.execution_id == row.id, ExecutionAttempt.attempt == row.attempt)
-            .values(finished_at=utcnow(), outcome="lost", reason=why)
+            .values(finished_at=utcnow(), outcome=ExecutionStatus.LOST, reason=why)
         )
     return outcome
 
@@ -299,7 +285,7 @@ def expire_leases(engine: Engine, older_than: datetime) -> list[tuple[str, str]]
         stale = conn.execute(
             select(Execution.id, Execution.attempt, Execution.max_attempts, Execution.worker_id,
                    Execution.heartbeat_at)
-            .where(Execution.status == RUNNING, Execution.heartbeat_at < older_than)
+            .where(Execution.status == ExecutionStatus.RUNNING, Execution.heartbeat_at < older_than)
         ).all()
         for row in stale:
             since = row.heartbeat_at.strftime("%H:%M:%S") if row.heartbeat_at else "its start"
@@ -315,12 +301,12 @@ def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -
 
     with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
-        if state == "dead":
+        if state == WorkerState.DEAD:
             return False
         if state is None:
-            conn.execute(insert(Worker).values(id=worker_id, provider=provider, state="active", slots=slots))
+            conn.execute(insert(Worker).values(id=worker_id, provider=provider, state=WorkerState.ACTIVE, slots=slots))
         else:
-            conn.execute(update(Worker).where(Worker.id == worker_id).values(state="active", slots=slots))
+            conn.execute(update(Worker).where(Worker.id == worker_id).values(state=WorkerState.ACTIVE, slots=slots))
         beat = conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
             .values(last_heartbeat_at=utcnow(), running=[])
@@ -336,10 +322,10 @@ def heartbeat(engine: Engine, worker_id: str) -> bool:
 
     with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
-        if state != "active":
+        if state != WorkerState.ACTIVE:
             return False
         running = conn.execute(
-            select(Execution.id).where(Execution.worker_id == worker_id, Execution.status == RUNNING)
+            select(Execution.id).where(Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING)
         ).scalars().all()
         conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
@@ -353,8 +339,8 @@ def expire_uploads(engine: Engine, older_than: datetime) -> int:
     with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
-            .where(Execution.status == UPLOADING, Execution.created_at < older_than)
-            .values(status=CANCELED, finished_at=utcnow(),
+            .where(Execution.status == ExecutionStatus.UPLOADING, Execution.created_at < older_than)
+            .values(status=ExecutionStatus.CANCELED, finished_at=utcnow(),
                     reason="Its input files were never all uploaded; run it again.")
         )
         return res.rowcount

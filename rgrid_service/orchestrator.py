@@ -20,7 +20,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import and_, case, func, or_, select
 
 from . import lifecycle
-from .db.models import QUEUED, RUNNING, Execution, Worker, WorkerHeartbeat
+from .db.models import Execution, Worker, WorkerHeartbeat
+from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
+from rgrid_core.states import ExecutionStatus, WorkerState
 from .db.session import engine_for
 from .policies.health import WorkerBeat, dead_workers
 from .policies.placement import Queued, Waiting, WorkerLoad, place, steal
@@ -45,11 +47,11 @@ def ray_worker_nodes() -> dict[str, dict]:
 
     nodes: dict[str, dict] = {}
     for node in ray.nodes():
-        worker_id = (node.get("Labels") or {}).get("rgrid-worker")
+        worker_id = (node.get("Labels") or {}).get(WORKER_LABEL)
         if not worker_id:
             continue
         info = {"node_id": node["NodeID"], "alive": bool(node["Alive"]),
-                "slots": int(node.get("Resources", {}).get("rgrid_slot", 0))}
+                "slots": int(node.get("Resources", {}).get(SLOT_RESOURCE, 0))}
         # A worker id may appear twice (a dead node and its restarted self): alive wins.
         if worker_id not in nodes or info["alive"]:
             nodes[worker_id] = info
@@ -84,11 +86,11 @@ class Orchestrator:
         with self.engine.connect() as conn:
             counts = dict(conn.execute(
                 select(Execution.status, func.count())
-                .where(Execution.status.in_((QUEUED, RUNNING)))
+                .where(Execution.status.in_((ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)))
                 .group_by(Execution.status)
             ).all())
-            newest = conn.execute(select(func.max(Execution.queued_at)).where(Execution.status == QUEUED)).scalar()
-        return counts.get(QUEUED, 0), counts.get(RUNNING, 0), newest
+            newest = conn.execute(select(func.max(Execution.queued_at)).where(Execution.status == ExecutionStatus.QUEUED)).scalar()
+        return counts.get(ExecutionStatus.QUEUED, 0), counts.get(ExecutionStatus.RUNNING, 0), newest
 
     def dispatch_if_changed(self) -> int:
         """Dispatch now if the queue changed since the last tick, else once per dispatch interval."""
@@ -114,11 +116,11 @@ class Orchestrator:
             now = lifecycle.db_now(conn)
             stale = now - timedelta(seconds=self.settings.redispatch_after_seconds)
             window = now - timedelta(seconds=self.settings.placement_window_seconds)
-            active = conn.execute(select(Worker.id).where(Worker.state == "active")).scalars().all()
-            pending = and_(Execution.status == QUEUED, Execution.dispatched_at >= stale)
-            holder = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
+            active = conn.execute(select(Worker.id).where(Worker.state == WorkerState.ACTIVE)).scalars().all()
+            pending = and_(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_at >= stale)
+            holder = case((Execution.status == ExecutionStatus.RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
             busy = dict(conn.execute(
-                select(holder, func.count()).where(or_(Execution.status == RUNNING, pending)).group_by(holder)
+                select(holder, func.count()).where(or_(Execution.status == ExecutionStatus.RUNNING, pending)).group_by(holder)
             ).all())
             recent = dict(conn.execute(
                 select(Execution.dispatched_to, func.count())
@@ -136,7 +138,7 @@ class Orchestrator:
             waiting = self._waiting(conn, now, stale, workers)
             queued = conn.execute(
                 select(Execution.id, Execution.batch_id, Execution.batch_parallel)
-                .where(Execution.status == QUEUED,
+                .where(Execution.status == ExecutionStatus.QUEUED,
                        or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale))
                 .order_by(Execution.queued_at, Execution.id)
                 .limit(free * 20)
@@ -146,7 +148,7 @@ class Orchestrator:
             batches = {q.batch_id for q in queued if q.batch_id and q.batch_parallel}
             batch_busy = dict(conn.execute(
                 select(Execution.batch_id, func.count())
-                .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
+                .where(Execution.batch_id.in_(batches), or_(Execution.status == ExecutionStatus.RUNNING, pending))
                 .group_by(Execution.batch_id)
             ).all()) if batches else {}
         decisions = place([Queued(q.id, q.batch_id, q.batch_parallel) for q in queued], workers, batch_busy,
@@ -167,7 +169,7 @@ class Orchestrator:
             return []  # no free slot anywhere: nothing could move
         slots = {w.worker_id: w.slots for w in workers}
         running = dict(conn.execute(
-            select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
+            select(Execution.worker_id, func.count()).where(Execution.status == ExecutionStatus.RUNNING).group_by(Execution.worker_id)
         ).all())
         full = [w for w, n in slots.items() if running.get(w, 0) >= n]
         if not full:
@@ -175,7 +177,7 @@ class Orchestrator:
         ahead_since = now - timedelta(seconds=self.settings.dispatch_interval_seconds)
         rows = conn.execute(
             select(Execution.id, Execution.dispatched_to)
-            .where(Execution.status == QUEUED, Execution.dispatched_to.in_(full),
+            .where(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_to.in_(full),
                    Execution.dispatched_at >= stale, Execution.dispatched_at < ahead_since)
             .order_by(Execution.queued_at, Execution.id)
         ).all()
@@ -203,7 +205,7 @@ class Orchestrator:
             rows = conn.execute(
                 select(Worker.id, Worker.created_at, WorkerHeartbeat.last_heartbeat_at)
                 .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
-                .where(Worker.state == "active")
+                .where(Worker.state == WorkerState.ACTIVE)
             ).all()
         beats = [
             WorkerBeat(r.id, r.last_heartbeat_at, r.created_at,

@@ -6,13 +6,13 @@ instead: it outlives any orchestrator process, and a new orchestrator simply fin
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-ACTOR_NAME = "rgrid-dispatcher"
-NAMESPACE = "rgrid"
+from rgrid_core.constants import DISPATCHER_NAME, RAY_NAMESPACE, RUNNER_TASK
 
 log = logging.getLogger("rgrid.dispatch")
 
@@ -24,8 +24,7 @@ class DispatchActor:
 
     def dispatch(self, assignments: list[tuple[str, str]]) -> int:
         """Start one runner task per (execution id, Ray node id), pinned to that node."""
-        from rgrid_runner.task import execute
-
+        execute = runner_task()
         for execution_id, node_id in assignments:
             ref = execute.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
@@ -47,15 +46,18 @@ class DispatchActor:
                 results.append((execution_id, f"task error: {type(e).__name__}: {e}"[:300]))
         return results
 
-    def inflight_count(self) -> int:
-        return len(self.inflight)
+
+def runner_task():
+    """The runner's Ray task, resolved by name in the actor's process (see RUNNER_TASK)."""
+    module, _, name = RUNNER_TASK.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def get_dispatcher():
     """The running dispatcher actor, created on the head node if there is none."""
     return DispatchActor.options(
-        name=ACTOR_NAME,
-        namespace=NAMESPACE,
+        name=DISPATCHER_NAME,
+        namespace=RAY_NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
         resources={"node:__internal_head__": 0.001},

@@ -32,10 +32,6 @@ CHUNK = 1024 * 1024
 _SHARED: dict[tuple, "ObjectStore"] = {}
 
 
-def input_key(execution_id: str, name: str) -> str:
-    return f"executions/{execution_id}/inputs/{name}"
-
-
 def blob_key(tenant_id: str, sha256: str) -> str:
     """Where an input with this content lives for this tenant. The tenant part is hashed so any
     tenant id makes a plain key."""

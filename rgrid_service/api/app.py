@@ -11,27 +11,17 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from rgrid.names import input_name_problem
-from rgrid.runtimes import SUPPORTED_RUNTIMES
+from rgrid_core.names import input_name_problem
+from rgrid_core.runtimes import SUPPORTED_RUNTIMES
 
 from .. import lifecycle
 from ..auth import tenant_for_key
 from ..db.clock import utcnow
-from ..db.models import (
-    QUEUED,
-    TERMINAL,
-    UPLOADING,
-    Blob,
-    Execution,
-    ExecutionAttempt,
-    ExecutionOutput,
-    LogChunk,
-    Worker,
-    WorkerHeartbeat,
-)
+from ..db.models import Blob, Execution, ExecutionAttempt, ExecutionOutput, LogChunk, Worker, WorkerHeartbeat
+from rgrid_core.states import TERMINAL, ExecutionStatus, WorkerState
 from ..db.session import engine_for, write_tx
 from ..settings import ServiceSettings, get_settings
-from ..storage import ObjectStore, blob_key, input_key
+from ..storage import ObjectStore, blob_key
 from . import schemas
 
 ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -98,7 +88,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 select(Worker.id, Worker.provider, Worker.state, Worker.slots, Worker.created_at,
                        Worker.dead_reason, WorkerHeartbeat.last_heartbeat_at, WorkerHeartbeat.running)
                 .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
-                .where(Worker.state != "deleted")
+                .where(Worker.state != WorkerState.DELETED)
                 .order_by(Worker.created_at, Worker.id)
             ).all()
         return schemas.ClusterView(
@@ -147,7 +137,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             specs, uploads, reused = kept_or_to_upload(tenant_id, body.inputs, kept)
             queue_now = body.submit and not uploads
             rows.append(dict(
-                id=execution_id, tenant_id=tenant_id, status=QUEUED if queue_now else UPLOADING,
+                id=execution_id, tenant_id=tenant_id, status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
                 queued_at=utcnow() if queue_now else None, script=body.script,
                 args=body.args, env=body.env, runtime=body.runtime,
                 timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
@@ -212,12 +202,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView)
     def submit_execution(execution_id: str, tenant_id: str = Depends(tenant)):
         ex = owned(execution_id, tenant_id)
-        if ex.status != UPLOADING:
+        if ex.status != ExecutionStatus.UPLOADING:
             raise HTTPException(409, f"Execution {execution_id} was already submitted (it is {ex.status}).")
         problems = []
-        uploaded = [spec for spec in ex.inputs if spec.get("upload", "object_key" not in spec)]
+        uploaded = [spec for spec in ex.inputs if spec.get("upload")]
         for spec in uploaded:
-            stat = store.stat(spec.get("object_key") or input_key(execution_id, spec["name"]))
+            stat = store.stat(spec["object_key"])
             if stat is None:
                 problems.append(f"{spec['name']} was not uploaded")
             elif stat.size != spec["size"]:
@@ -226,7 +216,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 problems.append(f"{spec['name']} arrived with a different checksum")
         if problems:
             raise HTTPException(409, "Not queued: " + "; ".join(problems) + ". Upload again and resubmit.")
-        lifecycle.submit(engine, execution_id, [s for s in uploaded if "object_key" in s], tenant_id)
+        lifecycle.submit(engine, execution_id, uploaded, tenant_id)
         return view(owned(execution_id, tenant_id))
 
     @app.get("/v1/executions", response_model=list[schemas.ExecutionView])

@@ -27,17 +27,7 @@ class Base(DeclarativeBase):
     pass
 
 
-# Lifecycle. `uploading` is the pre-queue state: an execution becomes `queued` only after
-# every input is uploaded and verified.
-UPLOADING = "uploading"
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-TIMED_OUT = "timed_out"
-CANCELED = "canceled"
-LOST = "lost"
-TERMINAL = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELED, LOST})
+# Statuses and worker states are rgrid_core.states (ExecutionStatus, WorkerState).
 
 
 class Tenant(Base):
@@ -157,7 +147,7 @@ class Worker(Base):
     provider: Mapped[str] = mapped_column(String(32))
     server_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     location: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    state: Mapped[str] = mapped_column(String(16))  # booting | active | dead | deleted
+    state: Mapped[str] = mapped_column(String(16))  # a rgrid_core.states.WorkerState
     slots: Mapped[int] = mapped_column(Integer, default=2)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     dead_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -60,10 +59,6 @@ def write_tx(engine: Engine):
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     return make_engine(url)
-
-
-def session_factory(url: str) -> sessionmaker:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
 def upgrade_schema(url: str) -> None:

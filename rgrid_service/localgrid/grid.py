@@ -17,6 +17,9 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from rgrid_core.constants import SLOT_RESOURCE, SLOTS_PER_WORKER, WORKER_LABEL
+from rgrid_core.states import WorkerState
+
 from ..auth import create_key
 from ..db.models import Worker
 from ..db.session import engine_for, upgrade_schema, write_tx
@@ -26,7 +29,6 @@ from ..storage import ObjectStore
 from .procs import alive, free_ports, spawn, stop_groups, wait_for_port
 from .seaweed import start_seaweed
 
-SLOTS_PER_WORKER = 2
 
 
 @dataclass
@@ -260,8 +262,8 @@ def add_worker(state: GridState, env: dict[str, str], worker_id: str) -> None:
     ray_node = [sys.executable, "-m", "rgrid_service.raynet", "start", "--block",
                 "--address", state.ray_address, "--node-ip-address", "127.0.0.1",
                 "--num-cpus", str(SLOTS_PER_WORKER),
-                "--resources", json.dumps({"rgrid_slot": SLOTS_PER_WORKER}),
-                "--labels", json.dumps({"rgrid-worker": worker_id}),
+                "--resources", json.dumps({SLOT_RESOURCE: SLOTS_PER_WORKER}),
+                "--labels", json.dumps({WORKER_LABEL: worker_id}),
                 *node_ports(head=False), "--disable-usage-stats"]
     agent = [sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(SLOTS_PER_WORKER)]
     agent_log = logs / f"{worker_id}-agent.log"
@@ -283,7 +285,7 @@ def new_worker_id(state: GridState) -> str:
 def retire_workers(database_url: str) -> None:
     """Workers of an earlier local grid session are gone for good: mark them deleted."""
     with write_tx(engine_for(database_url)) as conn:
-        conn.execute(update(Worker).where(Worker.provider == "local", Worker.state != "dead").values(state="deleted"))
+        conn.execute(update(Worker).where(Worker.provider == "local", Worker.state != WorkerState.DEAD).values(state=WorkerState.DELETED))
 
 
 def down(home: Path) -> bool:

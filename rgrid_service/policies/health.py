@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from rgrid_core.states import ExecutionStatus
+
 
 @dataclass(frozen=True)
 class WorkerBeat:
@@ -44,7 +46,7 @@ class Orphan:
 
 def orphan_outcome(orphan: Orphan) -> str:
     """'queued' again while attempts remain, else 'lost'."""
-    return "queued" if orphan.attempt < orphan.max_attempts else "lost"
+    return ExecutionStatus.QUEUED if orphan.attempt < orphan.max_attempts else ExecutionStatus.LOST
 
 
 def _human(delta: timedelta) -> str:

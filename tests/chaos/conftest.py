@@ -188,7 +188,8 @@ class ChaosGrid(Grid):
 
     def explain(self, ids: list[str]) -> str:
         """The unfinished executions with their attempts, and the logs that say why."""
-        from rgrid_service.db.models import TERMINAL, Execution, ExecutionAttempt
+        from rgrid_service.db.models import Execution, ExecutionAttempt
+        from rgrid_core.states import TERMINAL
 
         lines = []
         with self.engine().connect() as conn:
@@ -228,12 +229,13 @@ class ChaosGrid(Grid):
 
     def running_on(self, ids: list[str]) -> dict[str, list[str]]:
         """worker id -> executions running on it right now (database view)."""
-        from rgrid_service.db.models import RUNNING, Execution
+        from rgrid_service.db.models import Execution
+        from rgrid_core.states import ExecutionStatus
 
         with self.engine().connect() as conn:
             rows = conn.execute(
                 select(Execution.id, Execution.worker_id)
-                .where(Execution.id.in_(ids), Execution.status == RUNNING)
+                .where(Execution.id.in_(ids), Execution.status == ExecutionStatus.RUNNING)
             ).all()
         out: dict[str, list[str]] = {}
         for r in rows:

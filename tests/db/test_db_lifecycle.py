@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text, update
 from rgrid_service import lifecycle
 from rgrid_service.db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk
 from rgrid_service.db.session import make_engine
+from tests.db.claims import claim
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,7 +55,7 @@ def test_claim_race_threads_exactly_one_winner(db_url, make_execution, engine):
             with engines[i].connect() as conn:  # race the UPDATE, not the connect
                 conn.execute(text("SELECT 1"))
             barrier.wait()
-            results[f"w-{i}"] = lifecycle.claim(engines[i], execution_id, f"w-{i}")
+            results[f"w-{i}"] = claim(engines[i], execution_id, f"w-{i}")
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -117,13 +118,13 @@ def test_claim_race_processes_exactly_one_winner(db_url, make_execution, engine)
 
 def test_stale_lease_is_fenced_off_after_requeue(engine, make_execution):
     execution_id = make_execution()
-    stale = lifecycle.claim(engine, execution_id, "w-1")
+    stale = claim(engine, execution_id, "w-1")
     assert stale is not None and stale.attempt == 1
 
     # The orchestrator re-queues it behind the first worker's back (e.g. after a partition).
     with engine.begin() as conn:
         conn.execute(update(Execution).where(Execution.id == execution_id).values(status="queued"))
-    fresh = lifecycle.claim(engine, execution_id, "w-2")
+    fresh = claim(engine, execution_id, "w-2")
     assert fresh == lifecycle.Lease(execution_id, 2, "w-2")
 
     # The zombie can no longer write anything.
@@ -162,7 +163,7 @@ def test_stale_lease_is_fenced_off_after_requeue(engine, make_execution):
 
 def test_cancel_fences_a_running_attempt(engine, make_execution):
     execution_id = make_execution()
-    lease = lifecycle.claim(engine, execution_id, "w-1")
+    lease = claim(engine, execution_id, "w-1")
     assert lease is not None
 
     assert lifecycle.cancel(engine, execution_id) is True
@@ -185,7 +186,7 @@ def test_cancel_fences_a_running_attempt(engine, make_execution):
 def test_cancel_of_queued_execution_prevents_claim(engine, make_execution):
     execution_id = make_execution()
     assert lifecycle.cancel(engine, execution_id) is True
-    assert lifecycle.claim(engine, execution_id, "w-1") is None
+    assert claim(engine, execution_id, "w-1") is None
     r = row(engine, execution_id)
     assert (r.status, r.attempt, r.worker_id) == ("canceled", 0, None)
     assert attempts(engine, execution_id) == []
@@ -193,7 +194,7 @@ def test_cancel_of_queued_execution_prevents_claim(engine, make_execution):
 
 def test_submit_moves_uploading_to_queued_once(engine, make_execution):
     execution_id = make_execution(status="uploading")
-    assert lifecycle.claim(engine, execution_id, "w-early") is None  # not claimable before submit
+    assert claim(engine, execution_id, "w-early") is None  # not claimable before submit
     assert lifecycle.submit(engine, execution_id) is True
     r = row(engine, execution_id)
     assert r.status == "queued" and r.queued_at is not None
@@ -201,14 +202,14 @@ def test_submit_moves_uploading_to_queued_once(engine, make_execution):
     assert row(engine, execution_id).queued_at == r.queued_at
 
     running = make_execution(status="queued")
-    assert lifecycle.claim(engine, running, "w-1") is not None
+    assert claim(engine, running, "w-1") is not None
     assert lifecycle.submit(engine, running) is False
     assert row(engine, running).status == "running"
 
 
 def test_log_chunks_keep_arbitrary_bytes(engine, make_execution):
     execution_id = make_execution()
-    lease = lifecycle.claim(engine, execution_id, "w-1")
+    lease = claim(engine, execution_id, "w-1")
     raw = b"\xff\xfe\x00abc"
     every_byte = bytes(range(256))
     assert lifecycle.renew(engine, lease, [("stdout", raw), ("stderr", every_byte)]) is True
@@ -222,7 +223,7 @@ def test_log_chunks_keep_arbitrary_bytes(engine, make_execution):
 
 def test_renew_heartbeat_uses_database_clock(engine, make_execution):
     execution_id = make_execution()
-    lease = lifecycle.claim(engine, execution_id, "w-1")
+    lease = claim(engine, execution_id, "w-1")
     before = row(engine, execution_id).heartbeat_at
     assert before is not None
     assert lifecycle.renew(engine, lease, truncated=True) is True
@@ -234,7 +235,7 @@ def test_renew_heartbeat_uses_database_clock(engine, make_execution):
 @pytest.mark.parametrize("status", ["succeeded", "failed", "timed_out", "canceled", "lost"])
 def test_terminal_executions_cannot_be_claimed_or_canceled(engine, make_execution, status):
     execution_id = make_execution(status=status)
-    assert lifecycle.claim(engine, execution_id, "w-1") is None
+    assert claim(engine, execution_id, "w-1") is None
     assert lifecycle.cancel(engine, execution_id) is False
     assert row(engine, execution_id).status == status
 
@@ -280,7 +281,7 @@ def test_expired_lease_is_handed_back_and_its_runner_fenced(engine, make_executi
     from datetime import timedelta
 
     ex_id = make_execution(max_attempts=2)
-    lease = lifecycle.claim(engine, ex_id, "w-1")
+    lease = claim(engine, ex_id, "w-1")
     with engine.connect() as conn:
         now = lifecycle.db_now(conn)
     # A fresh lease is left alone.
@@ -295,7 +296,7 @@ def test_expired_lease_is_handed_back_and_its_runner_fenced(engine, make_executi
     assert lifecycle.renew(engine, lease) is False
     assert lifecycle.finish(engine, lease, "succeeded", 0, None, []) is False
     # The second and last attempt expires too: lost, not queued again.
-    second = lifecycle.claim(engine, ex_id, "w-2")
+    second = claim(engine, ex_id, "w-2")
     assert second.attempt == 2
     assert lifecycle.expire_leases(engine, now + timedelta(hours=1)) == [(ex_id, "lost")]
 
@@ -344,8 +345,8 @@ def test_lease_keeper_renews_during_a_long_transfer_and_stops_after(engine, make
     from rgrid_service.settings import ServiceSettings
 
     settings = ServiceSettings(lease_check_interval_seconds=0.2)
-    lease = lifecycle.claim(engine, make_execution(), "w1")
-    other = lifecycle.claim(engine, make_execution(), "w1")
+    lease = claim(engine, make_execution(), "w1")
+    other = claim(engine, make_execution(), "w1")
     first = row(engine, lease.execution_id).heartbeat_at
     with LeaseKeeper(engine, lease, settings), LeaseKeeper(engine, other, settings):
         time.sleep(1.5)  # "a slow upload": the shared keeper thread renews both meanwhile
@@ -366,7 +367,7 @@ def test_lease_keeper_drops_a_fenced_lease(engine, make_execution):
 
     settings = ServiceSettings(lease_check_interval_seconds=0.2)
     execution_id = make_execution()
-    lease = lifecycle.claim(engine, execution_id, "w1")
+    lease = claim(engine, execution_id, "w1")
     with LeaseKeeper(engine, lease, settings):
         assert lifecycle.cancel(engine, execution_id)
         time.sleep(1.0)

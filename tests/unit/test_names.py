@@ -1,7 +1,7 @@
-"""rgrid.names: the rules every file name crossing the wire must obey."""
+"""rgrid_core.names: the rules every file name crossing the wire must obey."""
 import pytest
 
-from rgrid.names import MAX_NAME, dedupe, input_name_problem, output_path_problem
+from rgrid_core.names import MAX_NAME, dedupe, input_name_problem, output_path_problem
 
 
 @pytest.mark.parametrize("name", [

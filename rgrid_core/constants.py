@@ -1,0 +1,18 @@
+"""Names that cross a process boundary: Ray labels and resources, the dispatcher's address, exit codes."""
+from __future__ import annotations
+
+# A Ray worker node carries this label with its worker id, and this resource, one unit per slot.
+WORKER_LABEL = "rgrid-worker"
+SLOT_RESOURCE = "rgrid_slot"
+SLOTS_PER_WORKER = 2  # a standard (2 vCPU) worker
+
+# The detached actor on the head node that owns the runner tasks, found by name.
+DISPATCHER_NAME = "rgrid-dispatcher"
+RAY_NAMESPACE = "rgrid"
+# The runner task, named rather than imported: the control plane starts it without importing the
+# worker side (rgrid_runner imports rgrid_service, never the other way round).
+RUNNER_TASK = "rgrid_runner.task:execute"
+
+# `rgrid run` exit codes besides the script's own.
+EXIT_TIMED_OUT = 124
+EXIT_CANCELED = 130
