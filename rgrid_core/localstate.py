@@ -1,0 +1,78 @@
+"""The local grid's state file (`<home>/local/state.json`): what runs, where, and with which key.
+
+The grid's starter writes it; the CLI reads it to find the API without importing the service, so
+`rgrid status` on a warm grid costs one small file read.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class GridState:
+    home: str
+    api_url: str
+    api_key: str
+    ray_address: str
+    dashboard_url: str
+    s3_endpoint: str
+    database_url: str
+    pids: dict[str, int] = field(default_factory=dict)  # component -> pid (= its process group)
+    s3_command: list[str] = field(default_factory=list)
+    fleet: str = "process"  # the fleet provider: process | pulumi
+    cloud_url: str = ""  # with fleet=pulumi: the cloud API the hcloud provider talks to
+
+    @property
+    def path(self) -> Path:
+        return state_path(Path(self.home))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.path)
+
+    def components(self) -> dict[str, bool]:
+        return {name: alive(pid) for name, pid in self.pids.items()}
+
+    def workers(self) -> list[str]:
+        return sorted((n for n in self.pids if n.startswith("w-")), key=lambda n: int(n[2:]))
+
+
+def state_path(home: Path) -> Path:
+    return home / "local" / "state.json"
+
+
+def load_state(home: Path) -> GridState | None:
+    try:
+        return GridState(**json.loads(state_path(home).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def is_running(home: Path) -> GridState | None:
+    """The grid's state while every control-plane component it recorded is alive, else None.
+    Workers come and go (the fleet replaces a dead one), so they do not count."""
+    state = load_state(home)
+    if state and state.pids and all(ok for name, ok in state.components().items() if not name.startswith("w-")):
+        return state
+    return None
+
+
+def alive(pid: int) -> bool:
+    """Whether pid runs (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
