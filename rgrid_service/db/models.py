@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -147,9 +148,14 @@ class Worker(Base):
     provider: Mapped[str] = mapped_column(String(32))
     server_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     location: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    state: Mapped[str] = mapped_column(String(16))  # a rgrid_core.states.WorkerState
+    state: Mapped[str] = mapped_column(String(16), index=True)  # a rgrid_core.states.WorkerState
     slots: Mapped[int] = mapped_column(Integer, default=2)
+    # When the record was written: the server is created after it, so billing hours counted
+    # from here end no later than the provider's own.
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    server_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the provider's id
+    active_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # first heartbeat
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dead_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dead_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
@@ -159,3 +165,17 @@ class WorkerHeartbeat(Base):
     worker_id: Mapped[str] = mapped_column(ForeignKey("workers.id"), primary_key=True)
     last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     running: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class FleetEvent(Base):
+    """One thing the fleet did or decided, with its reason: provisioning decisions, engine updates
+    (their duration and result), errors from the provider."""
+
+    __tablename__ = "fleet_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # decision | update | error
+    trigger: Mapped[str | None] = mapped_column(String(32), nullable=True)  # provisioning | replacement | retirement | manual
+    message: Mapped[str] = mapped_column(Text)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)
