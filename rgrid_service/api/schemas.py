@@ -78,6 +78,21 @@ class ExecutionView(BaseModel):
     finished_at: datetime | None
     attempts: list[Attempt] = Field(default_factory=list)
 
+    @classmethod
+    def of(cls, ex, attempts=()) -> "ExecutionView":
+        """An execution row as the API shows it: env values and object keys stay inside."""
+        return cls(
+            id=ex.id, status=ex.status, script=ex.script, args=ex.args, env_keys=sorted(ex.env or {}),
+            runtime=ex.runtime, timeout_seconds=ex.timeout_seconds,
+            inputs=[{k: i[k] for k in ("name", "kind", "size")} for i in ex.inputs or []],
+            batch_id=ex.batch_id, batch_parallel=ex.batch_parallel, attempt=ex.attempt,
+            max_attempts=ex.max_attempts, worker_id=ex.worker_id,
+            exit_code=ex.exit_code, reason=ex.reason, log_truncated=ex.log_truncated,
+            created_at=ex.created_at, queued_at=ex.queued_at, started_at=ex.started_at,
+            finished_at=ex.finished_at,
+            attempts=[Attempt.model_validate(a, from_attributes=True) for a in attempts],
+        )
+
 
 class LogChunkView(BaseModel):
     id: int

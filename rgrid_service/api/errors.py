@@ -1,0 +1,30 @@
+"""What the service layer refuses, as a sentence and the HTTP status the app answers with.
+
+The service layer raises these instead of HTTPException, so it holds rules, not HTTP."""
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code = 400
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Invalid(ServiceError):
+    """The request asks for something that cannot be created."""
+
+    status_code = 400
+
+
+class NotFound(ServiceError):
+    """No such thing for this tenant (another tenant's thing is not found either)."""
+
+    status_code = 404
+
+
+class Conflict(ServiceError):
+    """The thing is not in a state that allows this."""
+
+    status_code = 409

@@ -1,0 +1,129 @@
+"""What the API reads: one tenant's executions, their attempts, logs and outputs, batch counts,
+and the workers. Every execution query filters by tenant."""
+from __future__ import annotations
+
+import base64
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from rgrid_core.states import TERMINAL, WorkerState
+
+from ..db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk, Worker, WorkerHeartbeat
+from ..storage import ObjectStore
+from . import schemas
+from .errors import NotFound
+
+LOG_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def owned(engine: Engine, tenant_id: str, execution_id: str) -> Execution:
+    """The tenant's execution; NotFound for a missing one and for another tenant's alike."""
+    with Session(engine) as session:
+        ex = session.scalars(
+            select(Execution).where(Execution.id == execution_id, Execution.tenant_id == tenant_id)
+        ).first()
+    if ex is None:
+        raise NotFound(f"No execution {execution_id!r} for this API key. `rgrid list` shows yours.")
+    return ex
+
+
+def attempts(engine: Engine, execution_id: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(ExecutionAttempt.__table__)
+            .where(ExecutionAttempt.execution_id == execution_id)
+            .order_by(ExecutionAttempt.attempt)
+        ).all()
+
+
+def list_executions(engine: Engine, tenant_id: str, status: str | None, batch: str | None,
+                    limit: int) -> list[Execution]:
+    """The tenant's executions, newest first, optionally of one status or batch."""
+    q = select(Execution).where(Execution.tenant_id == tenant_id)
+    if status:
+        q = q.where(Execution.status == status)
+    if batch:
+        q = q.where(Execution.batch_id == batch)
+    q = q.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
+    with Session(engine) as session:
+        return list(session.scalars(q).all())
+
+
+def batch_counts(engine: Engine, tenant_id: str, batch_id: str) -> dict[str, int]:
+    """A batch's executions counted per status (empty: the tenant has no such batch)."""
+    with engine.connect() as conn:
+        return dict(conn.execute(
+            select(Execution.status, func.count())
+            .where(Execution.tenant_id == tenant_id, Execution.batch_id == batch_id)
+            .group_by(Execution.status)
+        ).all())
+
+
+def no_batch(batch_id: str) -> NotFound:
+    return NotFound(f"No executions in batch {batch_id!r} for this API key. `rgrid list` shows yours.")
+
+
+def batch_view(engine: Engine, tenant_id: str, batch_id: str) -> schemas.BatchView:
+    """One small query however large the batch, for progress displays that poll (listing a
+    10 000-run batch twice a second would not be)."""
+    counts = batch_counts(engine, tenant_id, batch_id)
+    if not counts:
+        raise no_batch(batch_id)
+    return schemas.BatchView(**summary(batch_id, counts))
+
+
+def summary(batch_id: str, counts: dict[str, int]) -> dict:
+    total = sum(counts.values())
+    return dict(batch_id=batch_id, total=total, counts=counts,
+                finished=sum(n for st, n in counts.items() if st in TERMINAL) == total)
+
+
+def log_page(engine: Engine, ex: Execution, after: int, limit: int) -> schemas.LogPage:
+    """Chunks after the cursor, up to `limit` chunks and about LOG_PAGE_BYTES."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
+            .where(LogChunk.execution_id == ex.id, LogChunk.id > after)
+            .order_by(LogChunk.id)
+            .limit(limit)
+        ).all()
+    chunks, size, next_after = [], 0, after
+    for r in rows:
+        if chunks and size + len(r.data) > LOG_PAGE_BYTES:
+            break
+        chunks.append(schemas.LogChunkView(id=r.id, attempt=r.attempt, stream=r.stream,
+                                           data_b64=base64.b64encode(r.data).decode()))
+        size += len(r.data)
+        next_after = r.id
+    # Finished only once the terminal status is seen *and* this page drained the log.
+    finished = ex.status in TERMINAL and len(chunks) == len(rows) and len(rows) < limit
+    return schemas.LogPage(chunks=chunks, next_after=next_after, status=ex.status, finished=finished)
+
+
+def outputs(engine: Engine, store: ObjectStore, execution_id: str) -> list[schemas.OutputView]:
+    """The committed outputs with a presigned GET URL each."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(ExecutionOutput.path, ExecutionOutput.size, ExecutionOutput.sha256, ExecutionOutput.object_key)
+            .where(ExecutionOutput.execution_id == execution_id)
+            .order_by(ExecutionOutput.path)
+        ).all()
+    return [schemas.OutputView(path=r.path, size=r.size, sha256=r.sha256, url=store.presign_get(r.object_key))
+            for r in rows]
+
+
+def workers(engine: Engine) -> list[schemas.WorkerView]:
+    """Every worker that is not deleted, with its last heartbeat and what it reported running."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Worker.id, Worker.provider, Worker.state, Worker.slots, Worker.created_at,
+                   Worker.dead_reason, WorkerHeartbeat.last_heartbeat_at, WorkerHeartbeat.running)
+            .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
+            .where(Worker.state != WorkerState.DELETED)
+            .order_by(Worker.created_at, Worker.id)
+        ).all()
+    return [schemas.WorkerView(id=r.id, provider=r.provider, state=r.state, slots=r.slots,
+                               created_at=r.created_at, last_heartbeat_at=r.last_heartbeat_at,
+                               running=r.running or [], dead_reason=r.dead_reason) for r in rows]

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from .. import queries, schemas, service
+from ..deps import EngineDep, SettingsDep, StoreDep, TenantDep
+
+router = APIRouter(tags=["executions"])
+
+
+@router.post("/v1/executions", response_model=schemas.Created, status_code=201)
+def create_execution(body: schemas.CreateExecution, engine: EngineDep, store: StoreDep,
+                     settings: SettingsDep, tenant_id: TenantDep):
+    service.check_one(body)
+    return service.create(engine, store, settings, tenant_id, [body])[0]
+
+
+@router.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201)
+def create_executions(body: schemas.CreateMany, engine: EngineDep, store: StoreDep,
+                      settings: SettingsDep, tenant_id: TenantDep):
+    """Up to 1000 executions in one request and one transaction (a batch over many files):
+    each is checked as POST /v1/executions checks one, and if any is wrong none is created."""
+    service.check_many(body.executions)
+    return schemas.CreatedMany(created=service.create(engine, store, settings, tenant_id, body.executions))
+
+
+@router.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView)
+def submit_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
+    return schemas.ExecutionView.of(service.submit(engine, store, tenant_id, execution_id))
+
+
+@router.get("/v1/executions", response_model=list[schemas.ExecutionView])
+def list_executions(
+    engine: EngineDep,
+    tenant_id: TenantDep,
+    status: str | None = None,
+    batch: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+):
+    return [schemas.ExecutionView.of(ex) for ex in queries.list_executions(engine, tenant_id, status, batch, limit)]
+
+
+@router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView)
+def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep):
+    ex = queries.owned(engine, tenant_id, execution_id)
+    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id))
+
+
+@router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView)
+def cancel_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep):
+    return schemas.ExecutionView.of(service.cancel(engine, tenant_id, execution_id))
+
+
+@router.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage)
+def get_logs(
+    execution_id: str,
+    engine: EngineDep,
+    tenant_id: TenantDep,
+    after: int = Query(0, ge=0, le=2**62),
+    limit: int = Query(1000, ge=1, le=10_000),
+):
+    return queries.log_page(engine, queries.owned(engine, tenant_id, execution_id), after, limit)
+
+
+@router.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView])
+def get_outputs(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
+    queries.owned(engine, tenant_id, execution_id)
+    return queries.outputs(engine, store, execution_id)

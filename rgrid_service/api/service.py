@@ -1,0 +1,171 @@
+"""The execution rules behind the API: what a valid request is, which inputs are already held,
+creating executions in one transaction, verifying uploads before queueing, canceling.
+
+Functions take the engine, store and settings they need and raise `errors.ServiceError`s (a
+sentence each), never HTTP errors; the routers turn requests into these calls."""
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine
+
+from rgrid_core.names import input_name_problem
+from rgrid_core.runtimes import SUPPORTED_RUNTIMES
+from rgrid_core.states import TERMINAL, ExecutionStatus
+
+from .. import lifecycle
+from ..db.clock import utcnow
+from ..db.models import Blob, Execution
+from ..db.session import write_tx
+from ..settings import ServiceSettings
+from ..storage import ObjectStore, blob_key
+from . import schemas
+from .errors import Conflict, Invalid
+from .queries import owned
+
+ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+# --- create -------------------------------------------------------------------------------------
+
+
+def problem_with(body: schemas.CreateExecution) -> str | None:
+    """What is wrong with a requested execution, as a sentence; None when it can be created."""
+    names = [i.name for i in body.inputs]
+    for name in names:
+        problem = input_name_problem(name)
+        if problem:
+            return f"Input name {name!r} {problem}; rename the file and try again."
+    if len(set(names)) != len(names):
+        return "Two inputs have the same name; every input needs its own name."
+    if body.script not in names:
+        return f"The script {body.script!r} must be one of the uploaded inputs."
+    if body.runtime not in SUPPORTED_RUNTIMES:
+        return f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
+    for key, value in body.env.items():
+        if not key or key[0].isdigit() or not set(key) <= ENV_KEY_CHARS:
+            return f"Environment variable name {key!r} is not valid (letters, digits, _)."
+        if "\x00" in value:
+            return f"The value of {key} contains a NUL character, which no process can receive."
+    if any("\x00" in a for a in body.args):
+        return "An argument contains a NUL character, which no process can receive."
+    if body.batch_parallel is not None and not body.batch_id:
+        return "batch_parallel limits a batch: send it together with a batch_id."
+    return None
+
+
+def check_one(body: schemas.CreateExecution) -> None:
+    problem = problem_with(body)
+    if problem:
+        raise Invalid(problem)
+
+
+def check_many(bodies: list[schemas.CreateExecution]) -> None:
+    """Each checked as a single create is; the first bad one is named, and nothing is created."""
+    for n, one in enumerate(bodies):
+        problem = problem_with(one)
+        if problem:
+            raise Invalid(f"Execution {n + 1} of {len(bodies)}: {problem} Nothing was created.")
+
+
+def kept_inputs(engine: Engine, tenant_id: str, inputs: list[schemas.InputSpec]) -> dict[tuple, str]:
+    """(sha256, size, md5) -> object key of every one of these inputs this tenant already
+    uploaded and had verified."""
+    if not inputs:
+        return {}
+    with engine.connect() as conn:
+        return {
+            (b.sha256, b.size, b.md5): b.object_key
+            for b in conn.execute(
+                select(Blob.sha256, Blob.size, Blob.md5, Blob.object_key)
+                .where(Blob.tenant_id == tenant_id, Blob.sha256.in_({i.sha256 for i in inputs}))
+            )
+        }
+
+
+def kept_or_to_upload(store: ObjectStore, tenant_id: str, inputs: list[schemas.InputSpec],
+                      kept: dict[tuple, str]):
+    """Each input's stored spec with its object key, the uploads still needed, and the names
+    of inputs this tenant already uploaded with the same content (sha256, size and MD5)."""
+    specs, uploads, reused = [], [], []
+    for i in inputs:
+        spec = i.model_dump()
+        key = kept.get((i.sha256, i.size, i.md5))
+        if key:
+            reused.append(i.name)
+        else:
+            key = blob_key(tenant_id, i.sha256)
+            spec["upload"] = True  # verified by submit, then kept
+            uploads.append(schemas.Upload(name=i.name, url=store.presign_put(key)))
+        spec["object_key"] = key
+        specs.append(spec)
+    return specs, uploads, reused
+
+
+def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant_id: str,
+           bodies: list[schemas.CreateExecution]) -> list[schemas.Created]:
+    """Insert the (already checked) executions in one transaction: all of them or, on any error,
+    none. With `submit` and nothing left to upload, one is inserted `queued` instead of `uploading`."""
+    kept = kept_inputs(engine, tenant_id, [i for b in bodies for i in b.inputs])
+    rows, created = [], []
+    for body in bodies:
+        execution_id = "ex-" + secrets.token_hex(6)
+        specs, uploads, reused = kept_or_to_upload(store, tenant_id, body.inputs, kept)
+        queue_now = body.submit and not uploads
+        rows.append(dict(
+            id=execution_id, tenant_id=tenant_id,
+            status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
+            queued_at=utcnow() if queue_now else None, script=body.script,
+            args=body.args, env=body.env, runtime=body.runtime,
+            timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
+            inputs=specs, batch_id=body.batch_id,
+            batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,
+        ))
+        created.append(schemas.Created(id=execution_id, status=rows[-1]["status"], uploads=uploads,
+                                       reused=reused))
+    with write_tx(engine) as conn:
+        for row in rows:  # one statement per row: queued_at is a SQL expression
+            conn.execute(insert(Execution).values(**row))
+    return created
+
+
+# --- submit and cancel --------------------------------------------------------------------------
+
+
+def upload_problems(store: ObjectStore, uploaded: list[dict]) -> list[str]:
+    """What is wrong with the inputs the client had to upload: each must exist in the store with
+    its declared size and (unless multipart) an ETag equal to its MD5."""
+    problems = []
+    for spec in uploaded:
+        stat = store.stat(spec["object_key"])
+        if stat is None:
+            problems.append(f"{spec['name']} was not uploaded")
+        elif stat.size != spec["size"]:
+            problems.append(f"{spec['name']} arrived with {stat.size} bytes instead of {spec['size']}")
+        elif stat.etag and "-" not in stat.etag and stat.etag.strip('"') != spec["md5"]:
+            problems.append(f"{spec['name']} arrived with a different checksum")
+    return problems
+
+
+def submit(engine: Engine, store: ObjectStore, tenant_id: str, execution_id: str) -> Execution:
+    """uploading -> queued once every uploaded input checks out; the verified inputs are kept
+    for reuse in the same transaction (lifecycle.submit)."""
+    ex = owned(engine, tenant_id, execution_id)
+    if ex.status != ExecutionStatus.UPLOADING:
+        raise Conflict(f"Execution {execution_id} was already submitted (it is {ex.status}).")
+    uploaded = [spec for spec in ex.inputs if spec.get("upload")]
+    problems = upload_problems(store, uploaded)
+    if problems:
+        raise Conflict("Not queued: " + "; ".join(problems) + ". Upload again and resubmit.")
+    lifecycle.submit(engine, execution_id, uploaded, tenant_id)
+    return owned(engine, tenant_id, execution_id)
+
+
+def cancel(engine: Engine, tenant_id: str, execution_id: str) -> Execution:
+    """Cancel the tenant's execution unless it already ended; it as it is now."""
+    ex = owned(engine, tenant_id, execution_id)
+    if ex.status in TERMINAL:
+        return ex
+    lifecycle.cancel(engine, execution_id)
+    return owned(engine, tenant_id, execution_id)
