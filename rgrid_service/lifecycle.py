@@ -344,3 +344,35 @@ def expire_uploads(engine: Engine, older_than: datetime) -> int:
                     reason="Its input files were never all uploaded; run it again.")
         )
         return res.rowcount
+
+
+CANCELED_BY_USER = "canceled by the user"
+
+
+def cancel_batch(engine: Engine, tenant_id: str, batch_id: str, reason: str = CANCELED_BY_USER) -> int:
+    """Cancel every unfinished execution of the tenant's batch in one transaction, closing the
+    running attempts as cancel() does for one; each running runner learns it at its next renew().
+    Returns how many were canceled."""
+    from sqlalchemy import bindparam
+    from rgrid_core.states import TERMINAL
+
+    unfinished = [s for s in ExecutionStatus if s not in TERMINAL]
+    with write_tx(engine) as conn:
+        rows = conn.execute(
+            update(Execution)
+            .where(Execution.tenant_id == tenant_id, Execution.batch_id == batch_id,
+                   Execution.status.in_(unfinished))
+            .values(status=ExecutionStatus.CANCELED, reason=reason, finished_at=utcnow())
+            .returning(Execution.id, Execution.attempt)
+        ).all()
+        claimed = [dict(eid=r.id, att=r.attempt) for r in rows if r.attempt > 0]
+        if claimed:  # only a run claimed at least once has attempt rows; its open one is closed
+            conn.execute(
+                update(ExecutionAttempt)
+                .where(ExecutionAttempt.execution_id == bindparam("eid"),
+                       ExecutionAttempt.attempt == bindparam("att"),
+                       ExecutionAttempt.finished_at.is_(None))
+                .values(finished_at=utcnow(), outcome=ExecutionStatus.CANCELED, reason=reason),
+                claimed,
+            )
+    return len(rows)

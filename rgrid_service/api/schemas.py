@@ -138,6 +138,11 @@ class BatchView(BaseModel):
     finished: bool = Field(description="True when every execution of the batch has ended.")
 
 
+class BatchCanceled(BatchView):
+    canceled: int = Field(description="Executions this request canceled (those not yet ended); "
+                                      "counts, total and finished are the batch as it is afterwards.")
+
+
 BULK_MAX = 1000
 
 

@@ -22,7 +22,7 @@ from ..settings import ServiceSettings
 from ..storage import ObjectStore, blob_key
 from . import schemas
 from .errors import Conflict, Invalid
-from .queries import owned
+from .queries import batch_counts, no_batch, owned, summary
 
 ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -169,3 +169,13 @@ def cancel(engine: Engine, tenant_id: str, execution_id: str) -> Execution:
         return ex
     lifecycle.cancel(engine, execution_id)
     return owned(engine, tenant_id, execution_id)
+
+
+def cancel_batch(engine: Engine, tenant_id: str, batch_id: str) -> schemas.BatchCanceled:
+    """Cancel every unfinished execution of the tenant's batch in one transaction
+    (lifecycle.cancel_batch); the batch's counts afterwards."""
+    canceled = lifecycle.cancel_batch(engine, tenant_id, batch_id)
+    counts = batch_counts(engine, tenant_id, batch_id)
+    if not counts:
+        raise no_batch(batch_id)
+    return schemas.BatchCanceled(canceled=canceled, **summary(batch_id, counts))

@@ -11,8 +11,10 @@ import uuid
 import pytest
 from sqlalchemy import insert
 
+from rgrid_service.api.app import create_app
 from rgrid_service.db.models import Execution, Tenant
-from rgrid_service.db.session import make_engine, upgrade_schema
+from rgrid_service.db.session import engine_for, make_engine, upgrade_schema
+from rgrid_service.settings import ServiceSettings
 from tests.pgserver import PgServer
 
 
@@ -43,6 +45,18 @@ def engine(db_url):
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def api(db_url):
+    """A test client of the API on this database (its store is unreachable: nothing here uploads)."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(ServiceSettings(database_url=db_url, s3_endpoint="127.0.0.1:1"))
+    cached = engine_for(db_url)  # the engine create_app took; dispose it so the database can go
+    with TestClient(app) as client:
+        yield client
+    cached.dispose()
 
 
 @pytest.fixture

@@ -40,15 +40,6 @@ def bearer(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-@pytest.fixture
-def api(db_url):
-    app = create_app(ServiceSettings(database_url=db_url, s3_endpoint="127.0.0.1:1"))
-    cached = engine_for(db_url)  # the engine create_app took; dispose it so the database can go
-    with TestClient(app) as client:
-        yield client
-    cached.dispose()
-
-
 # --- API keys ---------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from .. import queries, schemas
+from .. import queries, schemas, service
 from ..deps import EngineDep, TenantDep
 
 router = APIRouter(tags=["batches"])
@@ -12,3 +12,11 @@ router = APIRouter(tags=["batches"])
 def batch_summary(batch_id: str, engine: EngineDep, tenant_id: TenantDep):
     """A batch's executions counted per status: one small query, however large the batch."""
     return queries.batch_view(engine, tenant_id, batch_id)
+
+
+@router.post("/v1/batches/{batch_id}/cancel", response_model=schemas.BatchCanceled)
+def cancel_batch(batch_id: str, engine: EngineDep, tenant_id: TenantDep):
+    """Cancel every execution of the batch that has not ended (uploading, queued or running), in
+    one transaction. A running one stops at its runner's next lease renewal, as for a single
+    cancel. 404 when this API key has no such batch."""
+    return service.cancel_batch(engine, tenant_id, batch_id)
