@@ -217,7 +217,9 @@ def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None 
     benchmarks/_rayshim/sitecustomize.py); without it a job submission hangs."""
     if not shutil.which("bwrap"):
         raise SystemExit("bubblewrap (bwrap) is not installed: `apt-get install bubblewrap`.")
+    from rgrid_core.constants import SLOTS_PER_WORKER
     from rgrid_service.localgrid import grid as localgrid
+    from rgrid_service.localgrid.layout import work_root
     from rgrid_service.settings import ServiceSettings
 
     # A SIGTERM (e.g. from `timeout`) must still stop the grid: turn it into an exception.
@@ -256,14 +258,14 @@ def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None 
             os.environ.update(saved)
             os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         print(f"  grid: up in {time.monotonic() - started:.1f} s at {home} ({workers} worker node(s), "
-              f"{workers * localgrid.SLOTS_PER_WORKER} slots)", flush=True)
+              f"{workers * SLOTS_PER_WORKER} slots)", flush=True)
         grid = BenchGrid(home, state, timings, overrides)
         _wait_ready(grid, workers)
         yield grid
     finally:
         localgrid.down(home)
         if not keep:
-            shutil.rmtree(localgrid.work_root(home), ignore_errors=True)
+            shutil.rmtree(work_root(home), ignore_errors=True)
             for _ in range(5):  # a Ray process still exiting may write a last log file
                 shutil.rmtree(home, ignore_errors=True)
                 if not home.exists():

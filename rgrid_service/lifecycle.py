@@ -15,7 +15,11 @@ from sqlalchemy.engine import Connection, Engine
 from .db.clock import utcnow
 from .db.session import write_tx
 from .db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk
-from rgrid_core.states import ExecutionStatus, WorkerState
+from rgrid_core.states import ExecutionStatus, WorkerState, sources_of
+
+
+# Worker states the control plane has given up on: such a worker's agent takes it down.
+GIVEN_UP = (WorkerState.DEAD, WorkerState.DELETING, WorkerState.DELETED)
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
     with write_tx(engine) as conn:
         marked = conn.execute(
             update(Worker)
-            .where(Worker.id == worker_id, Worker.state != WorkerState.DEAD)
+            .where(Worker.id == worker_id, Worker.state.in_(sources_of(WorkerState.DEAD)))
             .values(state=WorkerState.DEAD, dead_at=utcnow(), dead_reason=reason)
         )
         if marked.rowcount != 1:
@@ -240,18 +244,22 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
         for row in orphans:
             why = f"attempt {row.attempt} on worker {worker_id} lost at {now}: {reason}"
             results.append((row.id, _hand_back(conn, row, why)))
-        # Dispatches placed on it but not yet claimed go back to the pool at once.
-        conn.execute(
-            update(Execution)
-            .where(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_to == worker_id)
-            .values(dispatched_at=None, dispatched_to=None)
-        )
+        release_placements(conn, [worker_id])
     return results
+
+
+def release_placements(conn: Connection, worker_ids: list[str]) -> None:
+    """Dispatches placed on these workers but not yet claimed go back to the pool at once."""
+    conn.execute(
+        update(Execution)
+        .where(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_to.in_(worker_ids))
+        .values(dispatched_at=None, dispatched_to=None)
+    )
 
 
 def _hand_back(conn: Connection, row, why: str) -> str:
     """Re-queue one orphaned attempt (or end it as lost), fenced on that attempt still running."""
-    from .policies.health import Orphan, orphan_outcome
+    from .policies.orphans import Orphan, orphan_outcome
 
     outcome = orphan_outcome(Orphan(row.id, row.attempt, row.max_attempts))
     values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
@@ -296,17 +304,20 @@ def expire_leases(engine: Engine, older_than: datetime) -> list[tuple[str, str]]
 
 
 def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -> bool:
-    """A worker announces itself. A dead worker id stays dead: it must come back under a new id."""
+    """A worker's agent announces itself: its record (written by the fleet when it asked for the
+    server) becomes active. A worker the control plane has given up on (dead, being deleted)
+    stays given up: False, and it must come back under a new id."""
     from .db.models import Worker, WorkerHeartbeat
 
     with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
-        if state == WorkerState.DEAD:
+        if state in GIVEN_UP:
             return False
-        if state is None:
+        if state is None:  # a worker started by hand, outside any fleet
             conn.execute(insert(Worker).values(id=worker_id, provider=provider, state=WorkerState.ACTIVE, slots=slots))
-        else:
-            conn.execute(update(Worker).where(Worker.id == worker_id).values(state=WorkerState.ACTIVE, slots=slots))
+        elif state != WorkerState.DRAINING:
+            conn.execute(update(Worker).where(Worker.id == worker_id)
+                         .values(state=WorkerState.ACTIVE, slots=slots, active_at=utcnow()))
         beat = conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
             .values(last_heartbeat_at=utcnow(), running=[])
@@ -322,7 +333,7 @@ def heartbeat(engine: Engine, worker_id: str) -> bool:
 
     with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
-        if state != WorkerState.ACTIVE:
+        if state not in (WorkerState.ACTIVE, WorkerState.DRAINING):
             return False
         running = conn.execute(
             select(Execution.id).where(Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING)

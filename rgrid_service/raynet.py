@@ -34,13 +34,22 @@ def pin_loopback() -> None:
     services.get_node_ip_address = get_node_ip_address
 
 
-def main() -> None:
-    """`python -m rgrid_service.raynet start ...`: the `ray` CLI with loopback pinned."""
-    pin_loopback()
-    from ray.scripts.scripts import main as ray_main
+NO_CLIENT_SERVER = "--no-ray-client-server"
 
+
+def main() -> None:
+    """`python -m rgrid_service.raynet start ...`: the `ray` CLI with loopback pinned.
+
+    `--no-ray-client-server` (ours) starts a head without the Ray client server, which the grid
+    does not use: `ray start` has no switch for it (it starts one whenever grpc is installed)."""
+    pin_loopback()
+    import ray.scripts.scripts as scripts
+
+    if NO_CLIENT_SERVER in sys.argv:
+        sys.argv.remove(NO_CLIENT_SERVER)
+        scripts.get_ray_client_dependency_error = lambda: ImportError("the Ray client server is not wanted")
     sys.argv[0] = "ray"
-    ray_main()
+    scripts.main()
 
 
 

@@ -26,8 +26,25 @@ class ServiceSettings(BaseSettings):
 
     ray_address: str | None = None
     ray_dashboard_url: str | None = None
-    # Set by the local grid: lets the orchestrator use the local fleet provider.
+    # Set by the local grid: where its state and logs are.
     local_grid_home: str | None = None
+
+    # The fleet. `process`: workers are local process groups; `pulumi`: the worker_pool stack.
+    fleet: str = "process"
+    min_workers: int = 0
+    max_workers: int = 10
+    provision_interval_seconds: float = 10.0
+    # Hetzner bills every started hour: an idle worker is retired in the last
+    # retire_margin_seconds before the end of its billing period.
+    billing_period_seconds: float = 3600.0
+    retire_margin_seconds: float = 180.0
+    # A server whose agent has not sent a first heartbeat by then is declared dead.
+    boot_timeout_seconds: float = 600.0
+    # A failed fleet update is tried again after this, doubling up to 16 times as long.
+    fleet_retry_seconds: float = 5.0
+    server_type: str = "cx23"  # 2 vCPU / 4 GB shared (cx22 is retired)
+    server_location: str = "fsn1"
+    server_image: str = "debian-12"
 
     # Orchestrator timings.
     dispatch_interval_seconds: float = 0.5
@@ -43,7 +60,6 @@ class ServiceSettings(BaseSettings):
     dispatch_prefetch_per_worker: int = 4
     sweep_interval_seconds: float = 5.0
     dead_after_seconds: float = 120.0
-    replace_dead_workers: bool = True
 
     # Worker agent.
     heartbeat_interval_seconds: float = 30.0

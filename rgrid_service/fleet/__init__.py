@@ -1,14 +1,84 @@
-"""Fleet providers: turn the orchestrator's decisions into servers (local processes or Hetzner)."""
+"""The fleet: worker servers made to match a desired set of worker records.
+
+The orchestrator decides (policies.provisioning, policies.billing, policies.health), writes the
+decision into the worker records first, and hands the desired set to one provider:
+
+- `process` (fleet/process.py): a worker "server" is a local process group (the fast default);
+- `pulumi` (fleet/pulumi.py): the Automation API converges the `worker_pool` stack of
+  hcloud.Server resources.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
+@dataclass(frozen=True)
+class ServerSpec:
+    """One desired worker server."""
+
+    worker_id: str
+    server_type: str
+    location: str
+    image: str = "debian-12"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One worker server that exists."""
+
+    worker_id: str
+    server_id: str
+    status: str  # the provider's word: initializing, running, off, deleting …
+
+
+@dataclass(frozen=True)
+class FleetDiff:
+    """What converging to a desired set would do, per worker id."""
+
+    create: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    update: tuple[str, ...] = ()
+    same: tuple[str, ...] = ()
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> int:
+        return len(self.create) + len(self.delete) + len(self.replace) + len(self.update)
+
+
 class FleetProvider(Protocol):
-    """The one small interface every provider implements."""
+    """The one small interface every provider implements. apply() is safe to repeat."""
 
-    def create(self) -> str:
-        """Start one new worker server; returns its worker id."""
+    name: str
 
-    def delete(self, worker_id: str) -> None:
-        """Delete a worker server (idempotent)."""
+    def observe(self) -> list[Server]:
+        """The worker servers that exist now."""
+
+    def apply(self, desired: list[ServerSpec]) -> list[Server]:
+        """Create what is missing and delete what is not desired; returns what exists after."""
+
+    def preview(self, desired: list[ServerSpec]) -> FleetDiff:
+        """What apply(desired) would change, changing nothing."""
+
+
+class FleetBusy(Exception):
+    """Another update of the fleet is still running: try again on a later tick."""
+
+
+QUOTA = "Worker limit reached. Upgrade account or wait for workers to free up."
+UNREACHABLE = "Cannot reach cloud provider. Check network connection."
+
+
+def explain(error: BaseException, attempt: int) -> str:
+    """A provider error as the sentence a person sees (in `rgrid local status` and the logs)."""
+    text = str(error)
+    low = text.lower()
+    if "resource_limit_exceeded" in low or "limit reached" in low or "quota" in low:
+        return QUOTA
+    if any(w in low for w in ("connection refused", "no such host", "timeout", "timed out", "deadline exceeded",
+                              "unreachable", "connection reset")):
+        return f"{UNREACHABLE} (attempt {attempt})"
+    first = text.strip().splitlines()[-1][:300] if text.strip() else type(error).__name__
+    return f"Cloud provider error. Retrying... (attempt {attempt}): {first}"

@@ -1,10 +1,8 @@
-"""The dead-worker rule and what happens to the executions a dead worker was running."""
+"""The dead-worker rule: which workers to declare dead, and why."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from rgrid_core.states import ExecutionStatus
 
 
 @dataclass(frozen=True)
@@ -37,16 +35,10 @@ def dead_workers(workers: list[WorkerBeat], now: datetime, dead_after: timedelta
     return dead
 
 
-@dataclass(frozen=True)
-class Orphan:
-    execution_id: str
-    attempt: int
-    max_attempts: int
-
-
-def orphan_outcome(orphan: Orphan) -> str:
-    """'queued' again while attempts remain, else 'lost'."""
-    return ExecutionStatus.QUEUED if orphan.attempt < orphan.max_attempts else ExecutionStatus.LOST
+def unbooted(booting_since: dict[str, datetime], now: datetime, boot_timeout: timedelta) -> list[DeadWorker]:
+    """Workers whose server was created but whose agent never sent a first heartbeat in time."""
+    return [DeadWorker(w, f"{w} did not boot within {_human(boot_timeout)} of being requested")
+            for w, since in sorted(booting_since.items()) if now - since > boot_timeout]
 
 
 def _human(delta: timedelta) -> str:

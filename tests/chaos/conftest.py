@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import GRID_ENV, Grid, missing, start_test_grid
+from rgrid_service.localgrid.layout import work_root
 from rgrid_service.localgrid.procs import group_alive, process_table
 from tests.pgserver import PgServer, _run_as_owner
 
@@ -41,6 +42,8 @@ CHAOS_ENV = {
     "RGRID_REDISPATCH_AFTER_SECONDS": "10",
     "RGRID_LEASE_CHECK_INTERVAL_SECONDS": "0.3",
     "RGRID_LOG_FLUSH_INTERVAL_SECONDS": "0.1",
+    "RGRID_PROVISION_INTERVAL_SECONDS": "1",
+    "RGRID_BOOT_TIMEOUT_SECONDS": "120",
 }
 
 
@@ -99,10 +102,15 @@ class ChaosGrid(Grid):
 
         return localgrid.load_state(self.home)
 
+    def fleet(self):
+        from rgrid_service.fleet.process import ProcessFleet
+        from rgrid_service.settings import ServiceSettings
+
+        return ProcessFleet(self.home, ServiceSettings())
+
     def live_workers(self) -> dict[str, int]:
         """worker id -> process group, for workers whose process group is alive."""
-        state = self.current()
-        return {w: state.pids[w] for w in state.workers() if group_alive(state.pids[w])}
+        return {w: pg for w, pg in self.fleet().groups().items() if group_alive(pg)}
 
     def db_now(self) -> datetime:
         from rgrid_service import lifecycle
@@ -256,7 +264,7 @@ class ChaosGrid(Grid):
 
     def kill_worker(self, worker_id: str, sig: int = signal.SIGKILL) -> int:
         """Signal the whole worker server (see server_processes); returns its session id."""
-        session = self.current().pids[worker_id]
+        session = self.fleet().groups()[worker_id]
         assert signal_server(session, sig) >= 2, f"{worker_id} has no processes left to signal"
         return session
 
@@ -264,11 +272,9 @@ class ChaosGrid(Grid):
         """Take a worker out of the local provider's reach, as a partitioned server the cloud API
         cannot delete: the provider's delete then finds nothing to kill, and the worker's own agent
         must take it down once it can talk to the database again."""
-        from rgrid_service.localgrid import grid as localgrid
-
-        state = localgrid.load_state(self.home)
-        pgid = state.pids.pop(worker_id)
-        state.save()
+        fleet = self.fleet()
+        with fleet._record() as record:
+            pgid = record["groups"].pop(worker_id)
         self.orphans.append(pgid)
         return pgid
 
@@ -361,7 +367,7 @@ def chaos_grid(pg_server: PgServer):
         except Exception:  # noqa: BLE001 - the cluster is torn down with the session anyway
             pass
         shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(localgrid.work_root(home), ignore_errors=True)
+        shutil.rmtree(work_root(home), ignore_errors=True)
 
 
 @pytest.fixture

@@ -158,7 +158,7 @@ def test_3_sigstopped_worker_comes_back_as_a_fenced_off_zombie(chaos: ChaosGrid)
     wait_until(lambda: not server_processes(session), 30, f"zombie {zombie} to take itself down")
     gone = time.monotonic()
     chaos.orphans.remove(session)
-    agent_log = chaos._log(f"{zombie}-agent.log")
+    agent_log = chaos._log(f"{zombie}.log")
     assert f"{zombie} was declared dead by the control plane" in agent_log, agent_log[-2000:]
 
     done = chaos.wait_all([ex_id], timeout=120)[ex_id]
@@ -275,14 +275,14 @@ def _probe(store) -> bool:
 
 
 def test_5_object_store_outage_during_uploads(chaos: ChaosGrid):
-    from rgrid_service.localgrid import grid as localgrid
+    from tests.gridctl import restart_s3
 
     started = time.monotonic()
     ids = chaos.submit_many(WRITER, 16, ["1.5"], batch_id=batch(16))
     wait_until(lambda: chaos.count_status(ids).get("running", 0) >= 3, 60, "3 executions running")
     time.sleep(1)  # the first scripts are about to write and upload their 2 MB
     fault_at = chaos.db_now()
-    s3 = threading.Thread(target=localgrid.restart_s3, args=(chaos.home, 4.0))
+    s3 = threading.Thread(target=restart_s3, args=(chaos.home, 4.0))
     s3.start()
     s3.join(120)
     assert not s3.is_alive()

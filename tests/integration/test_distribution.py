@@ -102,12 +102,12 @@ def test_task_started_after_cancel_does_nothing(grid, ray_driver):
 
 
 def test_restarting_api_and_orchestrator_neither_kills_nor_duplicates(grid):
-    from rgrid_service.localgrid import grid as localgrid
+    from tests.gridctl import restart
 
     ids = [grid.submit(SLEEPER, ["2"]) for _ in range(12)]
     time.sleep(1.5)  # some are running, the rest are queued
-    localgrid.restart(grid.home, "orchestrator")
-    localgrid.restart(grid.home, "api", pause=1)
+    restart(grid.home, "orchestrator")
+    restart(grid.home, "api", pause=1)
     more = [grid.submit(SLEEPER, ["1"]) for _ in range(3)]  # queued after both restarts
     done = grid.wait_all(ids + more)
     assert_committed_once(grid, done)

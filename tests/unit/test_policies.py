@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rgrid_service.policies.health import Orphan, WorkerBeat, dead_workers, orphan_outcome
+from rgrid_service.policies.health import WorkerBeat, dead_workers
+from rgrid_service.policies.orphans import Orphan, orphan_outcome
 from rgrid_service.policies.placement import Queued, WorkerLoad, place
 
 T0 = datetime(2026, 11, 28, 12, 0, 0)

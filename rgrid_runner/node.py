@@ -1,0 +1,63 @@
+"""A worker server's one long-running command: its agent (heartbeats) and its Ray worker node.
+
+    RGRID_WORKER_ID=w-3 RGRID_RAY_ADDRESS=10.0.0.2:6379 python3 -m rgrid_runner.node
+
+Everything it needs comes from RGRID_* environment variables, so the same command and environment
+start a worker as a local process group (the `process` fleet) and as a systemd unit rendered into a
+server's cloud-init (the `pulumi` fleet): see rgrid_service.fleet.launch. The agent runs in the
+background in this process group; this process then becomes the Ray node, so stopping the group
+stops the worker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
+
+
+def node_ip(head_address: str) -> str:
+    """RGRID_NODE_IP, else the local address that routes to the head (no packet is sent)."""
+    if os.environ.get("RGRID_NODE_IP"):
+        return os.environ["RGRID_NODE_IP"]
+    host, _, port = head_address.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, int(port or 6379)))
+        return s.getsockname()[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_node_command(worker_id: str, head: str, slots: int, ip: str) -> list[str]:
+    return [sys.executable, "-m", "rgrid_service.raynet", "start", "--block",
+            "--address", head, "--node-ip-address", ip,
+            "--num-cpus", str(slots), "--resources", json.dumps({SLOT_RESOURCE: slots}),
+            "--labels", json.dumps({WORKER_LABEL: worker_id}),
+            # A free port instead of the fixed 52365, so several nodes share one machine.
+            "--dashboard-agent-listen-port", str(free_port()),
+            "--disable-usage-stats"]
+
+
+def main() -> None:
+    from rgrid_service.raynet import ray_process_env
+
+    worker_id = os.environ["RGRID_WORKER_ID"]
+    head = os.environ["RGRID_RAY_ADDRESS"]
+    slots = int(os.environ.get("RGRID_WORKER_SLOTS", "2"))
+    env = ray_process_env(dict(os.environ))
+    # The agent shares this process's output (the worker's log file, or the unit's journal).
+    subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
+                     env=env, stdin=subprocess.DEVNULL)
+    command = ray_node_command(worker_id, head, slots, node_ip(head))
+    os.execve(command[0], command, env)
+
+
+if __name__ == "__main__":
+    main()

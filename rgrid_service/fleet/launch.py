@@ -1,0 +1,91 @@
+"""How a worker starts: one command and one environment, for a local process and for a server.
+
+`worker_launch()` says what a worker runs; the `process` fleet spawns exactly that, and
+`render_cloud_init()` writes exactly that into a server's user_data (an environment file and a
+systemd unit around the same command). A test compares the two.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rgrid_core.constants import SLOTS_PER_WORKER
+
+from ..settings import ServiceSettings
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "cloud-init" / "worker.yaml"
+WORKER_COMMAND = ("python3", "-m", "rgrid_runner.node")
+ENV_FILE = "/etc/rgrid/worker.env"
+UNIT_FILE = "/etc/systemd/system/rgrid-worker.service"
+INSTALL_DIR = "/opt/rgrid/venv"
+
+# The settings a worker reads (agent, runner, sandbox); nothing that only the control plane needs.
+WORKER_SETTINGS = (
+    "database_url", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket", "s3_secure", "s3_region",
+    "ray_address", "heartbeat_interval_seconds", "dead_after_seconds", "log_flush_interval_seconds",
+    "lease_check_interval_seconds", "log_limit_bytes", "default_timeout_seconds", "sandbox_memory_mb",
+    "sandbox_max_processes", "sandbox_max_file_mb", "sandbox_niceness", "work_root", "input_cache_mb",
+)
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    argv: tuple[str, ...]  # argv[0] is looked up on PATH (the install's bin directory first)
+    env: dict[str, str]  # added to the machine's environment
+
+
+def worker_launch(worker_id: str, settings: ServiceSettings, slots: int = SLOTS_PER_WORKER) -> WorkerLaunch:
+    """The command and environment of worker `worker_id`: they depend on it and on the control
+    plane's settings alone, never on the rest of the fleet."""
+    env = {"RGRID_WORKER_ID": worker_id, "RGRID_WORKER_SLOTS": str(slots)}
+    for name in WORKER_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"RGRID_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return WorkerLaunch(WORKER_COMMAND, env)
+
+
+def env_file(env: dict[str, str]) -> str:
+    for key, value in env.items():
+        if "\n" in value or '"' in value:
+            raise ValueError(f"{key} cannot go into an environment file: its value holds a newline or a quote.")
+    return "".join(f'{k}="{v}"\n' if " " in v else f"{k}={v}\n" for k, v in env.items())
+
+
+def systemd_unit(argv: tuple[str, ...]) -> str:
+    command = shlex.join([f"{INSTALL_DIR}/bin/{argv[0]}", *argv[1:]])
+    return (
+        "[Unit]\nDescription=RGrid worker (agent and Ray node)\nAfter=network-online.target\n"
+        "Wants=network-online.target\n\n"
+        f"[Service]\nEnvironmentFile={ENV_FILE}\nEnvironment=PATH={INSTALL_DIR}/bin:/usr/bin:/bin\n"
+        f"ExecStart={command}\nKillMode=control-group\nRestart=no\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def render_cloud_init(launch: WorkerLaunch, package: str = "rgrid[service]") -> str:
+    """The user_data of one worker server: the template with this worker's files filled in.
+    Deterministic: the same launch renders the same bytes."""
+    doc = yaml.safe_load(TEMPLATE.read_text())
+    files = {f["path"]: f for f in doc["write_files"]}
+    files[ENV_FILE]["content"] = env_file(launch.env)
+    files[UNIT_FILE]["content"] = systemd_unit(launch.argv)
+    doc["runcmd"] = [[package if part == "rgrid[service]" else part for part in cmd] for cmd in doc["runcmd"]]
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+def launch_from_cloud_init(user_data: str) -> WorkerLaunch:
+    """Read the command and environment back out of a rendered user_data (the inverse of
+    render_cloud_init, for checking that both paths start the same worker)."""
+    doc = yaml.safe_load(user_data)
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    env = {}
+    for line in files[ENV_FILE].splitlines():
+        key, _, value = line.partition("=")
+        env[key] = value[1:-1] if value.startswith('"') else value
+    exec_line = next(line for line in files[UNIT_FILE].splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_line[len("ExecStart="):])
+    return WorkerLaunch((Path(argv[0]).name, *argv[1:]), env)

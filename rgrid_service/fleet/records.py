@@ -1,0 +1,118 @@
+"""The worker records: the fleet's desired state, written before any server is created.
+
+Every state change goes through `move()`, guarded by the transition table in rgrid_core.states,
+so a record never jumps (a dead worker never becomes active again).
+"""
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
+
+from rgrid_core.states import LIVE_WORKER_STATES, WorkerState, sources_of
+
+from ..db.clock import utcnow
+from ..db.models import Worker
+from ..db.session import write_tx
+from . import Server, ServerSpec
+
+
+def request_workers(engine: Engine, n: int, provider: str, server_type: str, location: str,
+                    slots: int) -> list[str]:
+    """Write n new worker records in state `requested`, with ids w-<n> never used before in this
+    database (a dead worker's id stays dead); returns their ids."""
+    with write_tx(engine) as conn:
+        known = conn.execute(select(Worker.id)).scalars().all()
+        top = max((int(k[2:]) for k in known if k.startswith("w-") and k[2:].isdigit()), default=0)
+        ids = [f"w-{top + i}" for i in range(1, n + 1)]
+        for worker_id in ids:
+            conn.execute(insert(Worker).values(
+                id=worker_id, provider=provider, state=WorkerState.REQUESTED, server_type=server_type,
+                location=location, slots=slots, created_at=utcnow()))
+    return ids
+
+
+def move(engine: Engine, worker_ids: list[str], to: WorkerState, **values) -> list[str]:
+    """Move these workers to state `to` where the transition table allows it; returns the ids moved."""
+    if not worker_ids:
+        return []
+    with write_tx(engine) as conn:
+        moved = conn.execute(
+            update(Worker)
+            .where(Worker.id.in_(worker_ids), Worker.state.in_(sources_of(to)))
+            .values(state=to, **values)
+            .returning(Worker.id)
+        ).scalars().all()
+    return list(moved)
+
+
+def desired_servers(engine: Engine, provider: str, image: str = "debian-12") -> list[ServerSpec]:
+    """The servers that should exist: every live worker record of this provider, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Worker.id, Worker.server_type, Worker.location)
+            .where(Worker.provider == provider, Worker.state.in_([s.value for s in LIVE_WORKER_STATES]))
+            .order_by(Worker.created_at, Worker.id)
+        ).all()
+    return [ServerSpec(r.id, r.server_type or "", r.location or "", image) for r in rows]
+
+
+def retire_idle(engine: Engine, worker_ids: list[str]) -> list[str]:
+    """Draining workers that are still idle (nothing running on them, nothing dispatched to them)
+    move to `deleting`, in one guarded write, and leave the desired set; returns those moved."""
+    from rgrid_core.states import ExecutionStatus
+
+    from ..db.models import Execution
+    from ..lifecycle import release_placements
+
+    if not worker_ids:
+        return []
+    busy = select(Execution.id).where(
+        ((Execution.worker_id == Worker.id) & (Execution.status == ExecutionStatus.RUNNING))
+        | ((Execution.dispatched_to == Worker.id) & (Execution.status == ExecutionStatus.QUEUED))
+    ).exists()
+    with write_tx(engine) as conn:
+        moved = conn.execute(
+            update(Worker)
+            .where(Worker.id.in_(worker_ids), Worker.state == WorkerState.DRAINING, ~busy)
+            .values(state=WorkerState.DELETING)
+            .returning(Worker.id)
+        ).scalars().all()
+        release_placements(conn, list(moved))
+    return list(moved)
+
+
+def record_servers(engine: Engine, provider: str, servers: list[Server]) -> dict[str, list[str]]:
+    """Bring the records in line with the servers that exist after an update: a requested worker
+    with a server is booting (its server id kept); a deleting worker without one is deleted; a dead
+    one without one gets its deletion time. Returns the ids per change."""
+    have = {s.worker_id: s.server_id for s in servers}
+    changed: dict[str, list[str]] = {"booting": [], "deleted": []}
+    with write_tx(engine) as conn:
+        rows = conn.execute(
+            select(Worker.id, Worker.state, Worker.server_id, Worker.deleted_at).where(Worker.provider == provider,
+                                                                                     Worker.deleted_at.is_(None))
+        ).all()
+        now = utcnow()
+        for r in rows:
+            if r.id in have and r.server_id != have[r.id]:
+                conn.execute(update(Worker).where(Worker.id == r.id).values(server_id=have[r.id]))
+            if r.id in have and r.state == WorkerState.REQUESTED:
+                conn.execute(update(Worker).where(Worker.id == r.id, Worker.state == WorkerState.REQUESTED)
+                             .values(state=WorkerState.BOOTING))
+                changed["booting"].append(r.id)
+            elif r.id not in have and r.state in (WorkerState.DELETING, WorkerState.DEAD):
+                values = {"deleted_at": now}
+                if r.state == WorkerState.DELETING:
+                    values["state"] = WorkerState.DELETED
+                conn.execute(update(Worker).where(Worker.id == r.id).values(**values))
+                changed["deleted"].append(r.id)
+    return changed
+
+
+def record_event(engine: Engine, kind: str, message: str, trigger: str | None = None,
+                 duration: float | None = None, ok: bool = True) -> None:
+    from ..db.models import FleetEvent
+
+    with write_tx(engine) as conn:
+        conn.execute(insert(FleetEvent).values(at=utcnow(), kind=kind, trigger=trigger, message=message,
+                                               duration_seconds=duration, ok=ok))

@@ -1,0 +1,56 @@
+"""One-time set-up of a local grid's control plane: credentials, schema, API key, bucket."""
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from sqlalchemy import update
+
+from rgrid_core.retry import retrying
+from rgrid_core.states import WorkerState
+
+from ..auth import create_key
+from ..db.models import Worker
+from ..db.session import engine_for, upgrade_schema, write_tx
+from ..settings import ServiceSettings
+from ..storage import ObjectStore
+from .layout import local_dir
+
+
+def s3_keys(home: Path) -> tuple[str, str]:
+    """The object store's access and secret key, made once per home (mode 0600)."""
+    path = local_dir(home) / "s3-credentials.json"
+    if path.exists():
+        return tuple(json.loads(path.read_text()))
+    keys = ("rgrid-" + secrets.token_hex(4), secrets.token_urlsafe(24))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys))
+    path.chmod(0o600)
+    return keys
+
+
+def prepare_database(home: Path, database_url: str) -> str:
+    """Migrate the schema, retire an earlier session's workers and return the local API key
+    (made for tenant `local` on the first start)."""
+    upgrade_schema(database_url)
+    retire_workers(database_url)
+    key_file = local_dir(home) / "api-key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    key = create_key(engine_for(database_url), "local", "local user")
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+def prepare_bucket(settings: ServiceSettings) -> None:
+    """The bucket, once the freshly started store answers."""
+    retrying(lambda: ObjectStore(settings).ensure_bucket(), seconds=30)
+
+
+def retire_workers(database_url: str) -> None:
+    """Workers of an earlier local grid session are gone for good: mark them deleted."""
+    with write_tx(engine_for(database_url)) as conn:
+        conn.execute(update(Worker).where(Worker.provider == "local", Worker.state != WorkerState.DEAD)
+                     .values(state=WorkerState.DELETED))

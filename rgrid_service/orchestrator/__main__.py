@@ -1,0 +1,73 @@
+"""`python -m rgrid_service.orchestrator`: connect to Ray, pick the fleet provider, run the jobs."""
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from rgrid_core.retry import retrying
+
+from ..db.session import engine_for
+from ..settings import ServiceSettings, get_settings
+from . import connect_ray, log
+from .dispatch import Dispatcher
+from .fleet import FleetManager
+from .health import sweep_tick
+
+
+def make_provider(settings: ServiceSettings):
+    """The fleet provider the settings name; None when this orchestrator manages no fleet."""
+    if settings.fleet == "pulumi":
+        from ..fleet.pulumi import PulumiFleet
+
+        return PulumiFleet.from_settings(settings)
+    if settings.local_grid_home:
+        from ..fleet.process import ProcessFleet
+
+        return ProcessFleet(Path(settings.local_grid_home), settings)
+    return None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # "skipped: maximum number of running instances reached" is the point of max_instances=1.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    settings = get_settings()
+    if not settings.ray_address:
+        raise SystemExit("RGRID_RAY_ADDRESS is not set: the orchestrator needs the Ray head's address.")
+    retrying(lambda: connect_ray(settings.ray_address), seconds=120, first_wait=0.5, max_wait=1, log=log)
+    engine = engine_for(settings.database_url)
+    dispatcher = Dispatcher(settings, engine)
+    scheduler = BlockingScheduler()
+    scheduler.add_job(_safe(dispatcher.dispatch_if_changed), "interval",
+                      seconds=min(settings.dispatch_poll_interval_seconds, settings.dispatch_interval_seconds),
+                      max_instances=1, coalesce=True, id="dispatch")
+    scheduler.add_job(_safe(lambda: sweep_tick(settings, engine)), "interval", seconds=settings.sweep_interval_seconds,
+                      max_instances=1, coalesce=True, id="sweep")
+    provider = make_provider(settings)
+    if provider is not None:
+        fleet = FleetManager(settings, engine, provider)
+        scheduler.add_job(_safe(fleet.tick), "interval", seconds=settings.provision_interval_seconds,
+                          max_instances=1, coalesce=True, id="provisioning")
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    log.info("orchestrator started: dispatch every %.1f s, sweep every %.1f s, dead after %.0f s, fleet %s "
+             "(%d to %d workers, provisioning every %.0f s)", settings.dispatch_interval_seconds,
+             settings.sweep_interval_seconds, settings.dead_after_seconds, provider.name if provider else "none",
+             settings.min_workers, settings.max_workers, settings.provision_interval_seconds)
+    scheduler.start()
+
+
+def _safe(fn):
+    def wrapper():
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a failed tick (database away) must not stop the loop
+            log.exception("tick failed; will retry next interval")
+
+    return wrapper
+
+
+if __name__ == "__main__":
+    main()

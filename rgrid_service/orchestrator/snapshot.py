@@ -1,0 +1,190 @@
+"""What the orchestrator knows at one tick, read in one place and handed to the policies frozen.
+
+Each tick reads a snapshot (database and Ray), asks a pure policy (rgrid_service.policies), and
+acts on the decision. Nothing here decides anything.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.engine import Connection
+
+from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
+from rgrid_core.states import LIVE_WORKER_STATES, ExecutionStatus, WorkerState
+
+from .. import lifecycle
+from ..db.models import Execution, Worker, WorkerHeartbeat
+from ..policies.health import WorkerBeat
+from ..policies.placement import Queued, Waiting, WorkerLoad
+from ..policies.provisioning import FleetSnapshot, FleetWorker, RunningRun
+
+QUEUED, RUNNING = ExecutionStatus.QUEUED, ExecutionStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class RayNode:
+    node_id: str
+    alive: bool
+    slots: int
+
+
+def ray_worker_nodes() -> dict[str, RayNode]:
+    """worker id -> its Ray node, for every node that carries the worker label."""
+    import ray
+
+    nodes: dict[str, RayNode] = {}
+    for node in ray.nodes():
+        worker_id = (node.get("Labels") or {}).get(WORKER_LABEL)
+        if not worker_id:
+            continue
+        info = RayNode(node["NodeID"], bool(node["Alive"]), int(node.get("Resources", {}).get(SLOT_RESOURCE, 0)))
+        # A worker id may appear twice (a dead node and its restarted self): alive wins.
+        if worker_id not in nodes or info.alive:
+            nodes[worker_id] = info
+    return nodes
+
+
+@dataclass(frozen=True)
+class DispatchSnapshot:
+    now: datetime
+    workers: tuple[WorkerLoad, ...]  # active workers with a live Ray node
+    queued: tuple[Queued, ...]  # never dispatched, or dispatched too long ago
+    waiting: tuple[Waiting, ...]  # handed ahead to a worker whose slots are all running
+    batch_busy: dict[str, int]  # batch id -> its runs running or dispatched
+
+
+def queue_signature(conn: Connection) -> tuple:
+    """Cheap fingerprint of the queue: it changes when a run is submitted, claimed or finished."""
+    counts = dict(conn.execute(
+        select(Execution.status, func.count()).where(Execution.status.in_((QUEUED, RUNNING)))
+        .group_by(Execution.status)
+    ).all())
+    newest = conn.execute(select(func.max(Execution.queued_at)).where(Execution.status == QUEUED)).scalar()
+    return counts.get(QUEUED, 0), counts.get(RUNNING, 0), newest
+
+
+def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_after: float,
+                      placement_window: float, prefetch: int, dispatch_interval: float) -> DispatchSnapshot | None:
+    """Everything placement needs; None when no worker has room, so nothing else is read."""
+    now = lifecycle.db_now(conn)
+    stale = now - timedelta(seconds=redispatch_after)
+    window = now - timedelta(seconds=placement_window)
+    active = conn.execute(select(Worker.id).where(Worker.state == WorkerState.ACTIVE)).scalars().all()
+    pending = and_(Execution.status == QUEUED, Execution.dispatched_at >= stale)
+    holder = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
+    busy = dict(conn.execute(
+        select(holder, func.count()).where(or_(Execution.status == RUNNING, pending)).group_by(holder)
+    ).all())
+    recent = dict(conn.execute(
+        select(Execution.dispatched_to, func.count()).where(Execution.dispatched_at >= window)
+        .group_by(Execution.dispatched_to)
+    ).all())
+    workers = tuple(
+        WorkerLoad(w, nodes[w].slots, busy.get(w, 0), recent.get(w, 0))
+        for w in active if w in nodes and nodes[w].alive and nodes[w].slots > 0
+    )
+    free = sum(max(0, w.slots + prefetch - w.busy) for w in workers)
+    if free <= 0:
+        return None
+    waiting = _waiting(conn, now, stale, workers, dispatch_interval)
+    queued = conn.execute(
+        select(Execution.id, Execution.batch_id, Execution.batch_parallel)
+        .where(Execution.status == QUEUED, or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale))
+        .order_by(Execution.queued_at, Execution.id)
+        .limit(free * 20)
+    ).all()
+    batches = {q.batch_id for q in queued if q.batch_id and q.batch_parallel}
+    batch_busy = dict(conn.execute(
+        select(Execution.batch_id, func.count())
+        .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
+        .group_by(Execution.batch_id)
+    ).all()) if batches else {}
+    return DispatchSnapshot(now, workers, tuple(Queued(q.id, q.batch_id, q.batch_parallel) for q in queued),
+                            waiting, batch_busy)
+
+
+def _waiting(conn: Connection, now: datetime, stale: datetime, workers: tuple[WorkerLoad, ...],
+             dispatch_interval: float) -> tuple[Waiting, ...]:
+    """Runs handed ahead more than a dispatch interval ago to a worker whose slots are all
+    running something: candidates to move to a free slot elsewhere (policies.placement.steal)."""
+    if not any(w.busy < w.slots for w in workers):
+        return ()  # no free slot anywhere: nothing could move
+    slots = {w.worker_id: w.slots for w in workers}
+    running = dict(conn.execute(
+        select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
+    ).all())
+    full = [w for w, n in slots.items() if running.get(w, 0) >= n]
+    if not full:
+        return ()
+    ahead_since = now - timedelta(seconds=dispatch_interval)
+    rows = conn.execute(
+        select(Execution.id, Execution.dispatched_to)
+        .where(Execution.status == QUEUED, Execution.dispatched_to.in_(full),
+               Execution.dispatched_at >= stale, Execution.dispatched_at < ahead_since)
+        .order_by(Execution.queued_at, Execution.id)
+    ).all()
+    return tuple(Waiting(r.id, r.dispatched_to) for r in rows)
+
+
+def health_snapshot(conn: Connection, nodes: dict[str, RayNode]) -> tuple[datetime, tuple[WorkerBeat, ...]]:
+    """The database's now and the heartbeat of every active or draining worker."""
+    now = lifecycle.db_now(conn)
+    rows = conn.execute(
+        select(Worker.id, Worker.created_at, WorkerHeartbeat.last_heartbeat_at)
+        .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
+        .where(Worker.state.in_((WorkerState.ACTIVE, WorkerState.DRAINING)))
+    ).all()
+    return now, tuple(WorkerBeat(r.id, r.last_heartbeat_at, r.created_at,
+                                 nodes[r.id].alive if r.id in nodes else None) for r in rows)
+
+
+def booting_since(conn: Connection, provider: str) -> dict[str, datetime]:
+    """worker id -> when its record was written, for workers whose server exists but whose agent
+    has not sent a first heartbeat."""
+    return dict(conn.execute(
+        select(Worker.id, Worker.created_at)
+        .where(Worker.provider == provider, Worker.state == WorkerState.BOOTING)
+    ).all())
+
+
+# How many recently finished runs of a script estimate how long its running runs take.
+HISTORY = 20
+
+
+def fleet_snapshot(conn: Connection, provider: str) -> FleetSnapshot:
+    """The queue, the running runs with their expected durations, and the live workers."""
+    now = lifecycle.db_now(conn)
+    queued = conn.execute(select(func.count()).where(Execution.status == QUEUED)).scalar_one()
+    running_rows = conn.execute(
+        select(Execution.tenant_id, Execution.script, Execution.started_at).where(Execution.status == RUNNING)
+    ).all()
+    expected: dict[tuple[str, str], float | None] = {}
+    for key in {(r.tenant_id, r.script) for r in running_rows}:
+        finished = conn.execute(
+            select(Execution.started_at, Execution.finished_at)
+            .where(Execution.tenant_id == key[0], Execution.script == key[1],
+                   Execution.status == ExecutionStatus.SUCCEEDED, Execution.started_at.is_not(None))
+            .order_by(Execution.finished_at.desc()).limit(HISTORY)
+        ).all()
+        durations = [(f.finished_at - f.started_at).total_seconds() for f in finished if f.finished_at]
+        expected[key] = statistics.median(durations) if durations else None
+    running = tuple(RunningRun(r.started_at, expected[(r.tenant_id, r.script)]) for r in running_rows)
+    pending = and_(Execution.status == QUEUED, Execution.dispatched_to.is_not(None))
+    holder = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
+    assigned = dict(conn.execute(
+        select(holder, func.count()).where(or_(Execution.status == RUNNING, pending)).group_by(holder)
+    ).all())
+    on_worker = dict(conn.execute(
+        select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
+    ).all())
+    rows = conn.execute(
+        select(Worker.id, Worker.state, Worker.slots, Worker.created_at)
+        .where(Worker.provider == provider, Worker.state.in_([s.value for s in LIVE_WORKER_STATES]))
+        .order_by(Worker.created_at, Worker.id)
+    ).all()
+    workers = tuple(FleetWorker(r.id, WorkerState(r.state), r.slots, on_worker.get(r.id, 0),
+                                assigned.get(r.id, 0), r.created_at) for r in rows)
+    return FleetSnapshot(now, queued, running, workers)
