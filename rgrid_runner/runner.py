@@ -153,8 +153,9 @@ class LeaseKeeper:
     over long before the first renew is due."""
 
     _lock = threading.Lock()
-    _held: dict = {}  # Lease -> (engine, renew interval)
+    _held: dict = {}  # Lease -> (engine, renew interval, last renew)
     _thread: threading.Thread | None = None
+    _wake = threading.Event()  # a new lease: the thread recomputes its sleep at once
 
     def __init__(self, engine, lease, settings):
         self.engine, self.lease, self.interval = engine, lease, settings.lease_check_interval_seconds
@@ -163,6 +164,7 @@ class LeaseKeeper:
         cls = type(self)
         with cls._lock:
             cls._held[self.lease] = (self.engine, self.interval, time.monotonic())
+            cls._wake.set()
             if cls._thread is None or not cls._thread.is_alive():
                 cls._thread = threading.Thread(target=cls._run, daemon=True, name="lease-keeper")
                 cls._thread.start()
@@ -194,7 +196,8 @@ class LeaseKeeper:
                         else:
                             del cls._held[lease]
                 wait = min(wait, interval)
-            time.sleep(max(0.01, wait))
+            cls._wake.wait(max(0.01, wait))
+            cls._wake.clear()
 
 
 class ExitWatch:
