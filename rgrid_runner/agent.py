@@ -15,6 +15,7 @@ import os
 import signal
 import time
 
+from rgrid_core.retry import retrying
 from rgrid_service import lifecycle
 from rgrid_service.db.session import engine_for
 from rgrid_service.settings import ServiceSettings
@@ -24,14 +25,12 @@ log = logging.getLogger("rgrid.agent")
 
 def run(worker_id: str, slots: int, provider: str, settings: ServiceSettings) -> None:
     engine = engine_for(settings.database_url)
-    while True:
-        try:
-            if not lifecycle.register_worker(engine, worker_id, provider, slots):
-                _take_worker_down(f"{worker_id} was declared dead earlier; it must come back under a new id")
-            break
-        except Exception as e:  # noqa: BLE001 - database away: keep trying
-            log.warning("cannot register yet: %s", e)
-            time.sleep(1)
+    # The database may be away for a while: keep trying (a worker that never registers is
+    # declared dead by the control plane's boot timeout).
+    registered = retrying(lambda: lifecycle.register_worker(engine, worker_id, provider, slots),
+                          seconds=float("inf"), first_wait=0.5, max_wait=2, log=log)
+    if not registered:
+        _take_worker_down(f"{worker_id} was given up by the control plane earlier; it must come back under a new id")
     log.info("worker %s registered (%d slots); heartbeat every %.1f s", worker_id, slots,
              settings.heartbeat_interval_seconds)
     while True:

@@ -1,14 +1,22 @@
 """Moves a script's stdout/stderr into the database while it runs, bounded and fenced.
 
-Reader threads only read pipes, so a chatty script never blocks on the database; the owner calls
-flush() periodically, which is also the lease check: a refused write means "stop, you are fenced".
+A reader thread only reads pipes, so a chatty script never blocks on the database; the owner calls
+take() periodically and writes what it gets, which is also the lease check: a refused write means
+"stop, you are fenced".
+
+One thread polls both of a script's pipes, so their output is queued in the order it was read;
+with two threads, a line written to stdout could be queued after a stderr line written later. When
+both pipes have output waiting at the same instant, stdout's is taken first.
 """
 from __future__ import annotations
 
 import os
 import queue
+import select
 import threading
 import time
+
+ORDER = ("stdout", "stderr", "system")
 
 
 class LogPump:
@@ -20,20 +28,31 @@ class LogPump:
         self.threads: list[threading.Thread] = []
         self.truncation_noted = False
 
-    def attach(self, stream: str, fd: int) -> None:
-        t = threading.Thread(target=self._read, args=(stream, fd), daemon=True, name=f"log-{stream}")
+    def start(self, pipes: dict[str, int]) -> None:
+        """Read these pipes (stream name -> read end) until each reaches end of file, in one thread."""
+        t = threading.Thread(target=self._read, args=(dict(pipes),), daemon=True, name="log-reader")
         t.start()
         self.threads.append(t)
 
-    def _read(self, stream: str, fd: int) -> None:
+    def _read(self, pipes: dict[str, int]) -> None:
+        poller = select.poll()
+        by_fd = {fd: stream for stream, fd in pipes.items()}
+        rank = {fd: ORDER.index(s) if s in ORDER else len(ORDER) for fd, s in by_fd.items()}
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
-            while True:
-                data = os.read(fd, 65536)
-                if not data:
-                    break
-                self.queue.put((stream, data))
+            while by_fd:
+                for fd, _event in sorted(poller.poll(), key=lambda fe: rank[fe[0]]):
+                    data = os.read(fd, 65536)
+                    if data:
+                        self.queue.put((by_fd[fd], data))
+                    else:
+                        poller.unregister(fd)
+                        del by_fd[fd]
+                        os.close(fd)
         finally:
-            os.close(fd)
+            for fd in by_fd:
+                os.close(fd)
 
     def join(self, timeout: float) -> None:
         """Wait up to timeout for the reader threads to reach end of file."""

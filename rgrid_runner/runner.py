@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from rgrid_service import lifecycle
 from rgrid_service.db.models import Execution
+from rgrid_core.retry import retrying
 from rgrid_core.states import ExecutionStatus
 from rgrid_service.db.session import engine_for
 from rgrid_service.settings import ServiceSettings
@@ -109,8 +110,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     os.close(out_w)
     os.close(err_w)
     pump = LogPump(settings.log_limit_bytes)
-    pump.attach("stdout", out_r)
-    pump.attach("stderr", err_r)
+    pump.start({"stdout": out_r, "stderr": err_r})
     tail = bytearray()  # last stderr bytes, to explain a failure in one line
 
     try:
@@ -270,31 +270,29 @@ def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbo
             watch.wait(settings.log_flush_interval_seconds)
 
 
+def _outage_budget(settings) -> float:
+    """How long a runner rides out a database outage before it gives the run up: past that the
+    sweep will hand the execution to another worker, so it must not keep running it."""
+    return max(30.0, settings.dead_after_seconds / 2)
+
+
 def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False) -> bool:
-    """renew(), riding out a short database outage; an outage longer than that fences us off
-    (the sweep will hand the execution to another worker, so we must not keep running it)."""
-    deadline = time.monotonic() + max(30.0, settings.dead_after_seconds / 2)
-    while True:
-        try:
-            return lifecycle.renew(engine, lease, chunks, truncated=truncated)
-        except Exception:  # noqa: BLE001
-            if time.monotonic() > deadline:
-                log.exception("database unreachable for too long; giving up %s", lease.execution_id)
-                return False
-            time.sleep(1)
+    """renew() through a short database outage; False (fenced off) after a longer one."""
+    try:
+        return retrying(lambda: lifecycle.renew(engine, lease, chunks, truncated=truncated),
+                        seconds=_outage_budget(settings), first_wait=0.5, max_wait=1, log=log)
+    except Exception:  # noqa: BLE001
+        log.exception("database unreachable for too long; giving up %s", lease.execution_id)
+        return False
+
+
+def _db_away(e: BaseException) -> bool:
+    return isinstance(e, DBAPIError) and (isinstance(e, OperationalError) or e.connection_invalidated)
 
 
 def _db_retrying(settings, fn):
-    """fn(), riding out a short database outage (the budget renew has); other errors pass."""
-    deadline = time.monotonic() + max(30.0, settings.dead_after_seconds / 2)
-    while True:
-        try:
-            return fn()
-        except DBAPIError as e:
-            if not (isinstance(e, OperationalError) or e.connection_invalidated) or time.monotonic() > deadline:
-                raise
-            log.warning("database unreachable (%s); retrying", type(e.orig).__name__)
-            time.sleep(1)
+    """fn() through a short database outage (the budget renew has); other errors pass at once."""
+    return retrying(fn, seconds=_outage_budget(settings), when=_db_away, first_wait=0.5, max_wait=1, log=log)
 
 
 def _finish(engine, settings, lease, status, exit_code, reason, outputs) -> bool:

@@ -26,7 +26,7 @@ def _join(pump: LogPump):
 def _pipe_with(pump: LogPump, stream: str, parts: list[bytes]) -> None:
     """Attach a real pipe for stream, write parts into it, close it and let the reader finish."""
     r, w = os.pipe()
-    pump.attach(stream, r)
+    pump.start({stream: r})
     for part in parts:
         os.write(w, part)
     os.close(w)
@@ -54,7 +54,7 @@ def test_many_small_writes_are_coalesced_into_one_chunk():
     pump = LogPump(limit_bytes=1 << 20)
     parts = [f"{i}\n".encode() + bytes([i % 256]) for i in range(500)]
     r, w = os.pipe()
-    pump.attach("stdout", r)
+    pump.start({"stdout": r})
     for p in parts:
         os.write(w, p)
         if len(p) % 7 == 0:
@@ -69,8 +69,7 @@ def test_interleaved_streams_keep_each_stream_in_order():
     pump = LogPump(limit_bytes=1 << 20)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    pump.attach("stdout", out_r)
-    pump.attach("stderr", err_r)
+    pump.start({"stdout": out_r, "stderr": err_r})
     got: list[tuple[str, bytes]] = []
     for i in range(50):
         os.write(out_w, b"o%d\xff|" % i)
@@ -146,8 +145,7 @@ def test_drained_only_after_writers_close_and_queue_is_taken():
     pump = LogPump(limit_bytes=1000)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    pump.attach("stdout", out_r)
-    pump.attach("stderr", err_r)
+    pump.start({"stdout": out_r, "stderr": err_r})
     os.write(out_w, b"hello")
     assert _wait(lambda: not pump.queue.empty())
     assert not pump.drained()  # readers still alive
@@ -163,7 +161,7 @@ def test_drained_only_after_writers_close_and_queue_is_taken():
 def test_reader_closes_its_pipe_end():
     pump = LogPump(limit_bytes=10)
     r, w = os.pipe()
-    pump.attach("stdout", r)
+    pump.start({"stdout": r})
     os.close(w)
     _join(pump)
     with pytest.raises(OSError):
@@ -173,7 +171,7 @@ def test_reader_closes_its_pipe_end():
 def test_a_chatty_writer_never_blocks_on_a_slow_taker():
     pump = LogPump(limit_bytes=1000)
     r, w = os.pipe()
-    pump.attach("stdout", r)
+    pump.start({"stdout": r})
     big = b"y" * (4 * 1024 * 1024)  # far more than a pipe buffer
 
     def writer():
@@ -188,3 +186,17 @@ def test_a_chatty_writer_never_blocks_on_a_slow_taker():
     chunks, newly = pump.take()
     assert chunks == [("stdout", b"y" * 1000)]
     assert pump.dropped == len(big) - 1000 and newly
+
+
+def test_stdout_written_just_before_stderr_comes_first():
+    """Both pipes hold output when the reader wakes: stdout's, written first here, is taken first."""
+    pump = LogPump(limit_bytes=1 << 20)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.write(out_w, b"out\n")
+    os.write(err_w, b"err\n")
+    pump.start({"stdout": out_r, "stderr": err_r})
+    os.close(out_w)
+    os.close(err_w)
+    _join(pump)
+    assert pump.take()[0] == [("stdout", b"out\n"), ("stderr", b"err\n")]
