@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
-# Install what RGrid needs on a fresh Debian/Ubuntu machine: system packages (bubblewrap for the
-# sandbox, PostgreSQL for the DB tests) and a virtualenv in .venv with the project and its extras.
+# Install what RGrid needs on a fresh Debian/Ubuntu machine and create .venv with the project.
+#
+#   scripts/setup.sh               what `make demo` needs: bubblewrap, and .venv with the service extra
+#   scripts/setup.sh --with-tests  also PostgreSQL, cloud-init (its schema check), iproute2, the dev
+#                                  and fleet extras, and the Pulumi engine with the hcloud plugin
+#                                  (built once from the Go module proxy into ~/.cache/rgrid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
+TESTS=0
+[ "${1:-}" = "--with-tests" ] && TESTS=1
+
 need_apt=()
 command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
 "$PY" -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
-if [ "${1:-}" = "--with-tests" ]; then
+# The python:3.11 runtime runs scripts with the machine's own python3.11 (Debian 12's python3),
+# which the sandbox mounts read-only: an interpreter under a home folder (pyenv) is not visible there.
+[ -x /usr/bin/python3.11 ] || need_apt+=(python3.11)
+if [ $TESTS = 1 ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+  command -v cloud-init >/dev/null 2>&1 || need_apt+=(cloud-init)
+  command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  else
-    sudo apt-get update -qq
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-  fi
-fi
-
-# The python:3.11 runtime runs scripts with this machine's python3.11 (Debian 12's python3).
-if ! command -v python3.11 >/dev/null 2>&1; then
-  apt-get install -y -qq python3.11 >/dev/null 2>&1 ||
-    echo "Warning: no python3.11 here, so the python:3.11 runtime cannot run scripts on this machine." >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  # cloud-init is installed for its schema checker only: nothing here boots with it.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[service,dev]'
+if [ $TESTS = 1 ]; then
+  .venv/bin/python -m pip install -q -e '.[service,fleet,dev]'
+  # The real Pulumi engine and hcloud plugin: a pulumi on PATH if new enough, else a cached build.
+  engine_dir=$(scripts/pulumi-engine.sh ensure | tail -n 1)
+  echo "Pulumi engine: $engine_dir/pulumi"
+else
+  .venv/bin/python -m pip install -q -e '.[service]'
+fi
 echo "Set up: .venv is ready (activate it with 'source .venv/bin/activate')."
