@@ -1,10 +1,25 @@
 """Request and response bodies of the /v1 API."""
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timezone
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, WithJsonSchema
+
+
+def _as_utc(value: datetime) -> datetime:
+    """The database keeps naive UTC; a response says so."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# Every timestamp in a response: ISO 8601 in UTC with its microseconds always written
+# (`2026-11-29T22:18:17.123000Z`), so they are all the same width and sort as strings.
+UtcDateTime = Annotated[
+    datetime,
+    AfterValidator(_as_utc),
+    PlainSerializer(lambda v: v.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class InputSpec(BaseModel):
@@ -49,8 +64,8 @@ class Created(BaseModel):
 class Attempt(BaseModel):
     attempt: int
     worker_id: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     outcome: str | None
     reason: str | None
 
@@ -72,10 +87,10 @@ class ExecutionView(BaseModel):
     exit_code: int | None
     reason: str | None
     log_truncated: bool
-    created_at: datetime | None
-    queued_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime | None
+    queued_at: UtcDateTime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     attempts: list[Attempt] = Field(default_factory=list)
 
     @classmethod
@@ -120,8 +135,8 @@ class WorkerView(BaseModel):
     provider: str
     state: str
     slots: int
-    created_at: datetime | None
-    last_heartbeat_at: datetime | None
+    created_at: UtcDateTime | None
+    last_heartbeat_at: UtcDateTime | None
     running: list[str]
     dead_reason: str | None
 

@@ -114,7 +114,7 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
         specs, uploads, reused = kept_or_to_upload(store, tenant_id, body.inputs, kept)
         queue_now = body.submit and not uploads
         rows.append(dict(
-            id=execution_id, tenant_id=tenant_id,
+            id=execution_id, tenant_id=tenant_id, created_at=utcnow(),  # milliseconds on SQLite too
             status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
             queued_at=utcnow() if queue_now else None, script=body.script,
             args=body.args, env=body.env, runtime=body.runtime,
@@ -125,7 +125,7 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
         created.append(schemas.Created(id=execution_id, status=rows[-1]["status"], uploads=uploads,
                                        reused=reused))
     with write_tx(engine) as conn:
-        for row in rows:  # one statement per row: queued_at is a SQL expression
+        for row in rows:  # one statement per row: created_at and queued_at are SQL expressions
             conn.execute(insert(Execution).values(**row))
     return created
 
