@@ -45,6 +45,12 @@ class ServiceSettings(BaseSettings):
     server_type: str = "cx23"  # 2 vCPU / 4 GB shared (cx22 is retired)
     server_location: str = "fsn1"
     server_image: str = "debian-12"
+    # The pulumi fleet: the folder holding the `pulumi` CLI (scripts/pulumi-engine.sh ensure prints
+    # it), where its state lives, and the Hetzner API.
+    pulumi_bin_dir: str | None = None
+    pulumi_state_dir: str | None = None
+    hcloud_token: str | None = None
+    hcloud_endpoint: str | None = None  # None: Hetzner's own API
 
     # Orchestrator timings.
     dispatch_interval_seconds: float = 0.5

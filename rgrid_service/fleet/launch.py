@@ -74,7 +74,15 @@ def render_cloud_init(launch: WorkerLaunch, package: str = "rgrid[service]") -> 
     files[ENV_FILE]["content"] = env_file(launch.env)
     files[UNIT_FILE]["content"] = systemd_unit(launch.argv)
     doc["runcmd"] = [[package if part == "rgrid[service]" else part for part in cmd] for cmd in doc["runcmd"]]
-    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+    return "#cloud-config\n" + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=1000)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the two files) as literal blocks, so user_data reads like the files."""
+
+
+_BlockDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
 
 
 def launch_from_cloud_init(user_data: str) -> WorkerLaunch:

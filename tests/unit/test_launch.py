@@ -1,0 +1,55 @@
+"""One worker command and environment: the process fleet spawns exactly what cloud-init starts."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from rgrid_service.fleet.launch import ENV_FILE, UNIT_FILE, launch_from_cloud_init, render_cloud_init, worker_launch
+from rgrid_service.settings import ServiceSettings
+from tests.conftest import missing
+
+SETTINGS = ServiceSettings(_env_file=None, database_url="postgresql://rgrid:pw@10.0.0.2/rgrid",
+                           s3_endpoint="10.0.0.2:8333", ray_address="10.0.0.2:6379", heartbeat_interval_seconds=7,
+                           sandbox_niceness=5)
+
+
+def test_cloud_init_starts_the_same_command_with_the_same_environment():
+    launch = worker_launch("w-7", SETTINGS)
+    assert launch_from_cloud_init(render_cloud_init(launch)) == launch
+    assert launch.env["RGRID_WORKER_ID"] == "w-7"
+    assert launch.env["RGRID_HEARTBEAT_INTERVAL_SECONDS"] == "7.0"
+    assert launch.env["RGRID_S3_SECURE"] == "false"
+    assert "RGRID_LOCAL_GRID_HOME" not in launch.env and "RGRID_MAX_WORKERS" not in launch.env
+
+
+def test_user_data_depends_on_the_worker_alone_and_is_deterministic():
+    one, again, other = (render_cloud_init(worker_launch(w, SETTINGS)) for w in ("w-1", "w-1", "w-2"))
+    assert one == again
+    changed = [(a.strip(), b.strip()) for a, b in zip(one.splitlines(), other.splitlines()) if a != b]
+    assert changed == [("RGRID_WORKER_ID=w-1", "RGRID_WORKER_ID=w-2")]
+
+
+def test_user_data_shape():
+    doc = yaml.safe_load(render_cloud_init(worker_launch("w-1", SETTINGS)))
+    files = {f["path"]: f for f in doc["write_files"]}
+    assert files[ENV_FILE]["permissions"] == "0600"
+    assert "ExecStart=/opt/rgrid/venv/bin/python3 -m rgrid_runner.node" in files[UNIT_FILE]["content"]
+    assert ["systemctl", "enable", "--now", "rgrid-worker.service"] in doc["runcmd"]
+
+
+def test_a_value_that_cannot_go_into_an_environment_file_is_refused():
+    with pytest.raises(ValueError, match="newline"):
+        render_cloud_init(worker_launch("w-1", ServiceSettings(_env_file=None, database_url="sqlite:///a\nb")))
+
+
+def test_rendered_cloud_init_passes_the_cloud_init_schema(tmp_path):
+    if not shutil.which("cloud-init"):
+        missing("cloud-init", "install it with `apt-get install cloud-init` (make test does).")
+    path = tmp_path / "user-data.yaml"
+    path.write_text(render_cloud_init(worker_launch("w-1", SETTINGS)))
+    done = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Valid" in done.stdout + done.stderr
