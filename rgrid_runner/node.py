@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
+import time
 
 from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
 
@@ -45,6 +47,10 @@ def ray_node_command(worker_id: str, head: str, slots: int, ip: str) -> list[str
             "--disable-usage-stats"]
 
 
+START_TRIES = 3
+START_WINDOW = 90.0  # a Ray node that ends sooner than this after its start failed to start
+
+
 def main() -> None:
     from rgrid_service.raynet import ray_process_env
 
@@ -55,8 +61,15 @@ def main() -> None:
     # The agent shares this process's output (the worker's log file, or the unit's journal).
     subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
                      env=env, stdin=subprocess.DEVNULL)
-    command = ray_node_command(worker_id, head, slots, node_ip(head))
-    os.execve(command[0], command, env)
+    ip = node_ip(head)
+    for attempt in range(1, START_TRIES + 1):
+        started = time.monotonic()
+        code = subprocess.call(ray_node_command(worker_id, head, slots, ip), env=env, stdin=subprocess.DEVNULL)
+        if time.monotonic() - started > START_WINDOW or attempt == START_TRIES:
+            sys.exit(code)
+        print(f"rgrid: the Ray node of {worker_id} failed while starting (exit {code}); trying again",
+              file=sys.stderr, flush=True)
+        time.sleep(random.uniform(1, 5))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up")
     up.add_argument("--home", required=True, type=Path)
-    up.add_argument("--workers", type=int, default=2)
+    up.add_argument("--workers", type=int, default=None, help="process fleet: how many (2); pulumi: the least (0)")
     up.add_argument("--fleet", choices=("process", "pulumi"), default="process")
     up.add_argument("--max-workers", type=int, default=None)
     for name in ("down", "status"):

@@ -16,7 +16,7 @@ from rgrid_core.localstate import GridState, is_running, load_state
 from rgrid_core.states import WorkerState
 
 from ..settings import ServiceSettings
-from . import bootstrap
+from . import bootstrap, cloud
 from .layout import logs_dir, local_dir, work_root
 from .procs import free_ports, spawn, stop_groups, wait_for_port
 from .rayhead import start_head
@@ -48,11 +48,14 @@ def service_env_for(state: GridState) -> dict[str, str]:
     return service_env(state, bootstrap.s3_keys(Path(state.home)))
 
 
-def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str | None = None,
+def up(home: Path, workers: int | None = None, on_step=lambda msg: None, database_url: str | None = None,
        fleet: str = "process", max_workers: int | None = None) -> GridState:
     """Start the local grid (or return the running one). database_url replaces the SQLite file,
     e.g. with a PostgreSQL the tests started. With the process fleet the grid keeps `workers`
-    workers; with the pulumi fleet it starts with `workers` and grows to `max_workers`."""
+    (default 2) workers; with the pulumi fleet it keeps at least `workers` (default 0) and grows
+    with the queue up to `max_workers`."""
+    if workers is None:
+        workers = 2 if fleet == "process" else 0
     running = is_running(home)
     if running:
         return running
@@ -69,6 +72,13 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
     )
     fleet_env = fleet_settings(workers, max_workers if fleet != "process" else workers)
     try:
+        if fleet == "pulumi":
+            on_step("Pulumi engine (built once, in the background of your first start)")
+            bin_dir = cloud.ensure_engine(home)
+            on_step("cloud API")
+            state.pids["cloud"], state.cloud_url = cloud.start_cloud(home)
+            state.save()
+            fleet_env.update(cloud.fleet_env(home, bin_dir, state.cloud_url))
         on_step("object store (SeaweedFS)")
         pid, s3_port, state.s3_command = start_seaweed(local_dir(home) / "s3", keys[0], keys[1],
                                                        logs_dir(home) / "seaweedfs.log")
@@ -99,7 +109,10 @@ def up(home: Path, workers: int = 2, on_step=lambda msg: None, database_url: str
 
 
 def fleet_settings(min_workers: int, max_workers: int | None) -> dict[str, str]:
-    return {"RGRID_MIN_WORKERS": str(min_workers), "RGRID_MAX_WORKERS": str(max(max_workers or min_workers, min_workers))}
+    """The fleet's bounds; no maximum given: the service's default."""
+    if max_workers is None:
+        max_workers = ServiceSettings.model_fields["max_workers"].default
+    return {"RGRID_MIN_WORKERS": str(min_workers), "RGRID_MAX_WORKERS": str(max(max_workers, min_workers))}
 
 
 def settings_from_env(env: dict[str, str]) -> dict[str, str]:
@@ -142,13 +155,32 @@ def start_orchestrator(state: GridState, env: dict[str, str]) -> None:
 
 
 def stop_all(state: GridState) -> None:
-    """Stop the front first so nothing new is dispatched, then everything else at once."""
+    """Stop the front first so nothing new is dispatched, then the workers, then everything else."""
     from ..fleet.process import ProcessFleet
 
     front = [state.pids[n] for n in ("orchestrator", "api") if n in state.pids]
     stop_groups(front, grace=8)
+    if state.fleet == "pulumi" and "cloud" in state.pids:
+        _delete_cloud_servers(state)
     ProcessFleet(Path(state.home), ServiceSettings(_env_file=None)).stop_all()
     stop_groups([pid for n, pid in state.pids.items() if n not in ("orchestrator", "api")], grace=8)
+
+
+def _delete_cloud_servers(state: GridState) -> None:
+    """Delete every worker server through the worker_pool stack (an update to an empty set), so the
+    next start begins with no servers; if the engine cannot, the local cloud's machines stop with it."""
+    import logging
+
+    from ..fleet.pulumi import PulumiFleet
+
+    try:
+        env = service_env_for(state)
+        settings = ServiceSettings(_env_file=None, **settings_from_env(
+            {**env, **cloud.fleet_env(Path(state.home), Path(env.get("RGRID_PULUMI_BIN_DIR", "")), state.cloud_url)}))
+        settings.pulumi_bin_dir = str(cloud.ensure_engine(Path(state.home)))
+        PulumiFleet.from_settings(settings).apply([])
+    except Exception:  # noqa: BLE001 - stopping goes on; the cloud kills its machines on exit
+        logging.getLogger("rgrid.localgrid").exception("could not delete the worker servers through the stack")
 
 
 def down(home: Path) -> list[str]:
