@@ -40,13 +40,13 @@ def attempts(engine: Engine, execution_id: str) -> list:
 
 def list_executions(engine: Engine, tenant_id: str, status: str | None, batch: str | None,
                     limit: int) -> list[Execution]:
-    """The tenant's executions, newest first, optionally of one status or batch."""
+    """The tenant's executions, newest created first, optionally of one status or batch."""
     q = select(Execution).where(Execution.tenant_id == tenant_id)
     if status:
         q = q.where(Execution.status == status)
     if batch:
         q = q.where(Execution.batch_id == batch)
-    q = q.order_by(Execution.created_at.desc(), Execution.id.desc()).limit(limit)
+    q = q.order_by(Execution.seq.desc()).limit(limit)  # creation order, unique: see Execution.seq
     with Session(engine) as session:
         return list(session.scalars(q).all())
 

@@ -21,7 +21,9 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 
 
 class Base(DeclarativeBase):
@@ -45,6 +47,29 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class next_execution_seq(FunctionElement):
+    """The next `executions.seq`, in SQL, rendered into every INSERT of an execution.
+
+    PostgreSQL: the sequence `executions_seq` (migration 0005). SQLite: one past the highest,
+    which is safe because SQLite has one writer at a time (a statement whose snapshot is stale
+    cannot write) and the unique index backs it. Keep one row per INSERT statement on SQLite: in a
+    multi-row VALUES the subquery would see none of the statement's own rows."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "next_execution_seq"
+
+
+@compiles(next_execution_seq)
+def _next_seq(element, compiler, **kw):
+    return "(SELECT coalesce(max(seq), 0) + 1 FROM executions)"
+
+
+@compiles(next_execution_seq, "postgresql")
+def _next_seq_postgresql(element, compiler, **kw):
+    return "nextval('executions_seq')"
 
 
 class Execution(Base):
@@ -71,6 +96,9 @@ class Execution(Base):
     log_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     log_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    # Creation order: unique and increasing, one per row even when a bulk create gives many rows
+    # the same created_at. Listings run newest first on it (and a keyset cursor can).
+    seq: Mapped[int] = mapped_column(BigInteger, default=next_execution_seq())
     queued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The worker the orchestrator placed the pending dispatch on.
@@ -80,7 +108,8 @@ class Execution(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (
-        Index("ix_executions_tenant_created", "tenant_id", "created_at"),
+        Index("ix_executions_seq", "seq", unique=True),
+        Index("ix_executions_tenant_seq", "tenant_id", "seq"),
         Index("ix_executions_status_worker", "status", "worker_id"),
     )
 
