@@ -53,8 +53,9 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
         except ChecksumMismatch as e:
             # A damaged stored input must not fail every later run that reuses it: forget it, so
             # the next submission uploads it again.
-            if e.key.startswith("blobs/"):
-                _db_retrying(settings, lambda: lifecycle.forget_blob(engine, e.key))
+            damaged = e.key
+            if damaged.startswith("blobs/"):
+                _db_retrying(settings, lambda: lifecycle.forget_blob(engine, damaged))
             _finish(engine, settings, lease, ExecutionStatus.FAILED, None,
                     f"An input file's stored copy is damaged ({e}); run it again and it will be uploaded anew.", [])
             return "staging-failed"
