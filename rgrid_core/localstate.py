@@ -39,9 +39,6 @@ class GridState:
     def components(self) -> dict[str, bool]:
         return {name: alive(pid) for name, pid in self.pids.items()}
 
-    def workers(self) -> list[str]:
-        return sorted((n for n in self.pids if n.startswith("w-")), key=lambda n: int(n[2:]))
-
 
 def state_path(home: Path) -> Path:
     return home / "local" / "state.json"
@@ -55,10 +52,10 @@ def load_state(home: Path) -> GridState | None:
 
 
 def is_running(home: Path) -> GridState | None:
-    """The grid's state while every control-plane component it recorded is alive, else None.
-    Workers come and go (the fleet replaces a dead one), so they do not count."""
+    """The grid's state while every component it recorded is alive, else None. Workers are not
+    components: they come and go with the fleet."""
     state = load_state(home)
-    if state and state.pids and all(ok for name, ok in state.components().items() if not name.startswith("w-")):
+    if state and state.pids and all(state.components().values()):
         return state
     return None
 

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from rgrid_core.localstate import alive  # noqa: F401 - re-exported: the grid's process helpers in one place
+
 
 def free_ports(n: int) -> list[int]:
     """n distinct free ports (held open together so they differ)."""
@@ -37,21 +39,6 @@ def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, cwd
             start_new_session=True,
         )
     return proc.pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def proc_stats():

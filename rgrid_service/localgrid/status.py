@@ -14,7 +14,7 @@ def grid_status(home: Path) -> dict:
     if state is None:
         return {"running": False}
     report = {
-        "running": all(ok for name, ok in state.components().items() if not name.startswith("w-")),
+        "running": all(state.components().values()),
         "components": {name: {"pid": state.pids[name], "alive": ok} for name, ok in state.components().items()},
         "api_url": state.api_url, "ray_address": state.ray_address, "dashboard_url": state.dashboard_url,
         "s3_endpoint": state.s3_endpoint, "database_url": state.database_url, "logs": str(logs_dir(home)),
