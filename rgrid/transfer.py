@@ -101,6 +101,20 @@ def safe_target(root: Path, rel: str) -> Path:
     return target
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @_transient
 def download(url: str, target: Path, sha256: str, progress=None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +131,7 @@ def download(url: str, target: Path, sha256: str, progress=None) -> None:
                     progress(len(chunk))
         if digest.hexdigest() != sha256:
             raise TransferError(f"{target.name} arrived with a different checksum")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600; a new file gets the user's umask
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
