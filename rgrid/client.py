@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import httpx
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 
 class ApiError(Exception):
@@ -44,14 +43,15 @@ class Client:
     def get(self, path: str, **params):
         """GETs are safe to repeat: ride out an API restart or a database blip for a while."""
         params = {k: v for k, v in params.items() if v is not None}
-        for attempt in Retrying(
-            retry=retry_if_exception(_transient),
-            stop=stop_after_delay(self.retry_seconds),
-            wait=wait_exponential(multiplier=0.25, max=2),
-            reraise=True,
-        ):
-            with attempt:
-                return self.request("GET", path, params=params)
+        try:
+            return self.request("GET", path, params=params)
+        except ApiError as e:
+            if not _transient(e):
+                raise
+        from rgrid_core.retry import retrying  # tenacity is imported only once a request has failed
+
+        return retrying(lambda: self.request("GET", path, params=params), seconds=self.retry_seconds,
+                        when=_transient)
 
     def post(self, path: str, json=None):
         return self.request("POST", path, json=json)
