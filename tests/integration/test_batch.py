@@ -10,9 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import typer
-
-from rgrid.cli import output_folders, split_run_args
 
 TERMINAL = ("succeeded", "failed", "timed_out", "canceled", "lost")
 
@@ -62,45 +59,6 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-# ---------------------------------------------------------------- argument splitting (no grid needed)
-
-
-@pytest.mark.parametrize("args, before, expected", [
-    (["--batch", "d/*.csv", "--top", "5"], (None, None), ("d/*.csv", None, ["--top", "5"])),
-    (["--batch=d/*.csv", "--parallel", "2", "x"], (None, None), ("d/*.csv", 2, ["x"])),
-    (["--parallel", "3", "--batch", "g", "--", "--batch", "lit"], (None, None), ("g", 3, ["--batch", "lit"])),
-    (["--parallel", "2", "x"], ("g", None), ("g", 2, ["x"])),
-    # not a batch: a leading --parallel is the script's, as it always was
-    (["--parallel", "2", "x"], (None, None), (None, None, ["--parallel", "2", "x"])),
-    (["--", "--batch", "x"], (None, None), (None, None, ["--batch", "x"])),
-    (["a", "--batch", "x"], (None, None), (None, None, ["a", "--batch", "x"])),  # only leading ones count
-    (["--top", "5", "--", "x"], ("g", 4), ("g", 4, ["--top", "5", "--", "x"])),  # only a first `--` is dropped
-])
-def test_split_run_args(args, before, expected):
-    assert split_run_args(args, *before) == expected
-
-
-@pytest.mark.parametrize("args, before", [
-    (["--batch"], (None, None)),
-    (["--batch", "a", "--batch", "b"], (None, None)),
-    (["--batch", "a"], ("b", None)),
-    (["--parallel", "0"], ("g", None)),
-    (["--parallel", "many"], ("g", None)),
-    ([], (None, 2)),
-    (["--batch", " "], (None, None)),
-])
-def test_split_run_args_refuses(args, before):
-    with pytest.raises(typer.Exit) as e:
-        split_run_args(args, *before)
-    assert e.value.exit_code == 1
-
-
-def test_output_folders_are_stems_deduplicated():
-    assert output_folders(["a/data.csv", "b/data.csv", "c/data.txt", "d/x.tar.gz"]) == {
-        "a/data.csv": "data", "b/data.csv": "data-2", "c/data.txt": "data-3", "d/x.tar.gz": "x.tar",
-    }
-
-
 # ---------------------------------------------------------------- on the grid
 
 
@@ -113,7 +71,7 @@ def test_batch_with_one_failure(grid, tmp_path):
     write(tmp_path / "data/bad.csv", "name,value\nr0,1\nr1,oops\n")
     write(tmp_path / "data/notes.txt", "not part of the batch\n")
 
-    r = grid.rgrid("run", "sum.py", "--batch", "data/*.csv", cwd=tmp_path)
+    r = grid.rgrid("run", "--batch", "data/*.csv", "sum.py", cwd=tmp_path)
     err = text(r.stderr)
     assert r.returncode == 1, err
     batch = batch_id_of(r)
@@ -184,7 +142,7 @@ def test_glob_matching_nothing_queues_nothing(grid, tmp_path):
     write(tmp_path / "sum.py", SUM)
     write(tmp_path / "data/a.txt", "x")
     before = len(listed(grid, "--limit", "1000"))
-    for args in (("run", "sum.py", "--batch", "data/*.csv"), ("run", "--batch", "nowhere/**/*.csv", "sum.py")):
+    for args in (("run", "--batch", "data/*.csv", "sum.py"), ("run", "--batch", "nowhere/**/*.csv", "sum.py")):
         r = grid.rgrid(*args, cwd=tmp_path)
         assert r.returncode != 0
         err = text(r.stderr)
@@ -194,37 +152,43 @@ def test_glob_matching_nothing_queues_nothing(grid, tmp_path):
 
 
 @pytest.mark.grid
-def test_trailing_and_leading_forms_and_the_double_dash(grid, tmp_path):
+def test_rgrid_options_before_the_script_and_the_double_dash(grid, tmp_path):
     write(tmp_path / "show.py", SHOW)
     write(tmp_path / "in/one.txt", "1")
     write(tmp_path / "in/two.txt", "2")
+    before = len(listed(grid, "--limit", "1000"))
 
-    # The form: --batch/--parallel right after the script, then the script's own arguments.
-    trailing = grid.rgrid("run", "show.py", "--batch", "in/*.txt", "--parallel", "2", "--top", "5", cwd=tmp_path)
-    assert trailing.returncode == 0, trailing.stderr.decode()
-    # rgrid's options before the script.
+    # rgrid's options before the script; everything after it is the script's.
     leading = grid.rgrid("run", "--batch", "in/*.txt", "--parallel", "2", "--output-dir", "lead", "show.py",
                          "--top", "5", cwd=tmp_path)
     assert leading.returncode == 0, leading.stderr.decode()
-    for root in (tmp_path / "rgrid-outputs" / batch_id_of(trailing), tmp_path / "lead"):
-        for name in ("one", "two"):
-            assert json.loads((root / name / "args.json").read_text()) == [f"/work/{name}.txt", "--top", "5"]
-    assert trailing.stdout == b"" and leading.stdout == b""  # no streamed script output in batch mode
+    for name in ("one", "two"):
+        assert json.loads((tmp_path / "lead" / name / "args.json").read_text()) == [f"/work/{name}.txt", "--top", "5"]
+    assert leading.stdout == b""  # no streamed script output in batch mode
+
+    # A --batch after the script is refused, and so is a pattern the shell expanded: nothing queued.
+    trailing = grid.rgrid("run", "show.py", "--batch", "in/*.txt", "--parallel", "2", "--top", "5", cwd=tmp_path)
+    assert trailing.returncode == 1 and "`--batch` after the script would go to the script" in text(trailing.stderr)
+    unquoted = grid.rgrid("run", "--batch", "in/one.txt", "in/two.txt", "show.py", cwd=tmp_path)
+    assert unquoted.returncode == 1, unquoted.stderr.decode()
+    assert "your shell expanded the pattern" in text(unquoted.stderr) and "--batch 'in/*.txt'" in text(unquoted.stderr)
+    assert len(listed(grid, "--limit", "1000")) == before + 2  # the two of the leading batch only
 
     # `--` hands a literal --batch to the script: one ordinary run, output streamed.
     single = grid.rgrid("run", "--no-download", "show.py", "--", "--batch", "in/*.txt", cwd=tmp_path)
     assert single.returncode == 0, single.stderr.decode()
     assert json.loads(single.stdout) == ["--batch", "in/*.txt"]
-    assert "Batch b-" not in text(single.stderr)
+    assert "Batch b-" not in text(single.stderr) and "rgrid:" not in text(single.stderr)
     # ...and inside a batch, everything after `--` is the script's.
-    both = grid.rgrid("run", "show.py", "--batch", "in/o*.txt", "--", "--batch", "--parallel", cwd=tmp_path)
+    both = grid.rgrid("run", "--batch", "in/o*.txt", "show.py", "--", "--batch", "--parallel", cwd=tmp_path)
     assert both.returncode == 0, both.stderr.decode()
     got = json.loads((tmp_path / "rgrid-outputs" / batch_id_of(both) / "one" / "args.json").read_text())
     assert got == ["/work/one.txt", "--batch", "--parallel"]
 
-    # Without a batch, a --parallel after the script stays the script's.
+    # Any other rgrid option after the script is the script's, with a hint.
     plain = grid.rgrid("run", "--no-download", "show.py", "--parallel", "3", cwd=tmp_path)
     assert plain.returncode == 0 and json.loads(plain.stdout) == ["--parallel", "3"]
+    assert "`--parallel` after the script goes to the script" in text(plain.stderr)
 
 
 @pytest.mark.grid
@@ -232,7 +196,7 @@ def test_detach_then_status_and_status_argument_rules(grid, tmp_path):
     write(tmp_path / "show.py", SHOW)
     write(tmp_path / "in/one.txt", "1")
     write(tmp_path / "in/two.txt", "2")
-    r = grid.rgrid("run", "--detach", "show.py", "--batch", "in/*.txt", cwd=tmp_path)
+    r = grid.rgrid("run", "--detach", "--batch", "in/*.txt", "show.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     batch = r.stdout.decode().strip()
     assert re.fullmatch(r"b-[0-9a-f]{10}", batch) and batch == batch_id_of(r)
@@ -260,7 +224,7 @@ def test_ctrl_c_in_a_non_interactive_terminal_cancels_the_batch(grid, tmp_path):
     write(tmp_path / "long.py", "import time\ntime.sleep(120)\n")
     for n in range(3):
         write(tmp_path / f"in/{n}.txt", str(n))
-    proc = subprocess.Popen([RGRID, "run", "long.py", "--batch", "in/*.txt", "--parallel", "2"], cwd=tmp_path,
+    proc = subprocess.Popen([RGRID, "run", "--batch", "in/*.txt", "--parallel", "2", "long.py"], cwd=tmp_path,
                             env=grid.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         seen = b""
@@ -295,3 +259,32 @@ def test_ctrl_c_in_a_non_interactive_terminal_cancels_the_batch(grid, tmp_path):
             assert time.monotonic() < deadline, rows
             time.sleep(0.2)
     assert len(rows) == 3 and {e["status"] for e in rows} == {"canceled"}
+
+
+@pytest.mark.grid
+def test_cancel_a_batch_in_one_request(grid, tmp_path):
+    write(tmp_path / "long.py", "import time\ntime.sleep(120)\n")
+    for n in range(3):
+        write(tmp_path / f"in/{n}.txt", str(n))
+    r = grid.rgrid("run", "--detach", "--batch", "in/*.txt", "--parallel", "1", "long.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    batch = r.stdout.decode().strip()
+    deadline = time.monotonic() + 60
+    with grid.api() as api:
+        while not any(e["status"] == "running" for e in api.get("/v1/executions", params={"batch": batch}).json()):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    c = grid.rgrid("cancel", batch)
+    assert c.returncode == 0, c.stderr.decode()
+    assert f"{batch}: canceled 3 unfinished execution(s)" in text(c.stdout)
+    deadline = time.monotonic() + 30
+    while True:
+        status = json.loads(grid.rgrid("status", "--batch", batch, "--json").stdout)
+        if status["counts"] == {"canceled": 3}:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    again = grid.rgrid("cancel", batch)  # nothing left to cancel
+    assert again.returncode == 0 and f"{batch}: canceled 0 unfinished execution(s)" in text(again.stdout)
+    unknown = grid.rgrid("cancel", "b-0000000000")
+    assert unknown.returncode == 1 and "b-0000000000" in text(unknown.stderr) and "Traceback" not in text(unknown.stderr)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from rgrid.transfer import current_umask
+
 pytestmark = pytest.mark.grid
 
 
@@ -193,6 +195,23 @@ def test_detach_status_list_logs_download(grid, tmp_path):
     d = grid.rgrid("download", ex_id, "--output-dir", str(tmp_path / "dl"))
     assert d.returncode == 0, d.stderr.decode()
     assert (tmp_path / "dl/greeting.txt").read_text() == "hi"
+
+
+def test_download_while_running_says_so_and_logs_follow_exits_like_run(grid, tmp_path):
+    write(tmp_path / "slow.py", "import sys, time\nprint('working', flush=True)\nopen('part.txt', 'w').write('x')\n"
+                                "time.sleep(4)\nsys.exit(7)\n")
+    ex_id = grid.rgrid("run", "--detach", "slow.py", cwd=tmp_path).stdout.decode().strip()
+    d = grid.rgrid("download", ex_id, "--output-dir", str(tmp_path / "dl"))
+    said = " ".join(d.stderr.decode().split())
+    assert d.returncode == 1, said
+    assert (f"{ex_id} is still queued" in said or f"{ex_id} is still running" in said) and f"rgrid logs -f {ex_id}" in said
+    assert "no output files" not in said and not (tmp_path / "dl").exists()
+    f = grid.rgrid("logs", "-f", ex_id)  # follows it to its end: exits with the script's code
+    assert f.returncode == 7, f.stderr.decode()
+    assert f.stdout == b"working\n" and b"exited with code 7" in f.stderr
+    d = grid.rgrid("download", ex_id, "--output-dir", str(tmp_path / "dl"))
+    assert d.returncode == 0 and (tmp_path / "dl" / "part.txt").read_text() == "x"
+    assert (tmp_path / "dl" / "part.txt").stat().st_mode & 0o777 == 0o666 & ~current_umask()
 
 
 def test_cancel_running_execution(grid, tmp_path):

@@ -1,4 +1,4 @@
-"""rgrid.cli helpers: which arguments travel as inputs, --env parsing, and exit codes."""
+"""rgrid.cli.run helpers: which arguments travel as inputs, --env parsing; and the exit codes of a run."""
 import os
 from pathlib import Path
 
@@ -6,7 +6,9 @@ import click
 import pytest
 import typer
 
-from rgrid.cli import EXIT_CANCELED, EXIT_TIMED_OUT, collect_inputs, exit_code_for, parse_env
+from rgrid.cli.follow import exit_code_for
+from rgrid.cli.run import collect_inputs, parse_env
+from rgrid_core.constants import EXIT_CANCELED, EXIT_TIMED_OUT
 
 EXITS = (typer.Exit, click.exceptions.Exit)
 

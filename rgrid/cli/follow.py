@@ -1,0 +1,94 @@
+"""Following a run: its logs as they come, the exit code it ends with, and the one Ctrl-C prompt."""
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from typing import Callable, NoReturn
+
+import typer
+
+from rgrid_core.constants import EXIT_CANCELED, EXIT_TIMED_OUT
+from rgrid_core.states import ExecutionStatus as S
+
+from .connect import call
+from .output import error, say
+
+POLL = 0.2  # seconds between empty log pages
+
+
+def exit_code_for(ex: dict) -> int:
+    """What `rgrid run` (and `rgrid logs -f`) exit with once the run has ended."""
+    status = ex["status"]
+    if status == S.SUCCEEDED:
+        return 0
+    if status == S.FAILED:
+        return ex["exit_code"] if ex.get("exit_code") not in (None, 0) else 1
+    if status == S.TIMED_OUT:
+        return EXIT_TIMED_OUT
+    if status == S.CANCELED:
+        return EXIT_CANCELED
+    return 1
+
+
+def write_page(page: dict) -> None:
+    """A page of log chunks onto our stdout and stderr, raw bytes as the script wrote them."""
+    for chunk in page["chunks"]:
+        stream = sys.stdout if chunk["stream"] == "stdout" else sys.stderr
+        stream.buffer.write(base64.b64decode(chunk["data_b64"]))
+        stream.flush()
+
+
+def print_logs(c, execution_id: str) -> None:
+    """Everything logged so far, then return."""
+    after = 0
+    while True:
+        page = call(c.get, f"/v1/executions/{execution_id}/logs", after=after)
+        write_page(page)
+        if not page["chunks"] or page["next_after"] == after:
+            return
+        after = page["next_after"]
+
+
+def follow(c, execution_id: str, on_interrupt: Callable[[], NoReturn]) -> dict:
+    """Stream the logs until the execution has ended and they are drained; returns the execution
+    and says why on stderr when it did not succeed. Ctrl-C calls on_interrupt, which exits."""
+    after = 0
+    try:
+        while True:
+            page = call(c.get, f"/v1/executions/{execution_id}/logs", after=after)
+            write_page(page)
+            after = page["next_after"]
+            if page["finished"]:
+                break
+            if not page["chunks"]:
+                time.sleep(POLL)
+        ex = call(c.get, f"/v1/executions/{execution_id}")
+    except KeyboardInterrupt:
+        on_interrupt()
+    if ex["status"] != S.SUCCEEDED and ex.get("reason"):
+        error(f"{execution_id} {ex['status']}: {ex['reason']}")
+    return ex
+
+
+def cancel_or_detach(question: str, cancel: Callable[[], str], detached: str) -> NoReturn:
+    """Ctrl-C while following a run or a batch. On a terminal, ask `question` (c: cancel, the
+    default; d: detach); otherwise cancel. Cancelling prints what cancel() returns and exits 130;
+    detaching prints `detached` and exits 0."""
+    choice = "c"
+    if sys.stdin.isatty():
+        try:
+            choice = typer.prompt(f"\n{question}", default="c")
+        except (KeyboardInterrupt, EOFError, typer.Abort):  # a second Ctrl-C: cancel, the default
+            choice = "c"
+    if choice.strip().lower().startswith("d"):
+        say(detached)
+        raise typer.Exit(0)
+    say(cancel())
+    raise typer.Exit(EXIT_CANCELED)
+
+
+def stop_following() -> NoReturn:
+    """Ctrl-C in `rgrid logs -f`: stop following, cancel nothing."""
+    raise typer.Exit(EXIT_CANCELED)
+

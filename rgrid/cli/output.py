@@ -1,0 +1,58 @@
+"""The CLI's two consoles, its one way to fail, and how it shows a time."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+err = Console(stderr=True, soft_wrap=True)  # sentences stay on one line when piped
+out = Console()
+
+
+def error(message: str) -> None:
+    """`rgrid: <message>` on stderr, in red; the message is plain text, never markup."""
+    err.print(Text.assemble(("rgrid:", "red"), " ", message))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    error(message)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(Text.assemble(("rgrid:", "yellow"), " ", message))
+
+
+def note(message: str) -> None:
+    """A dim line on stderr: what happened, what to do next."""
+    err.print(Text(message, style="dim"))
+
+
+def say(message: str) -> None:
+    err.print(Text(message))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def local_time(value: str | None, digits: int = 3) -> str:
+    """An API timestamp (ISO 8601; UTC when it names no zone) in this machine's time zone, with the
+    zone and `digits` digits of the fraction: `2026-05-01 14:03:22.123 +02:00`."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone()
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S")
+    if digits:
+        shown += f".{moment.microsecond:06d}"[: digits + 1]
+    offset = moment.strftime("%z")  # +0200
+    return f"{shown} {offset[:3]}:{offset[3:]}"
