@@ -39,30 +39,30 @@ def write_page(page: dict) -> None:
         stream.flush()
 
 
-def print_logs(c, execution_id: str) -> None:
-    """Everything logged so far, then return."""
+def pump_logs(c, execution_id: str, until_end: bool) -> None:
+    """Write the logs as they come: until the execution has ended and they are drained (until_end),
+    or until a page comes back empty (what is there now)."""
     after = 0
     while True:
         page = call(c.get, f"/v1/executions/{execution_id}/logs", after=after)
         write_page(page)
-        if not page["chunks"] or page["next_after"] == after:
-            return
         after = page["next_after"]
+        if page["finished"] or (not until_end and not page["chunks"]):
+            return
+        if not page["chunks"]:
+            time.sleep(POLL)
+
+
+def print_logs(c, execution_id: str) -> None:
+    """Everything logged so far, then return."""
+    pump_logs(c, execution_id, until_end=False)
 
 
 def follow(c, execution_id: str, on_interrupt: Callable[[], NoReturn]) -> dict:
     """Stream the logs until the execution has ended and they are drained; returns the execution
     and says why on stderr when it did not succeed. Ctrl-C calls on_interrupt, which exits."""
-    after = 0
     try:
-        while True:
-            page = call(c.get, f"/v1/executions/{execution_id}/logs", after=after)
-            write_page(page)
-            after = page["next_after"]
-            if page["finished"]:
-                break
-            if not page["chunks"]:
-                time.sleep(POLL)
+        pump_logs(c, execution_id, until_end=True)
         ex = call(c.get, f"/v1/executions/{execution_id}")
     except KeyboardInterrupt:
         on_interrupt()
