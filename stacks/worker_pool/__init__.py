@@ -28,7 +28,7 @@ class PoolConfig:
     firewall_id: int | None = None
     network_zone: str = "eu-central"
     ip_range: str = "10.10.0.0/16"
-    subnet: str = "10.10.1.0/24"
+    subnet: str = "10.10.0.0/17"  # worker addresses: private_ip()
     # Who may reach a worker: only the private network (Ray, the agent's peers); nothing public.
     allowed_sources: tuple[str, ...] = ("10.10.0.0/16",)
     poll_interval: str = "500ms"
@@ -62,7 +62,9 @@ def worker_pool(workers: list[WorkerRecord], config: PoolConfig):
                 location=w.location,
                 labels={WORKER_LABEL: w.worker_id, ROLE_LABEL: "worker"},
                 user_data=pulumi.Output.secret(w.user_data),
-                networks=[hcloud.ServerNetworkArgs(network_id=network_id)],
+                # Every field of the attachment given (the address from the worker id): a field left
+                # to the provider shows as a change on every update.
+                networks=[hcloud.ServerNetworkArgs(network_id=network_id, ip=private_ip(w.worker_id), alias_ips=[])],
                 firewall_ids=[firewall_id],
                 public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=False)],
                 opts=pulumi.ResourceOptions(provider=provider, depends_on=depends),
@@ -72,6 +74,14 @@ def worker_pool(workers: list[WorkerRecord], config: PoolConfig):
         pulumi.export("network_id", network_id)
 
     return program
+
+
+def private_ip(worker_id: str) -> str:
+    """w-N's address in the workers' subnet, fixed by its id: 10.10.1.2 for w-1, …, 10.10.127.251."""
+    n = int(worker_id.rsplit("-", 1)[-1]) - 1
+    if not 0 <= n < 127 * 250:
+        raise ValueError(f"worker id {worker_id!r} has no address in the subnet")
+    return f"10.10.{n // 250 + 1}.{n % 250 + 2}"
 
 
 def _network(config: PoolConfig, opts: pulumi.ResourceOptions):

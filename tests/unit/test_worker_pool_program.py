@@ -5,7 +5,7 @@ import pulumi
 from rgrid_core.constants import WORKER_LABEL
 from rgrid_service.fleet.launch import render_cloud_init, worker_launch
 from rgrid_service.settings import ServiceSettings
-from stacks.worker_pool import PoolConfig, WorkerRecord, worker_pool
+from stacks.worker_pool import PoolConfig, WorkerRecord, private_ip, worker_pool
 
 SETTINGS = ServiceSettings(_env_file=None, database_url="postgresql://rgrid@10.0.0.2/rgrid", s3_endpoint="10.0.0.2:8333",
                            ray_address="10.0.0.2:6379")
@@ -58,7 +58,7 @@ def test_one_server_per_record_labelled_on_the_network_behind_the_firewall():
         assert args.inputs["labels"] == {WORKER_LABEL: worker_id, "rgrid-role": "worker"}
         assert args.inputs["name"] == f"rgrid-{worker_id}"
         assert args.inputs["serverType"] == "cx23" and args.inputs["location"] == "fsn1"
-        assert args.inputs["networks"] == [{"networkId": 11}]
+        assert args.inputs["networks"] == [{"networkId": 11, "ip": private_ip(worker_id), "aliasIps": []}]
         assert args.inputs["firewallIds"] == [22]
         assert plain(args.inputs["userData"]) == render_cloud_init(worker_launch(worker_id, SETTINGS))
         assert f"RGRID_WORKER_ID={worker_id}\n" in plain(args.inputs["userData"])
@@ -80,7 +80,8 @@ def test_no_shared_resource_is_made_when_the_control_plane_hands_in_network_and_
     created = run_program_with(PoolConfig(token=TOKEN, network_id=5, firewall_id=6), [record("w-1")])
     assert [a.typ for a in created.values() if a.typ != "pulumi:providers:hcloud"] == ["hcloud:index/server:Server"]
     server = servers(created)["worker-w-1"]
-    assert server.inputs["networks"] == [{"networkId": 5}] and server.inputs["firewallIds"] == [6]
+    assert server.inputs["networks"] == [{"networkId": 5, "ip": "10.10.1.2", "aliasIps": []}]
+    assert server.inputs["firewallIds"] == [6]
 
 
 def run_program_with(config: PoolConfig, workers: list[WorkerRecord]) -> dict:
@@ -101,3 +102,8 @@ def test_the_token_and_user_data_are_secrets():
     assert is_secret(created["hcloud"].inputs["token"])
     assert plain(created["hcloud"].inputs["token"]) == TOKEN
     assert is_secret(created["worker-w-1"].inputs["userData"])
+
+
+def test_private_addresses_follow_the_worker_id():
+    assert [private_ip(w) for w in ("w-1", "w-250", "w-251", "w-31750")] == [
+        "10.10.1.2", "10.10.1.251", "10.10.2.2", "10.10.127.251"]

@@ -133,9 +133,10 @@ def spawn_worker(req: BootRequest) -> int | None:
     with open(req.log_path, "ab") as log:
         try:
             argv, extra = parse_user_data(req.user_data)
-            env = dict(os.environ)
+            env = {**os.environ, **extra}
+            # The local "image" has the project in this interpreter's folder, also when the unit
+            # sets its own PATH (as a real server's does, for its install folder).
             env["PATH"] = local_path(env.get("PATH"))
-            env.update(extra)
             program = shutil.which(os.path.basename(argv[0]), path=env["PATH"])
             if program is None:
                 raise BootError(f"{os.path.basename(argv[0])}: not found on {env['PATH']}")
