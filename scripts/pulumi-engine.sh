@@ -7,9 +7,9 @@
 #       Uses a `pulumi` on PATH when it is new enough and a pulumi-resource-hcloud of the
 #       pinned version is found beside it, on PATH or in ${PULUMI_HOME:-~/.pulumi}/plugins;
 #       otherwise builds both from the Go module proxy into
-#       ${RGRID_TOOLS_CACHE:-~/.cache/rgrid}/pulumi/v<PULUMI_VERSION>-hcloud<HCLOUD_VERSION>/bin
-#       (once; later calls reuse it) and logs build seconds and binary sizes to build-info.txt
-#       beside bin/.
+#       ${RGRID_TOOLS_CACHE:-~/.cache/rgrid}/pulumi/v<PULUMI_VERSION>-hcloud<HCLOUD_VERSION>/
+#       (bin/pulumi and plugin/pulumi-resource-hcloud; once, later calls reuse it) and logs
+#       build seconds and binary sizes to build-info.txt there.
 #   scripts/pulumi-engine.sh install-plugin PULUMI_HOME
 #       Runs `pulumi plugin install resource hcloud <HCLOUD_VERSION> --file <plugin>` with that
 #       PULUMI_HOME (no network). Ensures first.
