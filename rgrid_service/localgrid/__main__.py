@@ -49,12 +49,19 @@ def _up(opts) -> int:
     try:
         state = up(opts.home, workers=opts.workers, on_step=step, fleet=opts.fleet, max_workers=opts.max_workers)
     except Exception as e:  # noqa: BLE001 - one sentence for the person, the details are in the logs
-        sentence = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        sentence = first_line(e)
         print(f"error: Could not start the local grid: {sentence} Logs are in {opts.home / 'local' / 'logs'}.",
               file=sys.stderr, flush=True)
         return 1
     print(json.dumps({"api_url": state.api_url, "fleet": state.fleet}))
     return 0
+
+
+def first_line(error: BaseException) -> str:
+    """The sentence of an error: its first line (a database error's own text, not SQLAlchemy's
+    trailer pointing at its docs)."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def report_text(report: dict) -> str:

@@ -69,3 +69,33 @@ def test_server_default_timestamps_are_utc(engine, make_execution):
         created = conn.execute(select(Execution.created_at).where(Execution.id == execution_id)).scalar_one()
     assert created.tzinfo is None
     assert abs(created - utcnow_naive()) < timedelta(minutes=5), created
+
+
+def test_an_existing_sqlite_grid_with_runs_upgrades_to_head(tmp_path):
+    """A table rebuild (SQLite batch migration) under rows that other tables reference: with foreign
+    keys enforced during the migration, dropping the old table failed."""
+    from alembic import command
+
+    from rgrid_service.db.session import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, "0004")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name) VALUES ('t', 't')"))
+        conn.execute(text(
+            "INSERT INTO executions (id, tenant_id, status, script, args, env, runtime, timeout_seconds, inputs,"
+            " attempt, max_attempts, log_bytes, log_truncated) VALUES ('ex-1', 't', 'succeeded', 'a.py', '[]',"
+            " '{}', 'python:3.11', 10, '[]', 1, 3, 0, 0)"))
+        conn.execute(text("INSERT INTO execution_attempts (execution_id, attempt, worker_id) VALUES ('ex-1', 1, 'w-1')"))
+    engine.dispose()
+    upgrade_schema(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, seq FROM executions")).all() == [("ex-1", 1)]
+        assert conn.execute(text("SELECT count(*) FROM execution_attempts")).scalar() == 1
+        assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+    engine.dispose()
