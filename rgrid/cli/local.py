@@ -170,6 +170,7 @@ def local_status():
 
 def show_workers(state: GridState) -> None:
     """The grid's workers as its API sees them (they are not components: the fleet replaces them)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from ..client import ApiError, Client
@@ -184,6 +185,12 @@ def show_workers(state: GridState) -> None:
         table.add_row(w["id"], w["state"], str(w["slots"]), str(len(w.get("running") or [])),
                       local_time(w.get("last_heartbeat_at"), 0))
     out.print(table)
+    events = cluster.get("fleet_events") or []
+    if events:
+        out.print("Fleet (latest first):", highlight=False)
+        for e in events[:5]:
+            mark = "" if e["ok"] else "[red]error[/red] "
+            out.print(f"  {local_time(e['at'], 0)}  {mark}{escape(e['message'])}", highlight=False)
 
 
 @local_app.command("down")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from rgrid_core.states import TERMINAL, WorkerState
 
-from ..db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk, Worker, WorkerHeartbeat
+from ..db.models import Execution, ExecutionAttempt, ExecutionOutput, FleetEvent, LogChunk, Worker, WorkerHeartbeat
 from ..storage import ObjectStore
 from . import schemas
 from .errors import NotFound
@@ -119,11 +119,20 @@ def workers(engine: Engine) -> list[schemas.WorkerView]:
     with engine.connect() as conn:
         rows = conn.execute(
             select(Worker.id, Worker.provider, Worker.state, Worker.slots, Worker.created_at,
-                   Worker.dead_reason, WorkerHeartbeat.last_heartbeat_at, WorkerHeartbeat.running)
+                   Worker.dead_reason, WorkerHeartbeat.last_heartbeat_at, WorkerHeartbeat.running,
+                   Worker.server_type, Worker.location, Worker.server_id)
             .join(WorkerHeartbeat, WorkerHeartbeat.worker_id == Worker.id, isouter=True)
             .where(Worker.state != WorkerState.DELETED)
             .order_by(Worker.created_at, Worker.id)
         ).all()
     return [schemas.WorkerView(id=r.id, provider=r.provider, state=r.state, slots=r.slots,
                                created_at=r.created_at, last_heartbeat_at=r.last_heartbeat_at,
-                               running=r.running or [], dead_reason=r.dead_reason) for r in rows]
+                               running=r.running or [], dead_reason=r.dead_reason, server_type=r.server_type,
+                               location=r.location, server_id=r.server_id) for r in rows]
+
+
+def fleet_events(engine: Engine, limit: int = 10) -> list[schemas.FleetEventView]:
+    """The fleet's latest decisions, updates and errors, newest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(FleetEvent.__table__).order_by(FleetEvent.id.desc()).limit(limit)).mappings().all()
+    return [schemas.FleetEventView.model_validate(dict(r)) for r in rows]

@@ -139,11 +139,24 @@ class WorkerView(BaseModel):
     last_heartbeat_at: UtcDateTime | None
     running: list[str]
     dead_reason: str | None
+    server_type: str | None = None
+    location: str | None = None
+    server_id: str | None = None
+
+
+class FleetEventView(BaseModel):
+    at: UtcDateTime
+    kind: str  # decision | update | error
+    trigger: str | None
+    message: str
+    duration_seconds: float | None
+    ok: bool
 
 
 class ClusterView(BaseModel):
     ray_dashboard_url: str | None
     workers: list[WorkerView]
+    fleet_events: list[FleetEventView] = []  # the fleet's latest decisions, updates and errors, newest first
 
 
 class BatchView(BaseModel):

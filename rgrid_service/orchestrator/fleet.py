@@ -25,6 +25,10 @@ from .snapshot import booting_since, fleet_snapshot
 
 log = logging.getLogger("rgrid.fleet")
 
+# Even when the records did not change, the servers are checked against them this often (a server
+# deleted behind the fleet's back, a record written by another process).
+RECHECK_SECONDS = 60.0
+
 
 class FleetManager:
     def __init__(self, settings: ServiceSettings, engine, provider: FleetProvider):
@@ -35,6 +39,8 @@ class FleetManager:
         self._update: Future | None = None
         self._failures = 0
         self._retry_at = 0.0
+        self._known: set[str] | None = None  # worker ids with a server, as of the last update
+        self._checked_at = 0.0
 
     def tick(self) -> None:
         """Decide, write the decision into the records, and start an update if none is running."""
@@ -71,6 +77,10 @@ class FleetManager:
             return None
         if time.monotonic() < self._retry_at:
             return None
+        wanted = {d.worker_id for d in records.desired_servers(self.engine, self.provider.name)}
+        recheck = time.monotonic() - self._checked_at >= RECHECK_SECONDS
+        if wanted == self._known and not recheck and trigger != "manual":
+            return None  # nothing to change: no engine run
         self._update = self._pool.submit(self._apply, trigger)
         return self._update
 
@@ -95,6 +105,7 @@ class FleetManager:
             self._note("error", sentence, trigger, time.monotonic() - started, ok=False)
             return
         self._failures = 0
+        self._known, self._checked_at = {s.worker_id for s in servers}, time.monotonic()
         changed = records.record_servers(self.engine, self.provider.name, servers)
         if diff.changes:
             summary = ", ".join(f"{kind} {', '.join(ids)}" for kind, ids in

@@ -150,7 +150,9 @@ def booting_since(conn: Connection, provider: str) -> dict[str, datetime]:
     ).all())
 
 
-# How many recently finished runs of a script estimate how long its running runs take.
+# A running run's duration is estimated from finished runs of the same script among the newest
+# HISTORY_WINDOW executions (a bounded read whatever the history holds), the last HISTORY of them.
+HISTORY_WINDOW = 5000
 HISTORY = 20
 
 
@@ -161,17 +163,8 @@ def fleet_snapshot(conn: Connection, provider: str) -> FleetSnapshot:
     running_rows = conn.execute(
         select(Execution.tenant_id, Execution.script, Execution.started_at).where(Execution.status == RUNNING)
     ).all()
-    expected: dict[tuple[str, str], float | None] = {}
-    for key in {(r.tenant_id, r.script) for r in running_rows}:
-        finished = conn.execute(
-            select(Execution.started_at, Execution.finished_at)
-            .where(Execution.tenant_id == key[0], Execution.script == key[1],
-                   Execution.status == ExecutionStatus.SUCCEEDED, Execution.started_at.is_not(None))
-            .order_by(Execution.finished_at.desc()).limit(HISTORY)
-        ).all()
-        durations = [(f.finished_at - f.started_at).total_seconds() for f in finished if f.finished_at]
-        expected[key] = statistics.median(durations) if durations else None
-    running = tuple(RunningRun(r.started_at, expected[(r.tenant_id, r.script)]) for r in running_rows)
+    expected = _expected_durations(conn, {(r.tenant_id, r.script) for r in running_rows})
+    running = tuple(RunningRun(r.started_at, expected.get((r.tenant_id, r.script))) for r in running_rows)
     pending = and_(Execution.status == QUEUED, Execution.dispatched_to.is_not(None))
     holder = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
     assigned = dict(conn.execute(
@@ -188,3 +181,22 @@ def fleet_snapshot(conn: Connection, provider: str) -> FleetSnapshot:
     workers = tuple(FleetWorker(r.id, WorkerState(r.state), r.slots, on_worker.get(r.id, 0),
                                 assigned.get(r.id, 0), r.created_at) for r in rows)
     return FleetSnapshot(now, queued, running, workers)
+
+
+def _expected_durations(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """(tenant, script) -> median duration of its last finished runs, where there are any."""
+    if not keys:
+        return {}
+    newest = conn.execute(select(func.max(Execution.seq))).scalar() or 0
+    rows = conn.execute(
+        select(Execution.tenant_id, Execution.script, Execution.started_at, Execution.finished_at)
+        .where(Execution.seq > newest - HISTORY_WINDOW, Execution.status == ExecutionStatus.SUCCEEDED,
+               Execution.started_at.is_not(None), Execution.finished_at.is_not(None))
+        .order_by(Execution.seq.desc())
+    ).all()
+    durations: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        key = (r.tenant_id, r.script)
+        if key in keys and len(durations.setdefault(key, [])) < HISTORY:
+            durations[key].append((r.finished_at - r.started_at).total_seconds())
+    return {key: statistics.median(d) for key, d in durations.items() if d}

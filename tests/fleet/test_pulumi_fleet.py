@@ -58,17 +58,20 @@ def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     assert {ex["status"] for ex in done.values()} == {"succeeded"}, log_tail(fleet_grid, "orchestrator.log")
     assert watch.max_live == MAX_WORKERS and watch.max_servers == MAX_WORKERS
     assert len(watch.seen) == MAX_WORKERS, f"workers seen: {sorted(watch.seen)}"
-    decision = next(e for e in fleet_grid.events() if e["kind"] == "decision" and "requested" in e["message"])
-    assert "20 queued against 0 free, 0 coming" in decision["message"]
+    # Each decision says why; together they asked for exactly ten (the queue grew while runs were
+    # being submitted, so there may be more than one).
+    decisions = [e["message"] for e in fleet_grid.events() if e["kind"] == "decision" and "requested" in e["message"]]
+    asked = [w for m in decisions for w in m.split(":")[0].removeprefix("requested ").split(", ")]
+    assert len(asked) == MAX_WORKERS and all("queued against" in m for m in decisions), decisions
     wait_until(lambda: converged(fleet_grid), 120, "the stack and the cloud to agree")
 
 
 def test_2_killed_workers_are_deleted_through_the_stack_and_replaced(fleet_grid: FleetGrid):
-    wait_until(lambda: len([r for r in fleet_grid.live().values() if r["state"] == "active"]) >= 4, 300,
-               "four active workers")
-    ids = [fleet_grid.submit(SLEEP, ["1"], batch_id="b-kill") for _ in range(100)]
-    wait_until(lambda: sum(1 for i in ids[:30] if fleet_grid.status(i) == "succeeded") >= 10, 300,
+    ids = [fleet_grid.submit(SLEEP, ["5"], batch_id="b-kill") for _ in range(100)]
+    wait_until(lambda: sum(1 for i in ids[:30] if fleet_grid.status(i) == "succeeded") >= 10, 600,
                "10 runs to succeed")
+    wait_until(lambda: len([r for r in fleet_grid.live().values() if r["state"] == "active"]) >= 3, 300,
+               "three active workers")
     active = sorted(w for w, r in fleet_grid.live().items() if r["state"] == "active")
     victims = active[:2]
     servers = fleet_grid.worker_servers()

@@ -10,5 +10,8 @@ router = APIRouter(tags=["cluster"])
 
 @router.get("/v1/cluster", response_model=schemas.ClusterView)
 def cluster(engine: EngineDep, settings: SettingsDep, _tenant_id: TenantDep):
-    """The Ray dashboard address and the workers that are not deleted, with their heartbeats."""
-    return schemas.ClusterView(ray_dashboard_url=settings.ray_dashboard_url, workers=queries.workers(engine))
+    """The Ray dashboard address, the workers that are not deleted with their heartbeats, and the
+    fleet's latest decisions, updates and errors (why a worker was asked for, retired, or could not
+    be had)."""
+    return schemas.ClusterView(ray_dashboard_url=settings.ray_dashboard_url, workers=queries.workers(engine),
+                               fleet_events=queries.fleet_events(engine))
