@@ -27,6 +27,20 @@ GRID_ENV = {
 }
 
 
+def wait_until(predicate, timeout: float, what: str, step: float = 0.1):
+    """predicate()'s first true value, polled every step seconds; an AssertionError naming what
+    was awaited once timeout passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def missing(what: str, how: str):
     message = f"{what} is not available: {how}"
     if REQUIRE_ALL:

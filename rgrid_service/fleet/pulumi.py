@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from rgrid_core.constants import WORKER_LABEL
+from rgrid_core.localstate import alive
 
 from ..settings import ServiceSettings
 from . import FleetBusy, FleetDiff, Server, ServerSpec
@@ -167,19 +167,9 @@ def _drop_stale_locks(locks: Path) -> None:
             pid = int(info.get("pid", 0))
         except (OSError, ValueError):
             continue
-        if pid and not _alive(pid):
+        if pid and not alive(pid):
             log.warning("removing the lock of update process %d, which no longer runs", pid)
             lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _busy_as_fleet_busy:

@@ -50,5 +50,5 @@ def retire(workers: tuple[FleetWorker, ...], now: datetime, period: timedelta, m
             if left <= margin:
                 drain.append(w.worker_id)
                 staying -= 1
-                reasons.append(f"{w.worker_id} idle with {left.total_seconds():.0f} s left of its paid hour: draining")
+                reasons.append(f"{w.worker_id} idle with {left.total_seconds():.1f} s left of its paid hour: draining")
     return Retirement(tuple(drain), tuple(delete), tuple(keep), tuple(reasons))

@@ -23,6 +23,8 @@ from sqlalchemy import select
 
 from rgrid_service.db.models import ExecutionAttempt, LogChunk, Worker
 
+from tests.conftest import wait_until
+
 from .conftest import CHAOS_ENV, DEAD_AFTER, SWEEP, ChaosGrid, Poller, server_processes, signal_server
 from .invariants import check
 
@@ -60,16 +62,6 @@ def batch(n: int) -> str:
 
 def report(rep, started: float) -> None:
     print(f"\n{rep.line()}; scenario wall time {time.monotonic() - started:.0f} s", flush=True)
-
-
-def wait_until(predicate, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # ---------------------------------------------------------------- 1. SIGKILL a worker mid-execution
