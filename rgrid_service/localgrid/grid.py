@@ -162,8 +162,26 @@ def stop_all(state: GridState) -> None:
     stop_groups(front, grace=8)
     if state.fleet == "pulumi" and "cloud" in state.pids:
         _delete_cloud_servers(state)
+        _kill_engine_leftovers(Path(state.home))
     ProcessFleet(Path(state.home), ServiceSettings(_env_file=None)).stop_all()
     stop_groups([pid for n, pid in state.pids.items() if n not in ("orchestrator", "api")], grace=8)
+
+
+def _kill_engine_leftovers(home: Path) -> None:
+    """Plugin processes of an update the orchestrator was running when it was stopped: the engine
+    starts them in process groups of their own, so they outlive it."""
+    import os
+    import signal
+
+    mark = str(cloud.pulumi_dir(home)).encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if mark in f.read():
+                        os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue
 
 
 def _delete_cloud_servers(state: GridState) -> None:

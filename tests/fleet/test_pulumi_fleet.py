@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 from tests.chaos.conftest import signal_server
 from tests.gridctl import restart
@@ -69,7 +70,8 @@ def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
 
 
 def test_2_killed_workers_are_deleted_through_the_stack_and_replaced(fleet_grid: FleetGrid):
-    ids = [fleet_grid.submit(SLEEP, ["5"], batch_id="b-kill") for _ in range(100)]
+    # Long enough that the queue still needs workers once the deaths are declared.
+    ids = [fleet_grid.submit(SLEEP, ["12"], batch_id="b-kill") for _ in range(100)]
     wait_until(lambda: sum(1 for i in ids[:30] if fleet_grid.status(i) == "succeeded") >= 10, 600,
                "10 runs to succeed")
     wait_until(lambda: len([r for r in fleet_grid.live().values() if r["state"] == "active"]) >= 3, 300,
@@ -104,7 +106,7 @@ def test_3_idle_workers_retire_at_their_billing_boundary_and_a_busy_one_stays(fl
     for e in drains:
         left = float(e["message"].split(" with ")[1].split(" s left")[0])
         assert 0 <= left <= RETIRE_MARGIN, e["message"]
-    assert converged(fleet_grid)
+    wait_until(lambda: converged(fleet_grid), 120, "the last retired servers to be deleted")
     # One worker for one run; when its paid period nears its end it gets a run that spans the
     # boundary: it stays into the next period.
     first = fleet_grid.submit(SLEEP, ["1"])
@@ -153,7 +155,9 @@ def test_4_quota_5xx_and_hangs_are_survived_recorded_and_converge(fleet_grid: Fl
 
 def test_5_orchestrator_killed_mid_update_leaves_no_orphan(fleet_grid: FleetGrid):
     fleet_grid.fault(kind="hang", match="^POST /v1/servers$", count=1)
-    ids = [fleet_grid.submit(SLEEP, ["5"]) for _ in range(2 * len(fleet_grid.live()) + 4)]
+    # A script with no history is not expected to end soon, so these need new servers.
+    name = f"unknown-{uuid.uuid4().hex[:8]}.py"
+    ids = [fleet_grid.submit(SLEEP, ["5"], name=name) for _ in range(2 * len(fleet_grid.live()) + 4)]
 
     def hung() -> bool:
         with fleet_grid.cloud as c:

@@ -85,8 +85,10 @@ class Faults:
             self._hangs = {i: f for i, f in self._hangs.items() if not f.released}
 
     def list(self) -> list[dict]:
+        """Every fault in force, and every hang still holding requests once its count is used up."""
         with self._lock:
-            return [asdict(f) for f in self._faults]
+            held = [f for f in self._hangs.values() if f not in self._faults and not f.released]
+            return [asdict(f) for f in [*self._faults, *held]]
 
     def take(self, kinds: tuple[str, ...], method: str, path: str) -> Fault | None:
         with self._lock:
