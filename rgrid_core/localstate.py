@@ -24,6 +24,7 @@ class GridState:
     s3_command: list[str] = field(default_factory=list)
     fleet: str = "process"  # the fleet provider: process | pulumi
     cloud_url: str = ""  # with fleet=pulumi: the cloud API the hcloud provider talks to
+    fleet_env: dict[str, str] = field(default_factory=dict)  # the fleet's RGRID_* settings (no secrets)
 
     @property
     def path(self) -> Path:

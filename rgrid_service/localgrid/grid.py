@@ -44,8 +44,12 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
 
 
 def service_env_for(state: GridState) -> dict[str, str]:
-    """service_env() rebuilt from the saved state."""
-    return service_env(state, bootstrap.s3_keys(Path(state.home)))
+    """service_env() rebuilt from the saved state, with the fleet's settings (and, for the pulumi
+    fleet, the cloud token from its file), so a restarted component runs as the first one did."""
+    env = {**service_env(state, bootstrap.s3_keys(Path(state.home))), **state.fleet_env}
+    if state.fleet == "pulumi":
+        env["RGRID_HCLOUD_TOKEN"] = cloud.token(Path(state.home))
+    return env
 
 
 def up(home: Path, workers: int | None = None, on_step=lambda msg: None, database_url: str | None = None,
@@ -73,12 +77,13 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
     fleet_env = fleet_settings(workers, max_workers if fleet != "process" else workers)
     try:
         if fleet == "pulumi":
-            on_step("Pulumi engine (built once, in the background of your first start)")
+            on_step("Pulumi engine (a first start on this machine builds it, which takes minutes)")
             bin_dir = cloud.ensure_engine(home)
             on_step("cloud API")
             state.pids["cloud"], state.cloud_url = cloud.start_cloud(home)
             state.save()
             fleet_env.update(cloud.fleet_env(home, bin_dir, state.cloud_url))
+        state.fleet_env = {k: v for k, v in fleet_env.items() if k != "RGRID_HCLOUD_TOKEN"}
         on_step("object store (SeaweedFS)")
         pid, s3_port, state.s3_command = start_seaweed(local_dir(home) / "s3", keys[0], keys[1],
                                                        logs_dir(home) / "seaweedfs.log")
@@ -192,10 +197,7 @@ def _delete_cloud_servers(state: GridState) -> None:
     from ..fleet.pulumi import PulumiFleet
 
     try:
-        env = service_env_for(state)
-        settings = ServiceSettings(_env_file=None, **settings_from_env(
-            {**env, **cloud.fleet_env(Path(state.home), Path(env.get("RGRID_PULUMI_BIN_DIR", "")), state.cloud_url)}))
-        settings.pulumi_bin_dir = str(cloud.ensure_engine(Path(state.home)))
+        settings = ServiceSettings(_env_file=None, **settings_from_env(service_env_for(state)))
         PulumiFleet.from_settings(settings).apply([])
     except Exception:  # noqa: BLE001 - stopping goes on; the cloud kills its machines on exit
         logging.getLogger("rgrid.localgrid").exception("could not delete the worker servers through the stack")

@@ -49,6 +49,16 @@ def converged(grid: FleetGrid) -> bool:
     return stack == cloud and set(cloud) == set(grid.live())
 
 
+def wait_converged(grid: FleetGrid, timeout: float, what: str = "the stack and the cloud to agree") -> None:
+    try:
+        wait_until(lambda: converged(grid), timeout, what, step=1)
+    except AssertionError as e:
+        cloud = {w: (s["id"], s["status"]) for w, s in grid.worker_servers().items()}
+        raise AssertionError(f"{e}: stack {grid.stack_servers()}, cloud {cloud}, live records "
+                             f"{ {w: r['state'] for w, r in grid.live().items()} }\n"
+                             f"{log_tail(grid, 'orchestrator.log', 6000)}") from None
+
+
 def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     watch = Watch(fleet_grid)
     watch.start()
@@ -66,7 +76,7 @@ def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     decisions = [e["message"] for e in fleet_grid.events() if e["kind"] == "decision" and "requested" in e["message"]]
     asked = [w for m in decisions for w in m.split(":")[0].removeprefix("requested ").split(", ")]
     assert len(asked) == MAX_WORKERS and all("queued against" in m for m in decisions), decisions
-    wait_until(lambda: converged(fleet_grid), 120, "the stack and the cloud to agree")
+    wait_converged(fleet_grid, 120, "the stack and the cloud to agree")
 
 
 def test_2_killed_workers_are_deleted_through_the_stack_and_replaced(fleet_grid: FleetGrid):
@@ -94,7 +104,7 @@ def test_2_killed_workers_are_deleted_through_the_stack_and_replaced(fleet_grid:
     assert newer, "no replacement was requested"
     wait_until(lambda: any(fleet_grid.workers()[w]["state"] in ("active", "draining", "deleting", "deleted")
                            for w in newer), 300, "a replacement to boot")
-    wait_until(lambda: converged(fleet_grid), 120, "the stack and the cloud to agree")
+    wait_converged(fleet_grid, 120, "the stack and the cloud to agree")
 
 
 def test_3_idle_workers_retire_at_their_billing_boundary_and_a_busy_one_stays(fleet_grid: FleetGrid):
@@ -106,7 +116,7 @@ def test_3_idle_workers_retire_at_their_billing_boundary_and_a_busy_one_stays(fl
     for e in drains:
         left = float(e["message"].split(" with ")[1].split(" s left")[0])
         assert 0 <= left <= RETIRE_MARGIN, e["message"]
-    wait_until(lambda: converged(fleet_grid), 120, "the last retired servers to be deleted")
+    wait_converged(fleet_grid, 120, "the last retired servers to be deleted")
     # One worker for one run; when its paid period nears its end it gets a run that spans the
     # boundary: it stays into the next period.
     first = fleet_grid.submit(SLEEP, ["1"])
@@ -141,7 +151,7 @@ def test_4_quota_5xx_and_hangs_are_survived_recorded_and_converge(fleet_grid: Fl
     assert {ex["status"] for ex in done.values()} == {"succeeded"}
     errors = [e["message"] for e in fleet_grid.events() if e["kind"] == "error"]
     assert any(m.startswith("Cloud provider error. Retrying...") for m in errors), errors
-    wait_until(lambda: converged(fleet_grid), 120, "the stack and the cloud to agree")
+    wait_converged(fleet_grid, 120, "the stack and the cloud to agree")
     # A hanging cloud API: the update waits, dispatch does not.
     wait_until(lambda: any(r["state"] == "active" for r in fleet_grid.live().values()), 300, "an active worker")
     fleet_grid.fault(kind="hang", match="^POST /v1/servers$", seconds=40)
@@ -150,7 +160,7 @@ def test_4_quota_5xx_and_hangs_are_survived_recorded_and_converge(fleet_grid: Fl
     assert fleet_grid.wait_all([quick], timeout=120)[quick]["status"] == "succeeded"
     fleet_grid.clear_faults()
     assert {ex["status"] for ex in fleet_grid.wait_all(many, timeout=600).values()} == {"succeeded"}
-    wait_until(lambda: converged(fleet_grid), 180, "the stack and the cloud to agree")
+    wait_converged(fleet_grid, 180, "the stack and the cloud to agree")
 
 
 def test_5_orchestrator_killed_mid_update_leaves_no_orphan(fleet_grid: FleetGrid):
@@ -170,7 +180,7 @@ def test_5_orchestrator_killed_mid_update_leaves_no_orphan(fleet_grid: FleetGrid
     restart(fleet_grid.home, "orchestrator")
     done = fleet_grid.wait_all(ids, timeout=900)
     assert {ex["status"] for ex in done.values()} == {"succeeded"}
-    wait_until(lambda: converged(fleet_grid), 180, "the stack and the cloud to agree")
+    wait_converged(fleet_grid, 180, "the stack and the cloud to agree")
     log = log_tail(fleet_grid, "orchestrator.log", 200_000)
     assert "pending operation(s) of an interrupted update" in log or "never recorded" in log, log[-3000:]
     assert sorted(fleet_grid.stack_servers()) == sorted(fleet_grid.worker_servers())
