@@ -58,6 +58,7 @@ def main() -> None:
     logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
     logging.getLogger("ray._private.runtime_env.packaging").setLevel(logging.WARNING)
 
+    from rgrid_core.constants import SLOT_RESOURCE
     from rgrid_runner.sandbox import resolve_interpreter
 
     interpreter = resolve_interpreter("python:3.11")
@@ -66,7 +67,7 @@ def main() -> None:
         Path(wd, "noop.py").write_text("pass\n")
         assert g.state.dashboard_url.startswith("http://127.0.0.1:"), g.state.dashboard_url
         ray_jobs = JobSubmissionClient(g.state.dashboard_url)
-        ray_kwargs = {"entrypoint_resources": {"rgrid_slot": 1}} if opts.ray_on == "worker" else {}
+        ray_kwargs = {"entrypoint_resources": {SLOT_RESOURCE: 1}} if opts.ray_on == "worker" else {}
 
         api, store = g.api(), g.store_client()
 
