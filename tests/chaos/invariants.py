@@ -26,9 +26,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from rgrid_core.states import TERMINAL, WITH_OUTPUTS, ExecutionStatus
 from rgrid_service.db.models import (
-    LOST,
-    TERMINAL,
     Execution,
     ExecutionAttempt,
     ExecutionOutput,
@@ -37,7 +36,8 @@ from rgrid_service.db.models import (
     WorkerHeartbeat,
 )
 
-COMMITTED = ("succeeded", "failed", "timed_out")  # outcomes that carry a result
+COMMITTED = WITH_OUTPUTS  # outcomes that carry a result
+LOST = ExecutionStatus.LOST
 
 
 @dataclass

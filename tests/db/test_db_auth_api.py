@@ -4,7 +4,6 @@ from __future__ import annotations
 import socket
 from datetime import datetime
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
