@@ -79,6 +79,10 @@ class FleetGrid(Grid):
         with self.cloud as c:
             c.post("/_standin/faults", json=spec).raise_for_status()
 
+    def faults(self) -> list[dict]:
+        with self.cloud as c:
+            return c.get("/_standin/faults").json()["faults"]
+
     def clear_faults(self) -> None:
         with self.cloud as c:
             c.delete("/_standin/faults").raise_for_status()

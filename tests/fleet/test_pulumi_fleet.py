@@ -143,19 +143,24 @@ def test_4_quota_5xx_and_hangs_are_survived_recorded_and_converge(fleet_grid: Fl
     status = subprocess.run([sys.executable, "-m", "rgrid_service.localgrid", "status", "--home", str(fleet_grid.home),
                              "--json"], capture_output=True, text=True, timeout=60)
     assert "Worker limit reached. Upgrade account or wait for workers to free up." in status.stdout
-    # 5xx on the next creates: retried with back-off, recorded, then through.
-    fleet_grid.fault(kind="5xx", match="^POST /v1/servers$", count=2)
+    # Then the cloud answers 5xx to creates (the provider's own retries give up too): recorded as
+    # a sentence, retried with back-off; once it answers again, everything goes through.
+    fleet_grid.fault(kind="5xx", match="^POST /v1/servers$")
     with fleet_grid.cloud as c:
         c.put("/_standin/config", json={"max_servers": None}).raise_for_status()
+    wait_until(lambda: any(e["kind"] == "error" and e["message"].startswith("Cloud provider error. Retrying...")
+                           for e in fleet_grid.events()), 300, "the 5xx error to be recorded")
+    fleet_grid.clear_faults()
     done = fleet_grid.wait_all(ids, timeout=600)
     assert {ex["status"] for ex in done.values()} == {"succeeded"}
-    errors = [e["message"] for e in fleet_grid.events() if e["kind"] == "error"]
-    assert any(m.startswith("Cloud provider error. Retrying...") for m in errors), errors
     wait_converged(fleet_grid, 120, "the stack and the cloud to agree")
     # A hanging cloud API: the update waits, dispatch does not.
     wait_until(lambda: any(r["state"] == "active" for r in fleet_grid.live().values()), 300, "an active worker")
     fleet_grid.fault(kind="hang", match="^POST /v1/servers$", seconds=40)
-    many = [fleet_grid.submit(SLEEP, ["20"]) for _ in range(6)]
+    # A script with no history is not expected to end soon: these need new servers.
+    many = [fleet_grid.submit(SLEEP, ["20"], name=f"many-{uuid.uuid4().hex[:8]}.py") for _ in range(6)]
+    wait_until(lambda: any(f["kind"] == "hang" and f["hits"] for f in fleet_grid.faults()), 300,
+               "a server create to hang")
     quick = fleet_grid.submit(SLEEP, ["0"])
     assert fleet_grid.wait_all([quick], timeout=120)[quick]["status"] == "succeeded"
     fleet_grid.clear_faults()
@@ -169,11 +174,8 @@ def test_5_orchestrator_killed_mid_update_leaves_no_orphan(fleet_grid: FleetGrid
     name = f"unknown-{uuid.uuid4().hex[:8]}.py"
     ids = [fleet_grid.submit(SLEEP, ["5"], name=name) for _ in range(2 * len(fleet_grid.live()) + 4)]
 
-    def hung() -> bool:
-        with fleet_grid.cloud as c:
-            return any(f["kind"] == "hang" and f["hits"] >= 1 for f in c.get("/_standin/faults").json()["faults"])
-
-    wait_until(hung, 300, "a server create to hang inside an engine update")
+    wait_until(lambda: any(f["kind"] == "hang" and f["hits"] for f in fleet_grid.faults()), 300,
+               "a server create to hang inside an engine update")
     os.killpg(fleet_grid.current_pid("orchestrator"), signal.SIGKILL)
     fleet_grid.clear_faults()  # the hung create goes through: a server the state never recorded
     time.sleep(2)
