@@ -41,6 +41,14 @@ def wait_until(predicate, timeout: float, what: str, step: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def remove_grid_dirs(home: Path) -> None:
+    """A stopped test grid's folders: its home, and what it keeps under /tmp (staging, Ray's)."""
+    from rgrid_service.localgrid.layout import ray_temp_dir, work_root
+
+    for path in (work_root(home), ray_temp_dir(home), home):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def missing(what: str, how: str):
     message = f"{what} is not available: {how}"
     if REQUIRE_ALL:
@@ -158,4 +166,4 @@ def grid():
     home, state = start_test_grid("rgt-", GRID_ENV, workers=3)
     yield Grid(home, state)
     localgrid.down(home)
-    shutil.rmtree(home, ignore_errors=True)
+    remove_grid_dirs(home)

@@ -22,8 +22,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import GRID_ENV, Grid, missing, start_test_grid
-from rgrid_service.localgrid.layout import work_root
+from tests.conftest import GRID_ENV, Grid, missing, remove_grid_dirs, start_test_grid
 from rgrid_service.localgrid.procs import group_alive, process_table
 from tests.pgserver import PgServer, _run_as_owner
 
@@ -366,8 +365,7 @@ def chaos_grid(pg_server: PgServer):
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         except Exception:  # noqa: BLE001 - the cluster is torn down with the session anyway
             pass
-        shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(work_root(home), ignore_errors=True)
+        remove_grid_dirs(home)
 
 
 @pytest.fixture

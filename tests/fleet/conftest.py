@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import GRID_ENV, Grid, missing, start_test_grid
+from tests.conftest import GRID_ENV, Grid, missing, remove_grid_dirs, start_test_grid
 
 ENGINE = Path(__file__).resolve().parents[2] / "scripts" / "pulumi-engine.sh"
 MAX_WORKERS = 10
@@ -138,11 +138,9 @@ def fleet_grid():
         yield grid
     finally:
         from rgrid_service.localgrid import grid as localgrid
-        from rgrid_service.localgrid.layout import work_root
 
         localgrid.down(home)
-        shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(work_root(home), ignore_errors=True)
+        remove_grid_dirs(home)
 
 
 def log_tail(grid: Grid, name: str, n: int = 4000) -> str:
