@@ -193,20 +193,20 @@ def test_servers_create_list_by_labels_paginate_update_delete(standin):
 
 def test_networks_subnets_and_server_attachment(standin):
     net = standin.client.networks.create(
-        name="rgrid", ip_range="10.0.0.0/16", labels={"app": "rgrid"},
-        subnets=[NetworkSubnet(ip_range="10.0.1.0/24", network_zone="eu-central", type="cloud")])
-    assert net.subnets[0].gateway == "10.0.0.1"
+        name="rgrid", ip_range="10.10.0.0/16", labels={"app": "rgrid"},
+        subnets=[NetworkSubnet(ip_range="10.10.1.0/24", network_zone="eu-central", type="cloud")])
+    assert net.subnets[0].gateway == "10.10.0.1"
     standin.client.networks.add_subnet(
-        net, NetworkSubnet(ip_range="10.0.2.0/24", network_zone="eu-central", type="cloud")).wait_until_finished()
-    assert [s.ip_range for s in standin.client.networks.get_by_id(net.id).subnets] == ["10.0.1.0/24", "10.0.2.0/24"]
+        net, NetworkSubnet(ip_range="10.10.2.0/24", network_zone="eu-central", type="cloud")).wait_until_finished()
+    assert [s.ip_range for s in standin.client.networks.get_by_id(net.id).subnets] == ["10.10.1.0/24", "10.10.2.0/24"]
 
     with_net = standin.create("a", networks=[net], public_net=ServerCreatePublicNetwork(enable_ipv4=False, enable_ipv6=False))
-    assert with_net.server.public_net.ipv4 is None and with_net.server.private_net[0].ip == "10.0.1.1"
+    assert with_net.server.public_net.ipv4 is None and with_net.server.private_net[0].ip == "10.10.1.1"
     other = standin.create("b")
     other.action.wait_until_finished()
-    standin.client.servers.attach_to_network(other.server, Network(id=net.id), ip="10.0.2.7").wait_until_finished()
+    standin.client.servers.attach_to_network(other.server, Network(id=net.id), ip="10.10.2.7").wait_until_finished()
     server = standin.client.servers.get_by_id(other.server.id)
-    assert [(p.network.id, p.ip) for p in server.private_net] == [(net.id, "10.0.2.7")]
+    assert [(p.network.id, p.ip) for p in server.private_net] == [(net.id, "10.10.2.7")]
     assert server.private_net[0].mac_address
     raw = standin.http.get(f"/v1/networks/{net.id}", headers=AUTH).json()["network"]
     assert set(raw) >= NETWORK_FIELDS and sorted(raw["servers"]) == sorted([with_net.server.id, other.server.id])
@@ -228,8 +228,8 @@ def test_networks_subnets_and_server_attachment(standin):
 
 def test_firewalls_rules_applied_to_servers(standin):
     server = standin.create("fw-target", labels={"role": "worker"}).server
-    rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=["0.0.0.0/0", "::/0"]),
-             FirewallRule(direction="in", protocol="icmp", source_ips=["10.0.0.0/8"], description="ping")]
+    rules = [FirewallRule(direction="in", protocol="tcp", port="22", source_ips=["203.0.113.0/24", "::/0"]),
+             FirewallRule(direction="in", protocol="icmp", source_ips=["10.10.0.0/16"], description="ping")]
     made = standin.client.firewalls.create(
         name="workers", rules=rules, resources=[FirewallResource(type="server", server=server)])
     for a in made.actions:
@@ -238,7 +238,7 @@ def test_firewalls_rules_applied_to_servers(standin):
     assert [r.port for r in fw.rules] == ["22", None] and fw.applied_to[0].server.id == server.id
     raw = standin.http.get(f"/v1/firewalls/{fw.id}", headers=AUTH).json()["firewall"]
     assert set(raw) == FIREWALL_FIELDS
-    assert raw["rules"][1] == {"direction": "in", "source_ips": ["10.0.0.0/8"], "destination_ips": [],
+    assert raw["rules"][1] == {"direction": "in", "source_ips": ["10.10.0.0/16"], "destination_ips": [],
                                "protocol": "icmp", "port": None, "description": "ping"}
     assert [f.firewall.id for f in standin.client.servers.get_by_id(server.id).public_net.firewalls] == [fw.id]
 
@@ -256,7 +256,7 @@ def test_firewalls_rules_applied_to_servers(standin):
         standin.client.firewalls.delete(fw)
     assert err.value.code == "resource_in_use"
     with pytest.raises(APIException) as err:
-        standin.client.firewalls.set_rules(fw, [FirewallRule(direction="in", protocol="tcp", source_ips=["0.0.0.0/0"])])
+        standin.client.firewalls.set_rules(fw, [FirewallRule(direction="in", protocol="tcp", source_ips=["203.0.113.0/24"])])
     assert err.value.code == "invalid_input" and err.value.details["fields"][0]["name"] == "rules[0].port"
     for a in standin.client.firewalls.remove_from_resources(fw, [FirewallResource(type="server", server=server)]):
         a.wait_until_finished()
@@ -464,7 +464,7 @@ def test_restart_keeps_servers_and_can_still_kill_their_groups(tmp_path):
 
 def test_command_line_serves_on_loopback_and_stops_on_sigterm(tmp_path):
     cmd = [sys.executable, "-m", "rgrid_service.localgrid.hetzner", "--port", "0", "--state-dir", str(tmp_path)]
-    bad = subprocess.run(cmd + ["--host", "0.0.0.0"], capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(cmd + ["--host", "192.0.2.1"], capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "loopback" in bad.stderr
     proc = subprocess.Popen(cmd + ["--boot-delay", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
