@@ -7,20 +7,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-VERSIONS = Path(__file__).resolve().parents[2] / "tools" / "pulumi" / "versions.env"
-
-
-def pinned_versions() -> dict[str, str]:
-    """tools/pulumi/versions.env: PULUMI_VERSION, HCLOUD_VERSION, …"""
-    pins = {}
-    for line in VERSIONS.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            pins[key] = value
-    return pins
-
-
 @dataclass(frozen=True)
 class Engine:
     bin_dir: Path  # holds the `pulumi` CLI

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import threading
 from pathlib import Path
 
@@ -182,8 +181,3 @@ class _busy_as_fleet_busy:
         if isinstance(exc, ConcurrentUpdateError):
             raise FleetBusy(str(exc).strip().splitlines()[-1] if str(exc).strip() else "update in progress") from exc
         return False
-
-
-def local_token() -> str:
-    """A token for a cloud API that accepts any (the provider wants exactly 64 characters)."""
-    return secrets.token_hex(32)

@@ -65,7 +65,17 @@ def first_line(error: BaseException) -> str:
 
 
 def report_text(report: dict) -> str:
-    return json.dumps(report, indent=2, default=str)
+    """The report for a person: what runs, the workers, the fleet's latest events."""
+    if not report.get("running") and "components" not in report:
+        return "No local grid is running."
+    lines = [f"{name:<13} pid {c['pid']:<8} {'running' if c['alive'] else 'stopped'}"
+             for name, c in report["components"].items()]
+    lines.append(f"API {report['api_url']}   fleet {report['fleet']}   logs {report['logs']}")
+    lines += [f"worker {w['id']:<6} {w['state']:<9} {w.get('server_type') or ''}" for w in report["workers"]]
+    lines += [f"{e['at']}  {e['kind']}: {e['message']}" for e in report["fleet_events"]]
+    if report.get("fleet_error"):
+        lines.append(report["fleet_error"])
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

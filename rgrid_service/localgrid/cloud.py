@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from rgrid_core.retry import retrying
@@ -84,9 +83,3 @@ def fleet_env(home: Path, bin_dir: Path, url: str) -> dict[str, str]:
         "RGRID_HCLOUD_TOKEN": token(home),
         "RGRID_HCLOUD_ENDPOINT": url,
     }
-
-
-def wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)

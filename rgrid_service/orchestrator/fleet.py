@@ -121,11 +121,3 @@ class FleetManager:
             records.record_event(self.engine, kind, message, trigger, duration, ok)
         except Exception:  # noqa: BLE001 - the log line above still tells it
             log.exception("could not record a fleet event")
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Until the running update (if any) ends: for tests and a clean stop."""
-        if self._update is not None:
-            self._update.result(timeout)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
