@@ -51,6 +51,8 @@ class ServiceSettings(BaseSettings):
     pulumi_state_dir: str | None = None
     hcloud_token: str | None = None
     hcloud_endpoint: str | None = None  # None: Hetzner's own API
+    # A JSON price table replacing the built-in one (rgrid_service/fleet/prices.py).
+    price_table: str | None = None
 
     # Orchestrator timings.
     dispatch_interval_seconds: float = 0.5

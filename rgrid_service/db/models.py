@@ -45,6 +45,8 @@ class ApiKey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # `tenant`: the tenant's own runs. `operator`: also the fleet, the workers and the metrics.
+    scope: Mapped[str] = mapped_column(String(16), server_default="tenant")
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -106,6 +108,10 @@ class Execution(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When the run began waiting for a worker the fleet was asked for (None: it never waited).
+    provisioning_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Its share of its workers' paid hours, over every attempt (see policies/costs).
+    cost_eur: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         Index("ix_executions_seq", "seq", unique=True),
@@ -122,8 +128,11 @@ class ExecutionAttempt(Base):
     execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    started_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())  # claimed: staging
+    running_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # the script started
+    uploading_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # outputs going up
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    cost_eur: Mapped[float | None] = mapped_column(Float, nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Executions running on the worker right after this claim (this one included).
@@ -208,3 +217,5 @@ class FleetEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
+    # An update's changes: {"create": [worker ids], "delete": [...], "replace": [...]}.
+    diff: Mapped[dict | None] = mapped_column(JSON, nullable=True)
