@@ -9,7 +9,10 @@
 #       otherwise builds both from the Go module proxy into
 #       ${RGRID_TOOLS_CACHE:-~/.cache/rgrid}/pulumi/v<PULUMI_VERSION>-hcloud<HCLOUD_VERSION>/
 #       (bin/pulumi and plugin/pulumi-resource-hcloud; once, later calls reuse it) and logs
-#       build seconds and binary sizes to build-info.txt there.
+#       build seconds and binary sizes to build-info.txt there. Every call also installs the
+#       project's Python language plugin (tools/pulumi/pulumi-language-python) beside the
+#       cached `pulumi` (a copy, refreshed when it differs; never a rebuild), so `pulumi up` of a
+#       `runtime: python` project works.
 #   scripts/pulumi-engine.sh install-plugin PULUMI_HOME
 #       Runs `pulumi plugin install resource hcloud <HCLOUD_VERSION> --file <plugin>` with that
 #       PULUMI_HOME (no network). Ensures first.
@@ -176,8 +179,21 @@ build_all() {
     use_cache
 }
 
+# install_language_host: the launcher beside the cached pulumi (upstream's Go language host is not
+# served by the module proxy; tools/pulumi/README.md). A pulumi on PATH keeps its own host if it
+# has one.
+install_language_host() {
+    local src="$TOOLS/pulumi-language-python" dst="$ENGINE_DIR/pulumi-language-python"
+    if [ "$ENGINE_DIR" != "$BIN_DIR" ] && [ -x "$dst" ]; then
+        return 0
+    fi
+    cmp -s "$src" "$dst" 2>/dev/null && [ -x "$dst" ] && return 0
+    cp "$src" "$dst.new" && chmod 0755 "$dst.new" && mv "$dst.new" "$dst"
+}
+
 ensure() {
     use_path_engine || use_cache || build_all
+    install_language_host
 }
 
 cmd="${1:-ensure}"
