@@ -50,6 +50,8 @@ ACTION_FIELDS = {"id", "status", "command", "progress", "started", "finished", "
 NETWORK_FIELDS = {"id", "name", "created", "ip_range", "subnets", "routes", "servers", "load_balancers",
                   "protection", "labels", "expose_routes_to_vswitch"}
 FIREWALL_FIELDS = {"id", "name", "labels", "created", "rules", "applied_to"}
+VOLUME_FIELDS = {"id", "name", "server", "status", "location", "size", "format", "protection", "labels",
+                 "linux_device", "created"}
 
 
 class FakeBooter:
@@ -224,6 +226,66 @@ def test_networks_subnets_and_server_attachment(standin):
     standin.client.networks.change_protection(net, delete=False).wait_until_finished()
     standin.client.networks.delete(net)
     assert standin.client.networks.get_all() == []
+
+
+def test_volumes_attach_detach_resize_protect_delete(standin):
+    from hcloud.servers import Server
+    from hcloud.volumes import Volume
+
+    server = standin.create("db", location=Location(name="fsn1")).server
+    made = standin.client.volumes.create(size=20, name="data", location=Location(name="fsn1"), format="ext4",
+                                         labels={"rgrid-role": "control-plane"})
+    made.action.wait_until_finished()
+    vol = standin.client.volumes.get_by_id(made.volume.id)
+    assert (vol.size, vol.format, vol.location.name, vol.server) == (20, "ext4", "fsn1", None)
+    assert vol.linux_device == f"/dev/disk/by-id/scsi-0HC_Volume_{vol.id}"
+    raw = standin.http.get(f"/v1/volumes/{vol.id}", headers=AUTH).json()["volume"]
+    assert set(raw) == VOLUME_FIELDS
+    assert [v.id for v in standin.client.volumes.get_all(label_selector="rgrid-role=control-plane")] == [vol.id]
+
+    standin.client.volumes.attach(vol, Server(id=server.id), automount=False).wait_until_finished()
+    assert standin.client.volumes.get_by_id(vol.id).server.id == server.id
+    assert [v.id for v in standin.client.servers.get_by_id(server.id).volumes] == [vol.id]
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.attach(vol, Server(id=server.id))
+    assert err.value.code == "volume_already_attached"
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.delete(vol)
+    assert err.value.code == "volume_already_attached"
+
+    elsewhere = standin.create("far", location=Location(name="hel1")).server
+    standin.client.volumes.detach(vol).wait_until_finished()
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.attach(vol, Server(id=elsewhere.id))
+    assert err.value.code == "invalid_input"
+    assert standin.client.servers.get_by_id(server.id).volumes == []
+
+    standin.client.volumes.resize(vol, 30).wait_until_finished()
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.resize(vol, 25)
+    assert err.value.code == "invalid_input"
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.create(size=5, name="tiny", location=Location(name="fsn1"))
+    assert err.value.code == "invalid_input"
+
+    # Created on a server, it is attached there; deleting the server lets it go.
+    second = standin.client.volumes.create(size=10, name="logs", server=Server(id=server.id), automount=False)
+    assert [a.command for a in second.next_actions] == ["attach_volume"]
+    assert standin.client.volumes.get_by_id(second.volume.id).server.id == server.id
+    standin.client.servers.delete(Server(id=server.id)).wait_until_finished()
+    assert standin.client.volumes.get_by_id(second.volume.id).server is None
+
+    standin.client.volumes.change_protection(vol, delete=True).wait_until_finished()
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.delete(vol)
+    assert err.value.code == "protected"
+    standin.client.volumes.change_protection(vol, delete=False).wait_until_finished()
+    standin.client.volumes.delete(vol)
+    standin.client.volumes.delete(Volume(id=second.volume.id))
+    assert standin.client.volumes.get_all() == []
+    with pytest.raises(APIException) as err:
+        standin.client.volumes.get_by_id(vol.id)
+    assert err.value.code == "not_found"
 
 
 def test_firewalls_rules_applied_to_servers(standin):

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from . import api_firewalls, api_network, api_servers, catalog
+from . import api_firewalls, api_network, api_servers, api_volumes, catalog
 from .common import HetznerError, body, check_labels, error_response, filtered, invalid, iso, paginate
 from .faults import FaultMiddleware, Faults, control_routes
 from .machines import Booter, Killer, Machines
@@ -148,7 +148,8 @@ def action_routes(store: Store) -> list[Route]:
 
     routes = [Route("/actions", lambda r: listing(r), methods=["GET"]),
               Route("/actions/{id:int}", lambda r: one(r), methods=["GET"])]
-    for kind, rtype in (("servers", "server"), ("networks", "network"), ("firewalls", "firewall")):
+    for kind, rtype in (("servers", "server"), ("networks", "network"), ("firewalls", "firewall"),
+                        ("volumes", "volume")):
         routes += [
             Route(f"/{kind}/actions", lambda r, t=rtype: listing(r, t), methods=["GET"]),
             Route(f"/{kind}/actions/{{id:int}}", lambda r, t=rtype: one(r, t), methods=["GET"]),
@@ -190,7 +191,8 @@ def create_app(state_dir: Path | str, *, boot_delay: float = 2.0, action_delay: 
             ctx.machines.stop(kill_servers=kill_servers_on_exit)
 
     v1 = (catalog_routes() + ssh_key_routes(store) + action_routes(store)
-          + api_servers.routes(ctx) + api_network.routes(ctx) + api_firewalls.routes(ctx))
+          + api_servers.routes(ctx) + api_network.routes(ctx) + api_firewalls.routes(ctx)
+          + api_volumes.routes(ctx))
     app = Starlette(
         routes=[Mount("/v1", routes=v1), *control_routes(ctx.faults, store, ctx.machines)],
         middleware=[Middleware(AuthMiddleware, machines=ctx.machines), Middleware(FaultMiddleware, faults=ctx.faults)],

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from . import catalog
 from .api_firewalls import firewall_targets
 from .api_network import attach
+from .api_volumes import detach_all
 from .common import HetznerError, body, check_labels, filtered, invalid, iso, paginate
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
@@ -243,7 +244,8 @@ def routes(ctx) -> list[Route]:
                 for fw in store.all("firewalls"):
                     fw["applied_to"] = [r for r in fw["applied_to"]
                                         if not (r["type"] == "server" and r["server"]["id"] == rec["id"])]
-                store.save()
+                rec["volumes"] = []
+                detach_all(store, rec["id"])
                 ctx.machines.delete(rec["id"], action["id"])
             action = store.get("actions", rec["_"]["delete_action"])
             return JSONResponse({"action": store.render_action(action)})

@@ -5,6 +5,9 @@ whose write_files holds a file ending in `/rgrid/worker.env` (KEY=VALUE lines, t
 environment) and a systemd unit ending in `rgrid-worker.service` whose ExecStart= is the worker
 command. Here "the image" is this machine with the project installed in the current venv, so the
 command's program is looked up by its basename on a PATH that starts with sys.executable's directory.
+
+Any other user_data (the control plane's cloud-init, a plain script) starts nothing: the server
+still runs (status `running`), its cloud-init is not executed, and its log says why.
 """
 from __future__ import annotations
 

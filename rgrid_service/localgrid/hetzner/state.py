@@ -1,4 +1,4 @@
-"""The stand-in's memory: servers, actions, networks, firewalls and SSH keys, saved as JSON.
+"""The stand-in's memory: servers, actions, networks, firewalls, SSH keys and volumes, saved as JSON.
 
 One re-entrant lock guards everything: API handlers, the boot ticker and kill threads all mutate it.
 Every change is written to <state dir>/state.json (atomically), so a restarted stand-in still knows
@@ -16,12 +16,12 @@ from pathlib import Path
 
 from .common import HetznerError, iso, not_found
 
-KINDS = ("servers", "actions", "networks", "firewalls", "ssh_keys", "primary_ips")
+KINDS = ("servers", "actions", "networks", "firewalls", "ssh_keys", "primary_ips", "volumes")
 # Distinct id ranges per kind make a mixed-up id fail loudly instead of hitting another resource.
 _FIRST_ID = {"servers": 1001, "actions": 5_000_001, "networks": 2001, "firewalls": 3001,
-             "ssh_keys": 4001, "primary_ips": 6001}
+             "ssh_keys": 4001, "primary_ips": 6001, "volumes": 7001}
 SINGULAR = {"servers": "server", "networks": "network", "firewalls": "firewall", "ssh_keys": "ssh_key",
-            "actions": "action", "primary_ips": "primary_ip"}
+            "actions": "action", "primary_ips": "primary_ip", "volumes": "volume"}
 
 
 class Store:
