@@ -1,10 +1,15 @@
-"""Operator commands: `python -m rgrid_service.admin migrate | create-key TENANT`."""
+"""Operator commands: `python -m rgrid_service.admin migrate | create-key TENANT | register-key-hash
+TENANT SHA256 | ensure-bucket`."""
 from __future__ import annotations
 
+import re
+
 import typer
+from sqlalchemy import insert, select
 
 from .auth import create_key
-from .db.session import engine_for, upgrade_schema
+from .db.models import ApiKey, Tenant
+from .db.session import engine_for, upgrade_schema, write_tx
 from .settings import get_settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -21,6 +26,34 @@ def migrate() -> None:
 def create_key_cmd(tenant: str) -> None:
     """Create an API key for TENANT (created if new); prints the key once."""
     typer.echo(create_key(engine_for(get_settings().database_url), tenant))
+
+
+@cli.command("register-key-hash")
+def register_key_hash(tenant: str, sha256: str, scope: str = typer.Option("tenant", help="tenant or operator")) -> None:
+    """Record a key made elsewhere by its sha256 (the control plane's first key: the deployer holds
+    the key, the server only its hash). Safe to repeat."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise typer.BadParameter("SHA256 must be 64 lowercase hex digits (the sha256 of the key).")
+    if scope not in ("tenant", "operator"):
+        raise typer.BadParameter("--scope must be tenant or operator.")
+    with write_tx(engine_for(get_settings().database_url)) as conn:
+        if conn.execute(select(ApiKey.id).where(ApiKey.key_hash == sha256)).first():
+            typer.echo("That key is already registered.")
+            return
+        if not conn.execute(select(Tenant.id).where(Tenant.id == tenant)).first():
+            conn.execute(insert(Tenant).values(id=tenant, name=tenant))
+        conn.execute(insert(ApiKey).values(tenant_id=tenant, key_hash=sha256, scope=scope))
+    typer.echo(f"Registered a {scope} key for tenant {tenant}.")
+
+
+@cli.command("ensure-bucket")
+def ensure_bucket() -> None:
+    """Create the object store's bucket if it does not exist."""
+    from .storage import ObjectStore
+
+    settings = get_settings()
+    ObjectStore(settings).ensure_bucket()
+    typer.echo(f"Bucket {settings.s3_bucket} is ready.")
 
 
 if __name__ == "__main__":

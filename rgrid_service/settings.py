@@ -51,6 +51,12 @@ class ServiceSettings(BaseSettings):
     pulumi_state_dir: str | None = None
     hcloud_token: str | None = None
     hcloud_endpoint: str | None = None  # None: Hetzner's own API
+    # The control plane's private network and the workers' firewall (stacks/control_plane makes
+    # them); None: the worker_pool stack makes its own.
+    hcloud_network_id: int | None = None
+    hcloud_firewall_id: int | None = None
+    # The database URL workers get (a role of their own); None: database_url.
+    worker_database_url: str | None = None
     # A JSON price table replacing the built-in one (rgrid_service/fleet/prices.py).
     price_table: str | None = None
 

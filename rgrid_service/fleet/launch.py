@@ -43,6 +43,8 @@ def worker_launch(worker_id: str, settings: ServiceSettings, slots: int = SLOTS_
     env = {"RGRID_WORKER_ID": worker_id, "RGRID_WORKER_SLOTS": str(slots)}
     for name in WORKER_SETTINGS:
         value = getattr(settings, name)
+        if name == "database_url" and settings.worker_database_url:
+            value = settings.worker_database_url  # the workers' own role, not the control plane's
         if value is not None:
             env[f"RGRID_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return WorkerLaunch(WORKER_COMMAND, env)

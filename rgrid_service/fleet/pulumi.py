@@ -59,7 +59,9 @@ class PulumiFleet:
         records = [WorkerRecord(d.worker_id, d.server_type, d.location, d.image,
                                 render_cloud_init(worker_launch(d.worker_id, self.settings)))
                    for d in desired]
-        return worker_pool(records, PoolConfig(token=self.token, endpoint=self.endpoint))
+        return worker_pool(records, PoolConfig(token=self.token, endpoint=self.endpoint,
+                                               network_id=self.settings.hcloud_network_id,
+                                               firewall_id=self.settings.hcloud_firewall_id))
 
     def _stack(self, desired: list[ServerSpec]):
         from pulumi import automation as auto

@@ -96,8 +96,14 @@ def _network(config: PoolConfig, opts: pulumi.ResourceOptions):
 def _firewall(config: PoolConfig, opts: pulumi.ResourceOptions):
     if config.firewall_id is not None:
         return config.firewall_id
-    rules = [hcloud.FirewallRuleArgs(direction="in", protocol=proto, port="any" if proto != "icmp" else None,
-                                     source_ips=list(config.allowed_sources), description=f"private {proto}")
-             for proto in ("tcp", "udp", "icmp")]
-    firewall = hcloud.Firewall("workers-firewall", rules=rules, labels={ROLE_LABEL: "workers"}, opts=opts)
+    firewall = hcloud.Firewall("workers-firewall", rules=worker_firewall_rules(config.allowed_sources),
+                               labels={ROLE_LABEL: "workers"}, opts=opts)
     return firewall.id.apply(int)
+
+
+def worker_firewall_rules(sources) -> list[hcloud.FirewallRuleArgs]:
+    """A worker takes traffic from the private network only (the control plane's stack makes the
+    same firewall when it hands its id in)."""
+    return [hcloud.FirewallRuleArgs(direction="in", protocol=proto, port="any" if proto != "icmp" else None,
+                                    source_ips=list(sources), description=f"private {proto}")
+            for proto in ("tcp", "udp", "icmp")]

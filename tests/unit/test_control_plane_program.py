@@ -1,0 +1,197 @@
+"""stacks/control_plane under pulumi.runtime.set_mocks: resources, firewall rules, the volume and its
+attachment, the outputs the worker_pool stack reads, and secrets that stay secret."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pulumi
+import pytest
+
+from stacks.control_plane import (ORCHESTRATOR_SETTINGS, POOL, PRIVATE_IP, ControlPlaneConfig, Secrets,
+                                  control_plane)
+from stacks.control_plane.cloud_init import SERVICE_ENV, SETUP_ENV, files_of
+from tests.conftest import missing
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine protocol marks a secret value
+
+
+def is_secret(value) -> bool:
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def plain(value):
+    return value["value"] if is_secret(value) else value
+
+
+SECRETS = {"token": "h" * 64, "db": "dbpass-0123456789abcdef", "s3_key": "s3key-0123456789abcdef",
+           "s3_secret": "s3secret-0123456789abcdef", "join": "join-0123456789abcdef",
+           "api_key": "rg_apikey-0123456789abcdef"}
+IDS = {"hcloud:index/network:Network": "11", "hcloud:index/firewall:Firewall": None,
+       "hcloud:index/volume:Volume": "33", "hcloud:index/server:Server": "44"}
+
+
+class Mocks(pulumi.runtime.Mocks):
+    def __init__(self):
+        self.created: dict[str, pulumi.runtime.MockResourceArgs] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.created[args.name] = args
+        state = dict(args.inputs)
+        if args.typ == "hcloud:index/firewall:Firewall":
+            return ("21" if args.name == "control-plane-firewall" else "22"), state
+        if args.typ == "hcloud:index/volume:Volume":
+            state["linuxDevice"] = "/dev/disk/by-id/scsi-0HC_Volume_33"
+        if args.typ == "hcloud:index/server:Server":
+            state["ipv4Address"] = "203.0.113.7"
+        return IDS.get(args.typ) or f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+def config(**overrides) -> ControlPlaneConfig:
+    secrets = Secrets(*(pulumi.Output.secret(SECRETS[k]) for k in ("token", "db", "s3_key", "s3_secret", "join",
+                                                                    "api_key")))
+    return ControlPlaneConfig(secrets=secrets, repository="https://git.example.org/rgrid.git", **overrides)
+
+
+def run(cfg: ControlPlaneConfig) -> tuple[dict, dict]:
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="rgrid", stack="test", preview=False)
+    outputs: dict = {}
+
+    @pulumi.runtime.test
+    def check():
+        control_plane(cfg)
+        return pulumi.Output.from_input(True)
+
+    exported = {}
+    real_export = pulumi.export
+
+    def capture(name, value):
+        exported[name] = value
+        real_export(name, value)
+
+    pulumi.export = capture
+    try:
+        check()
+        # Resolve every exported Output inside the mock run, remembering whether it is secret.
+        @pulumi.runtime.test
+        def resolve():
+            def keep(name, value):
+                out = pulumi.Output.from_input(value)
+                return pulumi.Output.all(out, out.is_secret()).apply(
+                    lambda v: outputs.__setitem__(name, (v[0], v[1])))
+            return pulumi.Output.all(*[keep(n, v) for n, v in exported.items()])
+        resolve()
+    finally:
+        pulumi.export = real_export
+    return mocks.created, outputs
+
+
+def by_type(created: dict, typ: str) -> dict:
+    return {n: a for n, a in created.items() if a.typ == f"hcloud:index/{typ}"}
+
+
+def test_resources_network_subnet_server_firewalls_volume_attached():
+    created, _ = run(config())
+    assert set(by_type(created, "network:Network")) == {"network"}
+    assert created["network"].inputs["ipRange"] == POOL.ip_range == "10.10.0.0/16"
+    subnet = created["subnet"].inputs
+    assert (subnet["networkId"], subnet["ipRange"], subnet["networkZone"], subnet["type"]) == (11, POOL.subnet, "eu-central", "cloud")
+    server = created["control-plane"].inputs
+    assert (server["serverType"], server["location"], server["image"]) == ("cx33", "fsn1", "debian-12")
+    assert server["networks"] == [{"networkId": 11, "ip": PRIVATE_IP, "aliasIps": []}]
+    assert server["firewallIds"] == [21]
+    volume = created["data"].inputs
+    assert (volume["location"], volume["format"], volume["size"]) == ("fsn1", "ext4", 20)
+    attachment = created["data-attachment"].inputs
+    assert (attachment["volumeId"], attachment["serverId"], attachment["automount"]) == (33, 44, False)
+
+
+def test_type_and_location_are_config():
+    created, outputs = run(config(server_type="cx43", location="nbg1"))
+    server = created["control-plane"].inputs
+    assert (server["serverType"], server["location"]) == ("cx43", "nbg1")
+    assert created["data"].inputs["location"] == "nbg1"
+    assert outputs["location"][0] == "nbg1"
+
+
+def test_firewall_api_public_everything_else_only_from_the_private_range():
+    created, _ = run(config())
+    rules = created["control-plane-firewall"].inputs["rules"]
+    public = [r for r in rules if set(r["sourceIps"]) & {"0.0.0.0/0", "::/0"}]
+    assert public == [{"direction": "in", "protocol": "tcp", "port": "8000", "sourceIps": ["0.0.0.0/0", "::/0"],
+                       "description": "RGrid API (public)"}]
+    private = [r for r in rules if r not in public]
+    assert {r["protocol"] for r in private} == {"tcp", "udp", "icmp"}
+    assert all(r["sourceIps"] == ["10.10.0.0/16"] for r in private)  # Ray 6379, PostgreSQL 5432, S3 8333 among them
+    assert all(r["direction"] == "in" for r in rules)
+    # No SSH unless asked for, and then only from the sources given.
+    assert not any(r.get("port") == "22" for r in rules)
+    rules = run(config(admin_sources=("198.51.100.0/24",)))[0]["control-plane-firewall"].inputs["rules"]
+    assert [r["sourceIps"] for r in rules if r.get("port") == "22"] == [["198.51.100.0/24"]]
+    workers = created["workers-firewall"].inputs["rules"]
+    assert all(r["sourceIps"] == ["10.10.0.0/16"] for r in workers)
+
+
+def test_outputs_are_what_the_worker_pool_stack_needs():
+    _, outputs = run(config())
+    values = {k: v for k, (v, _) in outputs.items()}
+    assert values["network_id"] == 11 and values["worker_firewall_id"] == 22
+    assert (values["subnet"], values["ip_range"], values["network_zone"]) == (POOL.subnet, POOL.ip_range, POOL.network_zone)
+    assert values["head_address"] == f"{PRIVATE_IP}:6379"
+    assert values["api_url"] == "http://203.0.113.7:8000"
+    assert values["volume_attached_to"] == 44 and values["volume_device"].endswith("_33")
+    assert values["orchestrator_settings"] == ORCHESTRATOR_SETTINGS
+    # Every mapped output reaches the orchestrator's environment file with the same value.
+    created, _ = run(config())
+    env = _env(files_of(plain(created["control-plane"].inputs["userData"]))[SERVICE_ENV])
+    for output, setting in ORCHESTRATOR_SETTINGS.items():
+        assert env[setting] == str(values[output]), output
+    assert env["RGRID_FLEET"] == "pulumi" and env["RGRID_HCLOUD_TOKEN"] == SECRETS["token"]
+
+
+def test_secrets_are_secret_outputs_and_user_data_is_secret():
+    created, outputs = run(config())
+    assert is_secret(created["hcloud"].inputs["token"])
+    user_data = created["control-plane"].inputs["userData"]
+    assert is_secret(user_data)
+    assert outputs["api_key"] == (SECRETS["api_key"], True)
+    for name, (value, secret) in outputs.items():
+        if not secret:
+            assert not any(s in str(value) for s in SECRETS.values()), name
+    files = files_of(plain(user_data))
+    setup = _env(files[SETUP_ENV])
+    assert setup["RGRID_API_KEY_SHA256"] == hashlib.sha256(SECRETS["api_key"].encode()).hexdigest()
+    assert SECRETS["api_key"] not in plain(user_data)  # the server holds only the key's hash
+    env = _env(files[SERVICE_ENV])
+    # Workers get their own database role (the join token), never the control plane's password.
+    assert env["RGRID_WORKER_DATABASE_URL"] == f"postgresql://rgrid_worker:{SECRETS['join']}@{PRIVATE_IP}:5432/rgrid"
+    assert SECRETS["db"] not in env["RGRID_WORKER_DATABASE_URL"]
+
+
+def test_a_weak_secret_is_refused_with_a_sentence():
+    cfg = config()
+    weak = Secrets(cfg.secrets.hcloud_token, pulumi.Output.secret("short"), cfg.secrets.s3_access_key,
+                   cfg.secrets.s3_secret_key, cfg.secrets.worker_join_token, cfg.secrets.api_key)
+    with pytest.raises(Exception, match="databasePassword must be at least 16 characters"):
+        run(ControlPlaneConfig(secrets=weak, repository=cfg.repository))
+
+
+def test_rendered_control_plane_cloud_init_passes_cloud_init_schema(tmp_path):
+    if not shutil.which("cloud-init"):
+        missing("cloud-init", "install it with `apt-get install cloud-init` (scripts/setup.sh --with-tests does).")
+    created, _ = run(config())
+    path = tmp_path / "user-data"
+    path.write_text(plain(created["control-plane"].inputs["userData"]))
+    assert len(path.read_bytes()) <= 32 * 1024  # Hetzner's user_data limit
+    done = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Valid cloud-config")
+
+
+def _env(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
