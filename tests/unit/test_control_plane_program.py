@@ -174,11 +174,14 @@ def test_secrets_are_secret_outputs_and_user_data_is_secret():
 
 
 def test_a_weak_secret_is_refused_with_a_sentence():
-    cfg = config()
-    weak = Secrets(cfg.secrets.hcloud_token, pulumi.Output.secret("short"), cfg.secrets.s3_access_key,
-                   cfg.secrets.s3_secret_key, cfg.secrets.worker_join_token, cfg.secrets.api_key)
-    with pytest.raises(Exception, match="databasePassword must be at least 16 characters"):
-        run(ControlPlaneConfig(secrets=weak, repository=cfg.repository))
+    # The program checks every secret this way before rendering user_data (an apply, so a weak one
+    # fails the update with this sentence).
+    from stacks.control_plane.cloud_init import check_secret
+
+    assert check_secret("apiKey", SECRETS["api_key"]) == SECRETS["api_key"]
+    for weak in ("short", "has a space in it, 0123456789", "quote'0123456789abcdef", ""):
+        with pytest.raises(ValueError, match="databasePassword must be at least 16 characters"):
+            check_secret("databasePassword", weak)
 
 
 def test_rendered_control_plane_cloud_init_passes_cloud_init_schema(tmp_path):
@@ -195,3 +198,19 @@ def test_rendered_control_plane_cloud_init_passes_cloud_init_schema(tmp_path):
 
 def _env(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_the_readme_states_the_monthly_cost_of_the_defaults():
+    from pathlib import Path
+
+    from rgrid_service.fleet.prices import DEFAULT_PRICES
+
+    d = ControlPlaneConfig.__dataclass_fields__
+    server, volume = d["server_type"].default, d["volume_gb"].default
+    total = (DEFAULT_PRICES.get(server).monthly_eur + volume * DEFAULT_PRICES.get("volume-gb").monthly_eur
+             + DEFAULT_PRICES.get("primary-ipv4").monthly_eur)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"**{total:.2f} € per month**" in readme
+    assert f"{DEFAULT_PRICES.get(server).as_of}" in readme and f"{DEFAULT_PRICES.get('volume-gb').as_of}" in readme
+    worker = d["worker_server_type"].default
+    assert f"a {worker} worker (2 slots) costs {DEFAULT_PRICES.get(worker).hourly_eur} € per" in readme
