@@ -43,7 +43,7 @@ def register_key_hash(tenant: str, sha256: str, scope: str = typer.Option("tenan
         if not conn.execute(select(Tenant.id).where(Tenant.id == tenant)).first():
             conn.execute(insert(Tenant).values(id=tenant, name=tenant))
         conn.execute(insert(ApiKey).values(tenant_id=tenant, key_hash=sha256, scope=scope))
-    typer.echo(f"Registered a {scope} key for tenant {tenant}.")
+    typer.echo(f"Registered {'an' if scope == 'operator' else 'a'} {scope} key for tenant {tenant}.")
 
 
 @cli.command("ensure-bucket")

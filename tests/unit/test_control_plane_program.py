@@ -214,3 +214,40 @@ def test_the_readme_states_the_monthly_cost_of_the_defaults():
     assert f"{DEFAULT_PRICES.get(server).as_of}" in readme and f"{DEFAULT_PRICES.get('volume-gb').as_of}" in readme
     worker = d["worker_server_type"].default
     assert f"a {worker} worker (2 slots) costs {DEFAULT_PRICES.get(worker).hourly_eur} € per" in readme
+
+
+def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_without_its_secrets(tmp_path):
+    """The services' environment file, read as the orchestrator reads it, makes the worker_pool
+    stack put workers on this stack's network behind its workers' firewall, and gives a worker
+    neither the Hetzner token, the API key nor the control plane's database password."""
+    from rgrid_service.fleet import ServerSpec
+    from rgrid_service.fleet.engine import Engine
+    from rgrid_service.fleet.pulumi import PulumiFleet
+    from rgrid_service.settings import ServiceSettings
+
+    created, _ = run(config())
+    env = _env(files_of(plain(created["control-plane"].inputs["userData"]))[SERVICE_ENV])
+    settings = ServiceSettings(_env_file=None, **{k[len("RGRID_"):].lower(): v for k, v in env.items()})
+    assert (settings.fleet, settings.hcloud_network_id, settings.hcloud_firewall_id) == ("pulumi", 11, 22)
+    fleet = PulumiFleet(settings, Engine(tmp_path, tmp_path), settings.hcloud_token, settings.hcloud_endpoint)
+    spec = ServerSpec("w-1", settings.server_type, settings.server_location, settings.server_image)
+
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="rgrid-worker-pool", stack="test", preview=False)
+
+    @pulumi.runtime.test
+    def check():
+        fleet._program([spec])()
+        return pulumi.Output.from_input(True)
+
+    check()
+    assert [a.typ for a in mocks.created.values() if a.typ != "pulumi:providers:hcloud"] == [
+        "hcloud:index/server:Server"]  # no network, subnet or firewall of its own
+    worker = mocks.created["worker-w-1"].inputs
+    assert worker["networks"][0]["networkId"] == 11 and worker["firewallIds"] == [22]
+    assert (worker["serverType"], worker["location"]) == ("cx23", "fsn1")
+    worker_data = plain(worker["userData"])
+    assert f"rgrid_worker:{SECRETS['join']}@{PRIVATE_IP}" in worker_data
+    assert f"RGRID_RAY_ADDRESS={PRIVATE_IP}:6379" in worker_data
+    for name in ("token", "db", "api_key"):
+        assert SECRETS[name] not in worker_data, name
