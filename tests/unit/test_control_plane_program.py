@@ -194,6 +194,11 @@ def test_rendered_control_plane_cloud_init_passes_cloud_init_schema(tmp_path):
     done = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("Valid cloud-config")
+    # The set-up script it runs is valid bash, and runcmd runs exactly it.
+    script = tmp_path / "setup.sh"
+    script.write_text(files_of(path.read_text())["/usr/local/sbin/rgrid-control-plane-setup"])
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
 
 
 def _env(text: str) -> dict[str, str]:
