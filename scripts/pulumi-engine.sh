@@ -180,11 +180,13 @@ build_all() {
 }
 
 # install_language_host: the launcher beside the cached pulumi (upstream's Go language host is not
-# served by the module proxy; tools/pulumi/README.md). A pulumi on PATH keeps its own host if it
-# has one.
+# served by the module proxy; tools/pulumi/README.md). A pulumi found on PATH is left alone: it
+# comes with its own language host, or the note says what to do.
 install_language_host() {
     local src="$TOOLS/pulumi-language-python" dst="$ENGINE_DIR/pulumi-language-python"
-    if [ "$ENGINE_DIR" != "$BIN_DIR" ] && [ -x "$dst" ]; then
+    if [ "$ENGINE_DIR" != "$BIN_DIR" ]; then
+        [ -x "$dst" ] || command -v pulumi-language-python >/dev/null 2>&1 ||
+            log "note: no pulumi-language-python beside $ENGINE_DIR/pulumi or on PATH; copy $src there to run \`pulumi up\` of the control plane"
         return 0
     fi
     cmp -s "$src" "$dst" 2>/dev/null && [ -x "$dst" ] && return 0
