@@ -31,6 +31,7 @@ from .cloud_init import ControlPlaneInit, check_secret, render
 POOL = PoolConfig(token="")  # the worker_pool stack's addressing: this stack makes what it expects
 PRIVATE_IP = "10.10.0.2"  # the control plane's address; workers start at 10.10.1.2 (private_ip())
 STATE_DIR = "/srv/rgrid"  # the volume's mount point
+API_INTERNAL_PORT = 8001  # uvicorn on loopback; nginx serves the public api_port
 FIRST_TENANT = "operator"
 GO_VERSION = "1.26.8"  # for building the Pulumi engine on the server (tools/pulumi/*/go.mod need ≥ 1.26.6)
 
@@ -116,7 +117,8 @@ class ControlPlaneConfig:
 
 
 def control_plane_firewall_rules(config: ControlPlaneConfig) -> list[hcloud.FirewallRuleArgs]:
-    """The API port from anywhere; everything else (Ray, PostgreSQL, S3) from the private range only.
+    """The API port from anywhere (nginx there also carries presigned transfers to the store's
+    bucket); everything else (Ray, PostgreSQL, the store's own port) from the private range only.
     (Hetzner's firewalls filter the public interface: a port with no public rule is unreachable
     from outside; the services also bind the private address only.)"""
     anywhere = ["0.0.0.0/0", "::/0"]
@@ -141,7 +143,9 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
     db = f"{PRIVATE_IP}:5432/rgrid"
     env.update({
         "RGRID_PRIVATE_IP": PRIVATE_IP,
-        "RGRID_API_PORT": str(config.api_port),
+        "RGRID_API_PORT": str(config.api_port),  # nginx: the bucket's paths to the store, the rest to the API
+        "RGRID_API_INTERNAL_PORT": str(API_INTERNAL_PORT),
+        "RGRID_S3_BUCKET": "rgrid",
         "RGRID_S3_PORT": str(config.s3_port),
         "RGRID_RAY_PORT": str(config.ray_port),
         "RGRID_DATABASE_URL": f"postgresql://rgrid:{database_password}@{db}",

@@ -154,6 +154,24 @@ def test_outputs_are_what_the_worker_pool_stack_needs():
     assert env["RGRID_FLEET"] == "pulumi" and env["RGRID_HCLOUD_TOKEN"] == SECRETS["token"]
 
 
+def test_transfers_share_the_public_port_with_the_api():
+    """Clients upload and download through presigned URLs: nginx on the public port sends the
+    bucket's paths to the store (Host unchanged, so signatures hold) and the rest to the API on
+    loopback; the store's own port has no public rule."""
+    created, _ = run(config())
+    files = files_of(plain(created["control-plane"].inputs["userData"]))
+    env = _env(files[SERVICE_ENV])
+    api_unit = files["/etc/systemd/system/rgrid-api.service"]
+    assert "--host 127.0.0.1 --port ${RGRID_API_INTERNAL_PORT}" in api_unit and env["RGRID_API_INTERNAL_PORT"] == "8001"
+    setup = files["/usr/local/sbin/rgrid-control-plane-setup"]
+    assert "location /$RGRID_S3_BUCKET/" in setup and "proxy_pass http://$RGRID_PRIVATE_IP:$RGRID_S3_PORT;" in setup
+    assert "proxy_set_header Host \\$http_host;" in setup
+    assert 'RGRID_S3_PUBLIC_ENDPOINT=$PUBLIC_IP:$RGRID_API_PORT' in setup
+    assert env["RGRID_S3_BUCKET"] == "rgrid" and env["RGRID_API_PORT"] == "8000"
+    public = [r for r in created["control-plane-firewall"].inputs["rules"] if "0.0.0.0/0" in r["sourceIps"]]
+    assert [r["port"] for r in public] == ["8000"]
+
+
 def test_secrets_are_secret_outputs_and_user_data_is_secret():
     created, outputs = run(config())
     assert is_secret(created["hcloud"].inputs["token"])
