@@ -51,6 +51,9 @@ class ServiceSettings(BaseSettings):
     pulumi_state_dir: str | None = None
     hcloud_token: str | None = None
     hcloud_endpoint: str | None = None  # None: Hetzner's own API
+    # What a worker server pip-installs: the control plane sets it to its own repository and ref
+    # (`rgrid[service] @ git+URL@REF`), so workers run the same code.
+    worker_package: str = "rgrid[service]"
     # The control plane's private network and the workers' firewall (stacks/control_plane makes
     # them); None: the worker_pool stack makes its own.
     hcloud_network_id: int | None = None

@@ -57,7 +57,8 @@ class PulumiFleet:
         from stacks.worker_pool import PoolConfig, WorkerRecord, worker_pool
 
         records = [WorkerRecord(d.worker_id, d.server_type, d.location, d.image,
-                                render_cloud_init(worker_launch(d.worker_id, self.settings)))
+                                render_cloud_init(worker_launch(d.worker_id, self.settings),
+                                                  package=self.settings.worker_package))
                    for d in desired]
         return worker_pool(records, PoolConfig(token=self.token, endpoint=self.endpoint,
                                                network_id=self.settings.hcloud_network_id,

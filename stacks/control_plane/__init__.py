@@ -154,6 +154,7 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         "RGRID_S3_SECRET_KEY": s3_secret_key,
         "RGRID_RAY_DASHBOARD_URL": f"http://{PRIVATE_IP}:8265",
         "RGRID_FLEET": "pulumi",
+        "RGRID_WORKER_PACKAGE": f"rgrid[service] @ git+{config.repository}@{config.ref}",
         "RGRID_HCLOUD_TOKEN": token,
         "RGRID_PULUMI_STATE_DIR": f"{STATE_DIR}/pulumi",
     })

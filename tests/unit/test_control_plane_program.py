@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pulumi
+import yaml
 import pytest
 
 from stacks.control_plane import (ORCHESTRATOR_SETTINGS, POOL, PRIVATE_IP, ControlPlaneConfig, Secrets,
@@ -152,6 +153,10 @@ def test_outputs_are_what_the_worker_pool_stack_needs():
     for output, setting in ORCHESTRATOR_SETTINGS.items():
         assert env[setting] == str(values[output]), output
     assert env["RGRID_FLEET"] == "pulumi" and env["RGRID_HCLOUD_TOKEN"] == SECRETS["token"]
+    # Workers install the code the control plane runs, from the same repository and ref.
+    from rgrid_service.settings import ServiceSettings
+    package = ServiceSettings(_env_file=None, worker_package=env["RGRID_WORKER_PACKAGE"]).worker_package
+    assert package.startswith("rgrid[service] @ git+") and package.endswith("@main")
 
 
 def test_transfers_share_the_public_port_with_the_api():
@@ -220,7 +225,8 @@ def test_rendered_control_plane_cloud_init_passes_cloud_init_schema(tmp_path):
 
 
 def _env(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if line)
+    pairs = (line.split("=", 1) for line in text.splitlines() if line)
+    return {k: v[1:-1] if v.startswith('"') else v for k, v in pairs}
 
 
 def test_the_readme_states_the_monthly_cost_of_the_defaults():
@@ -272,5 +278,7 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     worker_data = plain(worker["userData"])
     assert f"rgrid_worker:{SECRETS['join']}@{PRIVATE_IP}" in worker_data
     assert f"RGRID_RAY_ADDRESS={PRIVATE_IP}:6379" in worker_data
+    installs = [cmd for cmd in yaml.safe_load(worker_data)["runcmd"] if "install" in cmd]
+    assert installs[0][-1] == settings.worker_package  # the control plane's own repository and ref
     for name in ("token", "db", "api_key"):
         assert SECRETS[name] not in worker_data, name
