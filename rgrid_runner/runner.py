@@ -71,8 +71,30 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
         shutil.rmtree(root, ignore_errors=True)
 
 
+class StageClock:
+    """When this attempt's script started and its outputs began going up, on the runner's
+    monotonic clock. No write of its own: the next renew or the finish carries each time, as
+    "so many seconds ago", which the database turns into its own clock's time."""
+
+    def __init__(self):
+        self._began: dict[str, float] = {}
+        self._written: set[str] = set()
+
+    def begin(self, stage: str) -> None:
+        self._began[stage] = time.monotonic()
+
+    def pending(self) -> dict[str, float]:
+        """stage -> seconds ago, for the stages no renew has written yet."""
+        now = time.monotonic()
+        return {s: now - t for s, t in self._began.items() if s not in self._written}
+
+    def written(self, stages: dict[str, float]) -> None:
+        self._written.update(stages)
+
+
 def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     before = staging.snapshot(workdir)
+    stages = StageClock()
     try:
         interpreter = sandbox.resolve_interpreter(ex.runtime)
         cmd = sandbox.bwrap_command(workdir, interpreter, ex.script, list(ex.args))
@@ -99,6 +121,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         sandbox.set_spawn_niceness(settings.sandbox_niceness)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    stages.begin("running")
     # No preexec_fn, user or group: Python then starts it with vfork (see limited_command).
     proc = subprocess.Popen(
         cmd,
@@ -115,7 +138,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     tail = bytearray()  # last stderr bytes, to explain a failure in one line
 
     try:
-        fenced, timed_out = _supervise(engine, settings, lease, proc, pump, limits, tail)
+        fenced, timed_out = _supervise(engine, settings, lease, proc, pump, limits, tail, stages)
     finally:
         _kill(proc)  # whatever happened above, no sandbox outlives its runner loop
     proc.wait()
@@ -132,13 +155,15 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     else:
         status, exit_code, reason = ExecutionStatus.FAILED, _exit_code(code), _explain(code, bytes(tail), limits)
     try:
+        stages.begin("uploading")
         paths = staging.changed_files(workdir, before)
-        with LeaseKeeper(engine, lease, settings):
+        with LeaseKeeper(engine, lease, settings, stages):
             outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
     except Exception as e:  # noqa: BLE001
-        _finish(engine, settings, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [])
+        _finish(engine, settings, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [],
+                stages)
         return "upload-failed"
-    if not _finish(engine, settings, lease, status, exit_code, reason, outputs):
+    if not _finish(engine, settings, lease, status, exit_code, reason, outputs, stages):
         store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")
         return "fenced"
     return status
@@ -154,17 +179,18 @@ class LeaseKeeper:
     over long before the first renew is due."""
 
     _lock = threading.Lock()
-    _held: dict = {}  # Lease -> (engine, renew interval, last renew)
+    _held: dict = {}  # Lease -> (engine, renew interval, last renew, StageClock or None)
     _thread: threading.Thread | None = None
     _wake = threading.Event()  # a new lease: the thread recomputes its sleep at once
 
-    def __init__(self, engine, lease, settings):
+    def __init__(self, engine, lease, settings, stages: "StageClock | None" = None):
         self.engine, self.lease, self.interval = engine, lease, settings.lease_check_interval_seconds
+        self.stages = stages  # its renews also carry the stage times not written yet
 
     def __enter__(self):
         cls = type(self)
         with cls._lock:
-            cls._held[self.lease] = (self.engine, self.interval, time.monotonic())
+            cls._held[self.lease] = (self.engine, self.interval, time.monotonic(), self.stages)
             cls._wake.set()
             if cls._thread is None or not cls._thread.is_alive():
                 cls._thread = threading.Thread(target=cls._run, daemon=True, name="lease-keeper")
@@ -182,18 +208,21 @@ class LeaseKeeper:
                 held = dict(cls._held)
             now = time.monotonic()
             wait = 1.0
-            for lease, (engine, interval, last) in held.items():
+            for lease, (engine, interval, last, stages) in held.items():
                 if now - last < interval:
                     wait = min(wait, interval - (now - last))
                     continue
+                times = stages.pending() if stages else None
                 try:
-                    kept = lifecycle.renew(engine, lease)
+                    kept = lifecycle.renew(engine, lease, stages=times)
+                    if kept and stages:
+                        stages.written(times)
                 except Exception:  # noqa: BLE001 - database blip: try again next interval
                     kept = True
                 with cls._lock:
                     if lease in cls._held:
                         if kept:
-                            cls._held[lease] = (engine, interval, time.monotonic())
+                            cls._held[lease] = (engine, interval, time.monotonic(), stages)
                         else:
                             del cls._held[lease]
                 wait = min(wait, interval)
@@ -231,17 +260,18 @@ class ExitWatch:
             self.fd = None
 
 
-def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray):
+def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
+               stages: StageClock):
     """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out)."""
     watch = ExitWatch(proc)
     try:
-        return _supervise_loop(engine, settings, lease, proc, pump, limits, tail, watch)
+        return _supervise_loop(engine, settings, lease, proc, pump, limits, tail, watch, stages)
     finally:
         watch.close()
 
 
 def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
-                    watch: ExitWatch):
+                    watch: ExitWatch, stages: StageClock):
     started = time.monotonic()
     last_renew = started  # the claim itself just renewed the lease
     timed_out = False
@@ -259,8 +289,12 @@ def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbo
         if newly_truncated:
             pump.truncation_noted = True
         if chunks or newly_truncated or now - last_renew >= settings.lease_check_interval_seconds:
-            if not _renew_retrying(engine, lease, chunks, settings, truncated=newly_truncated):
+            # The first renew of the run also records when the script started (a script that ends
+            # before any renew has it recorded by finish).
+            times = stages.pending()
+            if not _renew_retrying(engine, lease, chunks, settings, truncated=newly_truncated, stages=times):
                 return True, timed_out
+            stages.written(times)
             last_renew = now
         if exited:
             if pump.drained():
@@ -277,10 +311,10 @@ def _outage_budget(settings) -> float:
     return max(30.0, settings.dead_after_seconds / 2)
 
 
-def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False) -> bool:
+def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False, stages=None) -> bool:
     """renew() through a short database outage; False (fenced off) after a longer one."""
     try:
-        return retrying(lambda: lifecycle.renew(engine, lease, chunks, truncated=truncated),
+        return retrying(lambda: lifecycle.renew(engine, lease, chunks, truncated=truncated, stages=stages),
                         seconds=_outage_budget(settings), first_wait=0.5, max_wait=1, log=log)
     except Exception:  # noqa: BLE001
         log.exception("database unreachable for too long; giving up %s", lease.execution_id)
@@ -296,7 +330,7 @@ def _db_retrying(settings, fn):
     return retrying(fn, seconds=_outage_budget(settings), when=_db_away, first_wait=0.5, max_wait=1, log=log)
 
 
-def _finish(engine, settings, lease, status, exit_code, reason, outputs) -> bool:
+def _finish(engine, settings, lease, status, exit_code, reason, outputs, stages: StageClock | None = None) -> bool:
     """finish() through a short database outage. A try whose COMMIT went through but whose answer
     was lost is recognised by the next one (the row then carries our attempt and status) rather
     than mistaken for being fenced off. Without this, an outage at the wrong moment escaped the
@@ -312,7 +346,8 @@ def _finish(engine, settings, lease, status, exit_code, reason, outputs) -> bool
             if row.attempt == lease.attempt and row.status == status:
                 return True
         tried = True
-        return lifecycle.finish(engine, lease, status, exit_code, reason, outputs)
+        return lifecycle.finish(engine, lease, status, exit_code, reason, outputs,
+                                stages.pending() if stages else None)
 
     return _db_retrying(settings, attempt)
 

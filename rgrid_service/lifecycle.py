@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from .db.clock import utcnow
+from .db.clock import utcago, utcnow
 from .db.session import write_tx
 from .db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk
 from rgrid_core.states import ExecutionStatus, WorkerState, sources_of
@@ -85,13 +85,35 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str):
     return Lease(execution_id, row.attempt, worker_id), row
 
 
+# The attempt's stage times the runner reports (the claim itself is the start of staging).
+ATTEMPT_STAGES = {"running": ExecutionAttempt.running_at, "uploading": ExecutionAttempt.uploading_at}
+
+
+def _stage_values(stages: dict[str, float] | None) -> dict:
+    """The attempt's stage times not written yet, from stage -> seconds ago (timed on the runner's
+    monotonic clock, turned into database time here); a time already written is kept."""
+    return {ATTEMPT_STAGES[s].key: func.coalesce(ATTEMPT_STAGES[s], utcago(ago)) for s, ago in (stages or {}).items()}
+
+
+def _stage_times(conn: Connection, lease: Lease, stages: dict[str, float] | None) -> None:
+    """Write the stage times within a renew (an extra statement only when there are some)."""
+    if stages:
+        conn.execute(
+            update(ExecutionAttempt)
+            .where(ExecutionAttempt.execution_id == lease.execution_id, ExecutionAttempt.attempt == lease.attempt)
+            .values(_stage_values(stages))
+        )
+
+
 def renew(
     engine: Engine,
     lease: Lease,
     chunks: list[tuple[str, bytes]] = (),
     truncated: bool = False,
+    stages: dict[str, float] | None = None,
 ) -> bool:
-    """Heartbeat the run and append log chunks, only while the lease holds. False = fenced off."""
+    """Heartbeat the run and append log chunks, only while the lease holds. False = fenced off.
+    `stages` (stage -> seconds ago) records when the script started or its outputs began going up."""
     added = sum(len(data) for stream, data in chunks if stream != "system")
     with write_tx(engine) as conn:
         values = dict(heartbeat_at=utcnow(), log_bytes=Execution.log_bytes + added)
@@ -100,6 +122,7 @@ def renew(
         res = conn.execute(update(Execution).where(*_fence(lease)).values(**values))
         if res.rowcount != 1:
             return False
+        _stage_times(conn, lease, stages)
         if chunks:
             conn.execute(
                 insert(LogChunk),
@@ -118,8 +141,10 @@ def finish(
     exit_code: int | None,
     reason: str | None,
     outputs: list[dict],
+    stages: dict[str, float] | None = None,
 ) -> bool:
-    """Commit the run's result and its outputs in one transaction, only while the lease holds."""
+    """Commit the run's result and its outputs in one transaction, only while the lease holds.
+    `stages` (stage -> seconds ago) fills the attempt's stage times no renew wrote."""
     with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
@@ -136,7 +161,7 @@ def finish(
         conn.execute(
             update(ExecutionAttempt)
             .where(ExecutionAttempt.execution_id == lease.execution_id, ExecutionAttempt.attempt == lease.attempt)
-            .values(finished_at=utcnow(), outcome=status, reason=reason)
+            .values(finished_at=utcnow(), outcome=status, reason=reason, **_stage_values(stages))
         )
     return True
 

@@ -65,9 +65,29 @@ class Attempt(BaseModel):
     attempt: int
     worker_id: str | None
     started_at: UtcDateTime | None
+    running_at: UtcDateTime | None = None
+    uploading_at: UtcDateTime | None = None
     finished_at: UtcDateTime | None
     outcome: str | None
     reason: str | None
+
+
+class StageTime(BaseModel):
+    stage: str = Field(description="queued, provisioning, dispatched, staging, running, uploading or finished.")
+    at: UtcDateTime
+
+
+class WaitingView(BaseModel):
+    """What a queued run waits for: a sentence to show, and its parts."""
+
+    kind: str = Field(description="dispatched, provider, booting, provisioning or slot.")
+    sentence: str
+    position: int = Field(description="Its place in the queue (1: next).")
+    queued: int = Field(description="Runs queued in all.")
+    worker_id: str | None = None
+    elapsed_seconds: float | None = None
+    seconds_left: float | None = None
+    attempt: str | None = Field(default=None, description="A provider error's try within its round: `2/3`.")
 
 
 class ExecutionView(BaseModel):
@@ -92,10 +112,22 @@ class ExecutionView(BaseModel):
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
     attempts: list[Attempt] = Field(default_factory=list)
+    stage: str = Field(default="created", description="The last stage of `timeline` (`created` before it is queued).")
+    timeline: list[StageTime] = Field(default_factory=list, description="Each stage reached, with when.")
+    waiting: WaitingView | None = Field(default=None, description="While queued: what it waits for.")
 
     @classmethod
-    def of(cls, ex, attempts=()) -> "ExecutionView":
-        """An execution row as the API shows it: env values and object keys stay inside."""
+    def of(cls, ex, attempts=(), current=None, waiting=None) -> "ExecutionView":
+        """An execution row as the API shows it: env values and object keys stay inside. `current`
+        is its current attempt's row (else looked up in `attempts`), `waiting` a policies.waiting
+        answer."""
+        from dataclasses import asdict
+
+        from ..stages import current_stage, timeline
+
+        if current is None:
+            current = next((a for a in attempts if a.attempt == ex.attempt), None)
+        steps = timeline(ex, current)
         return cls(
             id=ex.id, status=ex.status, script=ex.script, args=ex.args, env_keys=sorted(ex.env or {}),
             runtime=ex.runtime, timeout_seconds=ex.timeout_seconds,
@@ -106,6 +138,8 @@ class ExecutionView(BaseModel):
             created_at=ex.created_at, queued_at=ex.queued_at, started_at=ex.started_at,
             finished_at=ex.finished_at,
             attempts=[Attempt.model_validate(a, from_attributes=True) for a in attempts],
+            stage=current_stage(steps), timeline=[StageTime(stage=s, at=at) for s, at in steps],
+            waiting=WaitingView(**asdict(waiting)) if waiting is not None else None,
         )
 
 

@@ -69,16 +69,35 @@ class FleetBusy(Exception):
 
 QUOTA = "Worker limit reached. Upgrade account or wait for workers to free up."
 UNREACHABLE = "Cannot reach cloud provider. Check network connection."
+TRANSIENT = "Cloud provider error. Retrying..."
+
+# A failed fleet update is tried again in rounds: TRIES_PER_ROUND tries `fleet_retry_seconds`
+# apart, then a longer wait (doubling with each round, up to 16 times) before the next round. The
+# "(attempt N/3)" a person sees is the try within the current round.
+TRIES_PER_ROUND = 3
 
 
-def explain(error: BaseException, attempt: int) -> str:
-    """A provider error as the sentence a person sees (in `rgrid local status` and the logs)."""
+def retry_wait(failures: int, base: float) -> float:
+    """Seconds to wait before the next try after `failures` failed tries in a row (failures >= 1)."""
+    if failures % TRIES_PER_ROUND:
+        return base
+    return base * 2 ** min(failures // TRIES_PER_ROUND, 4)
+
+
+def round_attempt(failures: int) -> str:
+    """The failed try within its round, as people read it: `2/3`."""
+    return f"{(failures - 1) % TRIES_PER_ROUND + 1}/{TRIES_PER_ROUND}"
+
+
+def explain(error: BaseException, failures: int) -> str:
+    """A provider error as the sentence a person sees (in `rgrid local status`, the logs and a
+    waiting run's `waiting`); `failures` counts the failed tries in a row, this one included."""
     text = str(error)
     low = text.lower()
     if "resource_limit_exceeded" in low or "limit reached" in low or "quota" in low:
         return QUOTA
     if any(w in low for w in ("connection refused", "no such host", "timeout", "timed out", "deadline exceeded",
                               "unreachable", "connection reset")):
-        return f"{UNREACHABLE} (attempt {attempt})"
+        return f"{UNREACHABLE} (attempt {round_attempt(failures)})"
     first = text.strip().splitlines()[-1][:300] if text.strip() else type(error).__name__
-    return f"Cloud provider error. Retrying... (attempt {attempt}): {first}"
+    return f"{TRANSIENT} (attempt {round_attempt(failures)}): {first}"

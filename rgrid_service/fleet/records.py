@@ -8,10 +8,10 @@ from __future__ import annotations
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
-from rgrid_core.states import LIVE_WORKER_STATES, WorkerState, sources_of
+from rgrid_core.states import LIVE_WORKER_STATES, ExecutionStatus, WorkerState, sources_of
 
 from ..db.clock import utcnow
-from ..db.models import Worker
+from ..db.models import Execution, Worker
 from ..db.session import write_tx
 from . import Server, ServerSpec
 
@@ -19,7 +19,8 @@ from . import Server, ServerSpec
 def request_workers(engine: Engine, n: int, provider: str, server_type: str, location: str,
                     slots: int) -> list[str]:
     """Write n new worker records in state `requested`, with ids w-<n> never used before in this
-    database (a dead worker's id stays dead); returns their ids."""
+    database (a dead worker's id stays dead); returns their ids. The queued runs never dispatched
+    get their `provisioning_at` (a stage of their timeline), once."""
     with write_tx(engine) as conn:
         known = conn.execute(select(Worker.id)).scalars().all()
         top = max((int(k[2:]) for k in known if k.startswith("w-") and k[2:].isdigit()), default=0)
@@ -28,6 +29,8 @@ def request_workers(engine: Engine, n: int, provider: str, server_type: str, loc
             conn.execute(insert(Worker).values(
                 id=worker_id, provider=provider, state=WorkerState.REQUESTED, server_type=server_type,
                 location=location, slots=slots, created_at=utcnow()))
+        conn.execute(update(Execution).where(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_at.is_(None),
+                                             Execution.provisioning_at.is_(None)).values(provisioning_at=utcnow()))
     return ids
 
 

@@ -16,7 +16,7 @@ from rgrid_core.constants import SLOTS_PER_WORKER
 from rgrid_core.states import WorkerState
 
 from .. import lifecycle
-from ..fleet import FleetBusy, FleetProvider, explain, records
+from ..fleet import FleetBusy, FleetProvider, explain, records, retry_wait
 from ..policies.billing import retire
 from ..policies.health import unbooted
 from ..policies.provisioning import Bounds, provision
@@ -98,7 +98,7 @@ class FleetManager:
             return
         except Exception as e:  # noqa: BLE001 - every provider error becomes a recorded sentence
             self._failures += 1
-            wait = self.settings.fleet_retry_seconds * 2 ** min(self._failures - 1, 4)
+            wait = retry_wait(self._failures, self.settings.fleet_retry_seconds)
             self._retry_at = time.monotonic() + wait
             sentence = explain(e, self._failures)
             log.warning("fleet update failed (%s); next try in %.0f s", sentence, wait, exc_info=log.isEnabledFor(logging.DEBUG))

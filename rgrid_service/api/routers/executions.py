@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from .. import queries, schemas, service
+from .. import progress, queries, schemas, service
 from ..deps import EngineDep, SettingsDep, StoreDep, TenantDep
 
 router = APIRouter(tags=["executions"])
@@ -37,13 +37,15 @@ def list_executions(
     batch: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
 ):
-    return [schemas.ExecutionView.of(ex) for ex in queries.list_executions(engine, tenant_id, status, batch, limit)]
+    rows = queries.list_executions(engine, tenant_id, status, batch, limit)
+    current = progress.current_attempts(engine, rows)
+    return [schemas.ExecutionView.of(ex, current=current.get(ex.id)) for ex in rows]
 
 
 @router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView)
 def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep):
     ex = queries.owned(engine, tenant_id, execution_id)
-    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id))
+    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id), waiting=progress.waiting_of(engine, ex))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView)
