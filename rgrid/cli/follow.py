@@ -58,10 +58,15 @@ def print_logs(c, execution_id: str) -> None:
     pump_logs(c, execution_id, until_end=False)
 
 
-def follow(c, execution_id: str, on_interrupt: Callable[[], NoReturn]) -> dict:
+def follow(c, execution_id: str, on_interrupt: Callable[[], NoReturn], show_waiting: bool = False) -> dict:
     """Stream the logs until the execution has ended and they are drained; returns the execution
-    and says why on stderr when it did not succeed. Ctrl-C calls on_interrupt, which exits."""
+    and says why on stderr when it did not succeed. With show_waiting, what the run waits for is
+    shown until it starts (stages.py). Ctrl-C calls on_interrupt, which exits."""
     try:
+        if show_waiting:
+            from .stages import wait_for_start
+
+            wait_for_start(c, execution_id)
         pump_logs(c, execution_id, until_end=True)
         ex = call(c.get, f"/v1/executions/{execution_id}")
     except KeyboardInterrupt:

@@ -51,7 +51,13 @@ def status(
     for a in ex.get("attempts", []):
         table.add_row(f"attempt {a['attempt']}", f"on {a['worker_id']}: {a['outcome'] or 'running'}"
                       + (f" ({a['reason']})" if a.get("reason") else ""))
+    if ex.get("waiting"):
+        table.add_row("waiting", ex["waiting"]["sentence"])
     out.print(table)
+    if ex.get("timeline"):
+        from .stages import timeline_table
+
+        out.print(timeline_table(ex["timeline"]))
 
 
 def batch_status(batch_id: str, as_json: bool):

@@ -211,7 +211,7 @@ def run(
 
     final = follow(c, ex_id, on_interrupt=lambda: cancel_or_detach(
         "Cancel the execution (c) or detach and leave it running (d)?", cancel,
-        f"Detached. Follow it again with `rgrid logs -f {ex_id}`."))
+        f"Detached. Follow it again with `rgrid logs -f {ex_id}`."), show_waiting=True)
     failures: list = []
     if not no_download and final["status"] in WITH_OUTPUTS:
         fetch_outputs(c, ex_id, output_dir or Path("rgrid-outputs") / ex_id, quiet=False, failures=failures)
