@@ -419,3 +419,25 @@ def test_ctrl_c_on_a_terminal_offers_detach(grid, tmp_path):
     ex = wait_terminal(grid, ex_id)
     assert ex["status"] == "succeeded"
     assert grid.rgrid("logs", ex_id).stdout == b"working\nfinished\n"
+
+
+def test_status_after_a_run_shows_every_stage_in_order(grid, tmp_path):
+    write(tmp_path / "staged.py", "import time\nprint('started', flush=True)\ntime.sleep(1.5)\n"
+                                  "open('result.txt', 'w').write('done')\n")
+    r = grid.rgrid("run", "staged.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    ex_id = next(iter((tmp_path / "rgrid-outputs").iterdir())).name
+    shown = json.loads(grid.rgrid("status", "--json", ex_id).stdout)
+    stages = [s["stage"] for s in shown["timeline"]]
+    # No worker had to be provisioned on this grid: every other stage, in order, at rising times.
+    assert stages == ["queued", "dispatched", "staging", "running", "uploading", "finished"], shown["timeline"]
+    times = [s["at"] for s in shown["timeline"]]
+    assert times == sorted(times) and shown["stage"] == "finished" and shown["waiting"] is None
+    # The script slept 1.5 s between its start and its outputs going up.
+    from datetime import datetime
+
+    at = {s["stage"]: datetime.fromisoformat(s["at"].replace("Z", "+00:00")) for s in shown["timeline"]}
+    assert (at["uploading"] - at["running"]).total_seconds() >= 1.4, shown["timeline"]
+    human = grid.rgrid("status", ex_id).stdout.decode()
+    rows = [line.split()[0] for line in human.split("stages", 1)[1].splitlines() if line.strip()]
+    assert rows[1:8] == [*stages, "total"], human
