@@ -409,6 +409,12 @@ def test_fault_injection_5xx_quota_slow_hang_never_boot(standin):
     t.join(timeout=5)
     assert result["r"].status_code == 200
 
+    standin.fault(kind="reset", match="^GET /v1/images$", count=1)
+    with pytest.raises(httpx.TransportError) as reset:
+        standin.http.get("/v1/images", headers=AUTH)
+    assert "reset" in str(reset.value).lower(), repr(reset.value)
+    assert standin.http.get("/v1/images", headers=AUTH).status_code == 200  # the count is used up
+
     standin.fault(kind="never_boot", count=1)
     stuck = standin.create("stuck")
     stuck.action.wait_until_finished()

@@ -1,9 +1,10 @@
 """Fault injection and the control API under /_standin (which the hcloud provider never calls).
 
 Kinds: "5xx" (answer `status`, default 503), "rate_limit" (429), "slow" (delay `seconds`, then
-answer normally), "hang" (no answer until the fault is cleared or `seconds` pass), "quota" (a
-server create answers 403 resource_limit_exceeded) and "never_boot" (a created server stays
-`initializing` and no worker starts). `match` is a regex searched in "METHOD /path" (e.g.
+answer normally), "hang" (no answer until the fault is cleared or `seconds` pass), "reset" (the
+connection is reset before any answer, as when the network to the cloud is broken: clients see
+"connection reset by peer"), "quota" (a server create answers 403 resource_limit_exceeded) and
+"never_boot" (a created server stays `initializing` and no worker starts). `match` is a regex searched in "METHOD /path" (e.g.
 "^POST /v1/servers$"); `count` limits how many requests it hits (null: until cleared).
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import socket
+import struct
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +24,7 @@ from starlette.routing import Route
 
 from .common import CODE_OF_STATUS, HetznerError, body, error_response
 
-KINDS = ("5xx", "rate_limit", "slow", "hang", "quota", "never_boot")
+KINDS = ("5xx", "rate_limit", "slow", "hang", "reset", "quota", "never_boot")
 SERVER_CREATE = "POST /v1/servers"
 
 
@@ -120,6 +123,8 @@ class FaultMiddleware:
             deadline = time.monotonic() + f.seconds if f.seconds else None
             while not f.released and (deadline is None or time.monotonic() < deadline):
                 await asyncio.sleep(0.05)
+        if self.faults.take(("reset",), method, path) is not None:
+            return await reset_connection(receive)
         f = self.faults.take(("5xx", "rate_limit"), method, path)
         if f is not None:
             if f.kind == "rate_limit":
@@ -131,6 +136,20 @@ class FaultMiddleware:
                 resp = error_response(code, f"injected {f.status} error", None, f.status)
             return await resp(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+async def reset_connection(receive) -> None:
+    """Drop this request's connection with a TCP reset and no answer. The server's transport is
+    reached through uvicorn's `receive` (a method of its request cycle, which holds the transport;
+    starlette passes it on unwrapped, unlike `send`)."""
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("a reset fault needs uvicorn's h11 or httptools server (no transport found)")
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+    transport.abort()
+    await asyncio.sleep(0)  # let the server see the connection lost before the app returns
 
 
 def control_routes(faults: Faults, store, machines) -> list[Route]:
