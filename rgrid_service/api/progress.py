@@ -36,17 +36,20 @@ def current_attempts(engine: Engine, executions) -> dict[str, object]:
     return {r.execution_id: r for r in rows if (r.execution_id, r.attempt) in wanted}
 
 
-def position_query(queued_at: datetime, execution_id: str):
+def position_query(execution_id: str):
     """Queued runs in all, and those ahead of this one in dispatch order (queued_at, id): counted
-    over the `queued` rows of the status index only, never the history."""
-    ahead = or_(Execution.queued_at < queued_at, and_(Execution.queued_at == queued_at, Execution.id < execution_id))
+    over the `queued` rows of the status index only, never the history. The run's own queued_at is
+    read in the statement (a value sent back from Python may not compare equal on SQLite, which
+    keeps times as text)."""
+    mine = select(Execution.queued_at).where(Execution.id == execution_id).scalar_subquery()
+    ahead = or_(Execution.queued_at < mine, and_(Execution.queued_at == mine, Execution.id < execution_id))
     return (select(func.count(), func.coalesce(func.sum(case((ahead, 1), else_=0)), 0))
             .where(Execution.status == ExecutionStatus.QUEUED))
 
 
 def queue_position(conn: Connection, ex) -> tuple[int, int]:
     """(position, queued): the run's place in the queue (1: next) and the queue's length."""
-    total, before = conn.execute(position_query(ex.queued_at, ex.id)).one()
+    total, before = conn.execute(position_query(ex.id)).one()
     return int(before) + 1, max(int(total), int(before) + 1)
 
 

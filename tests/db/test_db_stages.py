@@ -111,7 +111,11 @@ def test_a_requeued_run_starts_its_timeline_again(engine, make_execution):
 
 def test_queue_position_waiting_sentences_and_the_boot_estimate(engine, make_execution):
     base = datetime(2026, 1, 1, 12)
-    ids = [make_execution("queued", queued_at=base + timedelta(seconds=i)) for i in range(4)]
+    # queued_at as submit writes it (the database clock), the last two at the same instant
+    ids = [make_execution("queued", queued_at=utcago(10 - i)) for i in range(3)]
+    ids.append(make_execution("queued", queued_at=select(Execution.queued_at).where(Execution.id == ids[2])
+                              .scalar_subquery()))
+    ids[2:] = sorted(ids[2:])
     make_execution("succeeded", queued_at=base - timedelta(hours=1))  # history does not count
     with engine.connect() as conn:
         third = conn.execute(select(Execution).where(Execution.id == ids[2])).one()
@@ -148,7 +152,7 @@ def test_the_queue_position_reads_an_index_not_history(engine, make_execution):
         return  # the plan below is SQLite's; PostgreSQL's planner prefers a scan on a tiny table
     ex_id = make_execution("queued", queued_at=datetime(2026, 1, 1))
     with engine.connect() as conn:
-        sql = str(progress.position_query(datetime(2026, 1, 1), ex_id).compile(conn, compile_kwargs={"literal_binds": True}))
+        sql = str(progress.position_query(ex_id).compile(conn, compile_kwargs={"literal_binds": True}))
         plan = [str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
     assert any(p.startswith("SEARCH executions USING") and "INDEX" in p and "(status=?" in p for p in plan), plan
     assert not any(p.startswith("SCAN executions") for p in plan), plan

@@ -426,6 +426,15 @@ def test_fault_injection_5xx_quota_slow_hang_never_boot(standin):
     assert stuck.server.id not in standin.booter.booted and ok.server.id in standin.booter.booted
     view = {s["name"]: s for s in standin.http.get("/_standin/servers").json()["servers"]}
     assert view["stuck"]["never_boot"] and not view["fine"]["never_boot"]
+
+    # cloud-init time: the server runs at once, its worker service starts init_delay_seconds later
+    standin.http.put("/_standin/config", json={"init_delay_seconds": 0.6}).raise_for_status()
+    slow = standin.create("slow-init")
+    slow.action.wait_until_finished()
+    assert standin.client.servers.get_by_id(slow.server.id).status == "running"
+    time.sleep(0.3)
+    assert slow.server.id not in standin.booter.booted
+    assert _wait(lambda: slow.server.id in standin.booter.booted, 5)
     assert standin.http.post("/_standin/faults", json={"kind": "nope"}).status_code == 422
 
 

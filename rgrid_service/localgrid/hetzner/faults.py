@@ -175,7 +175,7 @@ def control_routes(faults: Faults, store, machines) -> list[Route]:
         if request.method == "PUT":
             data = await body(request)
             with store.lock:
-                for key in ("boot_delay_seconds", "action_delay_seconds", "max_servers"):
+                for key in ("boot_delay_seconds", "action_delay_seconds", "max_servers", "init_delay_seconds"):
                     if key in data:
                         store.config[key] = data[key]
         return JSONResponse({"config": dict(store.config)})

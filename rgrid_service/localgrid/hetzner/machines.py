@@ -59,6 +59,10 @@ class Machines:
             self.poll()
 
     def _boot(self, server_id: int) -> None:
+        # The server is running; its worker service starts once cloud-init is done (config
+        # init_delay_seconds, 0 by default).
+        if self._stop.wait(float(self.store.config.get("init_delay_seconds") or 0)):
+            return
         with self.store.lock:
             s = self.store.find("servers", server_id)
             if s is None:

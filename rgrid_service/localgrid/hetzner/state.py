@@ -34,7 +34,9 @@ class Store:
         self.lock = threading.RLock()
         self.clock = clock
         self.config = {"boot_delay_seconds": float(boot_delay), "action_delay_seconds": float(action_delay),
-                       "max_servers": max_servers}
+                       "max_servers": max_servers,
+                       # a running server's cloud-init time before its worker service starts
+                       "init_delay_seconds": 0.0}
         self.data: dict = {"next_id": dict(_FIRST_ID), **{k: {} for k in KINDS}}
         if self.path.exists():
             loaded = json.loads(self.path.read_text())
