@@ -7,7 +7,7 @@ back can no longer touch the execution (zero rows updated means "you are fenced 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -89,10 +89,14 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str):
 ATTEMPT_STAGES = {"running": ExecutionAttempt.running_at, "uploading": ExecutionAttempt.uploading_at}
 
 
-def _stage_values(stages: dict[str, float] | None) -> dict:
+def _stage_values(stages: dict[str, float] | None, before: datetime | None = None) -> dict:
     """The attempt's stage times not written yet, from stage -> seconds ago (timed on the runner's
-    monotonic clock, turned into database time here); a time already written is kept."""
-    return {ATTEMPT_STAGES[s].key: func.coalesce(ATTEMPT_STAGES[s], utcago(ago)) for s, ago in (stages or {}).items()}
+    monotonic clock, turned into database time here, or counted back from `before`, a database
+    time just written); a time already written is kept."""
+    def at(ago: float):
+        return utcago(ago) if before is None else before - timedelta(seconds=ago)
+
+    return {ATTEMPT_STAGES[s].key: func.coalesce(ATTEMPT_STAGES[s], at(ago)) for s, ago in (stages or {}).items()}
 
 
 def _stage_times(conn: Connection, lease: Lease, stages: dict[str, float] | None) -> None:
@@ -144,14 +148,16 @@ def finish(
     stages: dict[str, float] | None = None,
 ) -> bool:
     """Commit the run's result and its outputs in one transaction, only while the lease holds.
-    `stages` (stage -> seconds ago) fills the attempt's stage times no renew wrote."""
+    `stages` (stage -> seconds ago) fills the attempt's stage times no renew wrote, counted back
+    from finished_at (so a stage a moment ago never lands after it)."""
     with write_tx(engine) as conn:
-        res = conn.execute(
+        done = conn.execute(
             update(Execution)
             .where(*_fence(lease))
             .values(status=status, exit_code=exit_code, reason=reason, finished_at=utcnow())
-        )
-        if res.rowcount != 1:
+            .returning(Execution.finished_at)
+        ).first()
+        if done is None:
             return False
         if outputs:
             conn.execute(
@@ -161,7 +167,7 @@ def finish(
         conn.execute(
             update(ExecutionAttempt)
             .where(ExecutionAttempt.execution_id == lease.execution_id, ExecutionAttempt.attempt == lease.attempt)
-            .values(finished_at=utcnow(), outcome=status, reason=reason, **_stage_values(stages))
+            .values(finished_at=utcnow(), outcome=status, reason=reason, **_stage_values(stages, done.finished_at))
         )
     return True
 

@@ -81,7 +81,7 @@ def test_every_stage_gets_its_time_in_order(api, engine):
     assert api.get(f"/v1/executions/{ex_id}", headers=bearer(key)).json()["timeline"] == shown["timeline"]
 
     # Finish fills what no renew wrote (uploading), keeps what one did (running).
-    assert lifecycle.finish(engine, lease, S.SUCCEEDED, 0, None, [], stages={"running": 5.0, "uploading": 0.01})
+    assert lifecycle.finish(engine, lease, S.SUCCEEDED, 0, None, [], stages={"running": 5.0, "uploading": 0.0})
     done = api.get(f"/v1/executions/{ex_id}", headers=bearer(key)).json()
     assert [s["stage"] for s in done["timeline"]] == ["queued", "provisioning", "dispatched", "staging", "running",
                                                       "uploading", "finished"]
