@@ -1,5 +1,5 @@
-"""Operator commands: `python -m rgrid_service.admin migrate | create-key TENANT | register-key-hash
-TENANT SHA256 | ensure-bucket`."""
+"""Operator commands: `python -m rgrid_service.admin migrate | create-key TENANT [--operator] |
+register-key-hash TENANT SHA256 | ensure-bucket`."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ import re
 import typer
 from sqlalchemy import insert, select
 
-from .auth import create_key
+from .auth import OPERATOR_SCOPE, SCOPES, TENANT_SCOPE, create_key
 from .db.models import ApiKey, Tenant
 from .db.session import engine_for, upgrade_schema, write_tx
 from .settings import get_settings
@@ -23,9 +23,14 @@ def migrate() -> None:
 
 
 @cli.command("create-key")
-def create_key_cmd(tenant: str) -> None:
+def create_key_cmd(
+    tenant: str,
+    operator: bool = typer.Option(False, "--operator",
+                                  help="Operator scope: also the fleet (workers, previews, history) and acting on it."),
+) -> None:
     """Create an API key for TENANT (created if new); prints the key once."""
-    typer.echo(create_key(engine_for(get_settings().database_url), tenant))
+    typer.echo(create_key(engine_for(get_settings().database_url), tenant,
+                          scope=OPERATOR_SCOPE if operator else TENANT_SCOPE))
 
 
 @cli.command("register-key-hash")
@@ -34,7 +39,7 @@ def register_key_hash(tenant: str, sha256: str, scope: str = typer.Option("tenan
     the key, the server only its hash). Safe to repeat."""
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise typer.BadParameter("SHA256 must be 64 lowercase hex digits (the sha256 of the key).")
-    if scope not in ("tenant", "operator"):
+    if scope not in SCOPES:
         raise typer.BadParameter("--scope must be tenant or operator.")
     with write_tx(engine_for(get_settings().database_url)) as conn:
         if conn.execute(select(ApiKey.id).where(ApiKey.key_hash == sha256)).first():

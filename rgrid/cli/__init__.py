@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import inspect, local, run
+from . import fleet, inspect, local, run, workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -31,3 +31,5 @@ app.command()(inspect.logs)
 app.command()(inspect.download)
 app.command()(inspect.cancel)
 app.add_typer(local.local_app, name="local")
+app.add_typer(workers.workers_app, name="workers")
+app.add_typer(fleet.fleet_app, name="fleet")

@@ -13,7 +13,7 @@ from ..db.session import engine_for
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
 from .errors import ServiceError
-from .routers import batches, cluster, executions, health
+from .routers import batches, cluster, executions, fleet, health
 
 DB_AWAY = "The database is not reachable right now. Nothing was lost; try again in a few seconds."
 
@@ -24,7 +24,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         title="RGrid control plane",
         version="1",
         description="Run ordinary scripts on an elastic grid. Every endpoint but /v1/health needs "
-        "`Authorization: Bearer <API key>`.",
+        "`Authorization: Bearer <API key>`; the cluster and fleet endpoints need an operator key.",
     )
     app.state.settings = settings
     app.state.engine = engine_for(settings.database_url)
@@ -41,6 +41,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise exc
         return JSONResponse(status_code=503, content={"detail": DB_AWAY}, headers={"Retry-After": "5"})
 
-    for module in (health, cluster, executions, batches):
+    for module in (health, cluster, executions, batches, fleet):
         app.include_router(module.router)
     return app

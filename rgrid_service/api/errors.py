@@ -28,3 +28,9 @@ class Conflict(ServiceError):
     """The thing is not in a state that allows this."""
 
     status_code = 409
+
+
+class Unavailable(ServiceError):
+    """What the request needs is not set up or not reachable from here."""
+
+    status_code = 503

@@ -193,6 +193,92 @@ class ClusterView(BaseModel):
     fleet_events: list[FleetEventView] = []  # the fleet's latest decisions, updates and errors, newest first
 
 
+# ---------------------------------------------------------------- the fleet (operator scope)
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    provider: str
+    state: str
+    server_type: str | None
+    location: str | None
+    server_id: str | None
+    slots: int
+    slots_used: int = Field(description="Runs running on it now.")
+    created_at: UtcDateTime
+    age_seconds: float
+    paid_hour_left_seconds: float | None = Field(
+        description="Time left in the started billing hour, counted from the record's creation (None once the "
+        "server is gone).")
+    last_heartbeat_at: UtcDateTime | None
+    ray_node_id: str | None = Field(description="The Ray node carrying its label, as the orchestrator last saw it.")
+    dead_reason: str | None
+    retire_requested_at: UtcDateTime | None = None
+
+
+class WorkersView(BaseModel):
+    now: UtcDateTime = Field(description="The database's clock, which ages and paid hours are counted from.")
+    workers: list[WorkerInfo]
+
+
+class Retired(BaseModel):
+    id: str
+    state: str
+    message: str
+
+
+class PlanAction(BaseModel):
+    kind: str = Field(description="declare_dead | provision | drain | keep | delete")
+    workers: list[str]
+    reason: str
+    trigger: str
+
+
+class ServerChange(BaseModel):
+    worker_id: str
+    change: str = Field(description="create | delete | replace | update")
+    server_type: str | None
+    hourly_eur: float | None = Field(description="The type's price per hour (None: not in the price table).")
+    monthly_eur: float | None
+
+
+class CostChange(BaseModel):
+    now_hourly_eur: float = Field(description="What the servers that exist now cost per hour.")
+    hourly_eur: float = Field(description="The change per hour.")
+    monthly_eur: float = Field(description="The change per month (Hetzner's monthly caps).")
+    prices_as_of: list[str] = Field(description="The dates of the prices used.")
+    missing: list[str] = Field(description="A sentence per server type the price table lacks.")
+
+
+class FleetPreviewView(BaseModel):
+    at: UtcDateTime
+    provider: str
+    queued: int
+    trigger: str | None = Field(description="Why an update would run now (None: the plan changes no server).")
+    actions: list[PlanAction]
+    new_workers: list[str] = Field(description="The ids the workers the plan adds would get.")
+    desired: list[str] = Field(description="Worker ids that should have a server after the plan.")
+    existing: list[str] = Field(description="Worker ids that have a server now.")
+    diff: dict[str, list[str]] = Field(description="The engine's diff: create, delete, replace (worker ids).")
+    servers: list[ServerChange]
+    cost: CostChange
+
+
+class FleetUpdateView(BaseModel):
+    id: int
+    at: UtcDateTime
+    trigger: str | None = Field(description="provisioning | replacement | retirement | manual")
+    ok: bool
+    summary: str = Field(description="What changed, or the error as a sentence.")
+    diff: dict[str, list[str]] | None
+    duration_seconds: float | None
+
+
+class FleetHistory(BaseModel):
+    updates: list[FleetUpdateView] = Field(description="Newest first.")
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page; None: no more.")
+
+
 class BatchView(BaseModel):
     batch_id: str
     total: int

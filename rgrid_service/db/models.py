@@ -196,6 +196,10 @@ class Worker(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dead_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     dead_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The Ray node the orchestrator last saw carrying this worker's label (its health sweep records it).
+    ray_node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set when an operator retired the worker by hand: it drains and is deleted, never taken back.
+    retire_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class WorkerHeartbeat(Base):

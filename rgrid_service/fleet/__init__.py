@@ -10,7 +10,11 @@ decision into the worker records first, and hands the desired set to one provide
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..settings import ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,11 @@ class FleetProvider(Protocol):
         """Create what is missing and delete what is not desired; returns what exists after."""
 
     def preview(self, desired: list[ServerSpec]) -> FleetDiff:
-        """What apply(desired) would change, changing nothing."""
+        """What apply(desired) would change, changing nothing (FleetBusy while an update runs)."""
+
+    def recover(self) -> None:
+        """Undo what an interrupted update left behind; the orchestrator calls it before each
+        update, a preview never does."""
 
 
 class FleetBusy(Exception):
@@ -101,3 +109,17 @@ def explain(error: BaseException, failures: int) -> str:
         return f"{UNREACHABLE} (attempt {round_attempt(failures)})"
     first = text.strip().splitlines()[-1][:300] if text.strip() else type(error).__name__
     return f"{TRANSIENT} (attempt {round_attempt(failures)}): {first}"
+
+
+def make_provider(settings: "ServiceSettings") -> FleetProvider | None:
+    """The fleet provider the settings name; None when this process manages no fleet. The
+    orchestrator acts through it; the API previews through it."""
+    if settings.fleet == "pulumi":
+        from .pulumi import PulumiFleet
+
+        return PulumiFleet.from_settings(settings)
+    if settings.local_grid_home:
+        from .process import ProcessFleet
+
+        return ProcessFleet(Path(settings.local_grid_home), settings)
+    return None

@@ -75,6 +75,9 @@ class ProcessFleet:
                          delete=tuple(sorted(set(have) - set(want))),
                          same=tuple(w for w in want if w in have))
 
+    def recover(self) -> None:
+        """Nothing to undo: each start and stop is recorded as it happens."""
+
     def apply(self, desired: list[ServerSpec]) -> list[Server]:
         diff = self.preview(desired)
         if diff.delete:

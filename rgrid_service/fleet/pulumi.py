@@ -84,9 +84,11 @@ class PulumiFleet:
             return self._servers(stack)
 
     def preview(self, desired: list[ServerSpec]) -> FleetDiff:
+        """The engine's preview: it takes no lock and writes no state, so a running update is
+        looked for (its lock file, held by a live process) before and after, and means FleetBusy."""
         with self._lock, _busy_as_fleet_busy():
+            _raise_if_updating(self.engine.locks())
             stack = self._stack(desired)
-            self._recover(stack)
             ops: dict[str, str] = {}
 
             def on_event(event) -> None:
@@ -96,6 +98,7 @@ class PulumiFleet:
                                                             else pre.metadata.op)
 
             stack.preview(on_event=on_event, on_output=_log_output)
+            _raise_if_updating(self.engine.locks())
         kinds = {"create": [], "delete": [], "replace": [], "update": [], "same": []}
         for worker_id, op in sorted(ops.items()):
             key = {"create-replacement": "replace", "delete-replaced": "replace", "replace": "replace",
@@ -103,6 +106,10 @@ class PulumiFleet:
             if worker_id not in kinds[key]:
                 kinds[key].append(worker_id)
         return FleetDiff(**{k: tuple(v) for k, v in kinds.items()}, details=ops)
+
+    def recover(self) -> None:
+        with self._lock, _busy_as_fleet_busy():
+            self._recover(self._stack([]))
 
     def apply(self, desired: list[ServerSpec]) -> list[Server]:
         with self._lock, _busy_as_fleet_busy():
@@ -172,6 +179,19 @@ def _drop_stale_locks(locks: Path) -> None:
         if pid and not alive(pid):
             log.warning("removing the lock of update process %d, which no longer runs", pid)
             lock.unlink(missing_ok=True)
+
+
+def _raise_if_updating(locks: Path) -> None:
+    """FleetBusy when an update holds the stack's lock (a lock file of a process that runs)."""
+    if not locks.exists():
+        return
+    for lock in locks.rglob("*.json"):
+        try:
+            pid = int(json.loads(lock.read_text()).get("pid", 0))
+        except (OSError, ValueError):
+            continue
+        if pid and alive(pid):
+            raise FleetBusy(f"an update (process {pid}) holds the worker_pool stack")
 
 
 class _busy_as_fleet_busy:

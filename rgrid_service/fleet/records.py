@@ -22,9 +22,7 @@ def request_workers(engine: Engine, n: int, provider: str, server_type: str, loc
     database (a dead worker's id stays dead); returns their ids. The queued runs never dispatched
     get their `provisioning_at` (a stage of their timeline), once."""
     with write_tx(engine) as conn:
-        known = conn.execute(select(Worker.id)).scalars().all()
-        top = max((int(k[2:]) for k in known if k.startswith("w-") and k[2:].isdigit()), default=0)
-        ids = [f"w-{top + i}" for i in range(1, n + 1)]
+        ids = next_worker_ids(conn, n)
         for worker_id in ids:
             conn.execute(insert(Worker).values(
                 id=worker_id, provider=provider, state=WorkerState.REQUESTED, server_type=server_type,
@@ -32,6 +30,13 @@ def request_workers(engine: Engine, n: int, provider: str, server_type: str, loc
         conn.execute(update(Execution).where(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_at.is_(None),
                                              Execution.provisioning_at.is_(None)).values(provisioning_at=utcnow()))
     return ids
+
+
+def next_worker_ids(conn, n: int) -> list[str]:
+    """The ids the next n workers get: w-<n> past every id this database has held."""
+    known = conn.execute(select(Worker.id)).scalars().all()
+    top = max((int(k[2:]) for k in known if k.startswith("w-") and k[2:].isdigit()), default=0)
+    return [f"w-{top + i}" for i in range(1, n + 1)]
 
 
 def move(engine: Engine, worker_ids: list[str], to: WorkerState, **values) -> list[str]:
@@ -113,9 +118,44 @@ def record_servers(engine: Engine, provider: str, servers: list[Server]) -> dict
 
 
 def record_event(engine: Engine, kind: str, message: str, trigger: str | None = None,
-                 duration: float | None = None, ok: bool = True) -> None:
+                 duration: float | None = None, ok: bool = True, diff: dict | None = None) -> None:
+    """One fleet event; an update's diff is {"create": [ids], "delete": [...], "replace": [...]}."""
     from ..db.models import FleetEvent
 
     with write_tx(engine) as conn:
         conn.execute(insert(FleetEvent).values(at=utcnow(), kind=kind, trigger=trigger, message=message,
-                                               duration_seconds=duration, ok=ok))
+                                               duration_seconds=duration, ok=ok, diff=diff))
+
+
+def retire_by_hand(engine: Engine, worker_id: str) -> str | None:
+    """An operator retires a worker: an active or draining one drains (no new runs) and is deleted
+    once idle; one not yet booted leaves the desired set at once. Returns its state afterwards,
+    None when no such worker exists."""
+    with write_tx(engine) as conn:
+        state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
+        if state is None:
+            return None
+        if state in (WorkerState.ACTIVE, WorkerState.DRAINING):
+            conn.execute(update(Worker).where(Worker.id == worker_id, Worker.state == state)
+                         .values(state=WorkerState.DRAINING, retire_requested_at=utcnow()))
+            return WorkerState.DRAINING
+        if state in (WorkerState.REQUESTED, WorkerState.BOOTING):
+            conn.execute(update(Worker).where(Worker.id == worker_id, Worker.state == state)
+                         .values(state=WorkerState.DELETING, retire_requested_at=utcnow()))
+            return WorkerState.DELETING
+        return state
+
+
+def record_ray_nodes(engine: Engine, nodes: dict[str, str]) -> list[str]:
+    """Keep each worker's Ray node id as the orchestrator last saw it (worker id -> node id);
+    writes only the records whose node changed. Returns their ids."""
+    if not nodes:
+        return []
+    with engine.connect() as conn:
+        known = dict(conn.execute(select(Worker.id, Worker.ray_node_id).where(Worker.id.in_(list(nodes)))).all())
+    changed = [w for w, node in nodes.items() if w in known and known[w] != node]
+    if changed:
+        with write_tx(engine) as conn:
+            for worker_id in changed:
+                conn.execute(update(Worker).where(Worker.id == worker_id).values(ray_node_id=nodes[worker_id]))
+    return changed

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from rgrid_core.retry import retrying
 from rgrid_core.states import WorkerState
 
-from ..auth import create_key
+from ..auth import OPERATOR_SCOPE, create_key, set_scope
 from ..db.models import Worker
 from ..db.session import engine_for, upgrade_schema, write_tx
 from ..settings import ServiceSettings
@@ -32,13 +32,17 @@ def s3_keys(home: Path) -> tuple[str, str]:
 
 def prepare_database(home: Path, database_url: str) -> str:
     """Migrate the schema, retire an earlier session's workers and return the local API key
-    (made for tenant `local` on the first start)."""
+    (made for tenant `local` on the first start). The local user operates their grid, so the key
+    has operator scope; a key an older grid made is upgraded to it."""
     upgrade_schema(database_url)
     retire_workers(database_url)
     key_file = local_dir(home) / "api-key"
     if key_file.exists():
-        return key_file.read_text().strip()
-    key = create_key(engine_for(database_url), "local", "local user")
+        key = key_file.read_text().strip()
+        if set_scope(engine_for(database_url), key, OPERATOR_SCOPE):
+            return key
+        key_file.unlink()  # a key this database does not know (the database was replaced): make a new one
+    key = create_key(engine_for(database_url), "local", "local user", scope=OPERATOR_SCOPE)
     key_file.write_text(key)
     key_file.chmod(0o600)
     return key

@@ -3,31 +3,18 @@ from __future__ import annotations
 
 import logging
 import signal
-from pathlib import Path
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from rgrid_core.retry import retrying
 
 from ..db.session import engine_for
-from ..settings import ServiceSettings, get_settings
+from ..fleet import make_provider
+from ..settings import get_settings
 from . import connect_ray, log
 from .dispatch import Dispatcher
 from .fleet import FleetManager
 from .health import sweep_tick
-
-
-def make_provider(settings: ServiceSettings):
-    """The fleet provider the settings name; None when this orchestrator manages no fleet."""
-    if settings.fleet == "pulumi":
-        from ..fleet.pulumi import PulumiFleet
-
-        return PulumiFleet.from_settings(settings)
-    if settings.local_grid_home:
-        from ..fleet.process import ProcessFleet
-
-        return ProcessFleet(Path(settings.local_grid_home), settings)
-    return None
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 A dead worker's runs go back to the queue (or `lost`), and its record leaves the fleet's desired
 set, so the next fleet update deletes its server; the provisioning policy adds a replacement when
 the queue (or min_workers) needs one. Runs whose runner stopped renewing, and uploads that never
-finished, are cleaned up here too.
+finished, are cleaned up here too. Each worker's Ray node id is recorded on its record.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 from .. import lifecycle
+from ..fleet.records import record_ray_nodes
 from ..policies.health import dead_workers
 from ..settings import ServiceSettings
 from .snapshot import health_snapshot, ray_worker_nodes
@@ -22,6 +23,8 @@ def sweep_tick(settings: ServiceSettings, engine) -> list[str]:
     nodes = ray_worker_nodes()
     with engine.connect() as conn:
         now, beats = health_snapshot(conn, nodes)
+    # Which Ray node carries each worker, for `rgrid workers` (the API does not talk to Ray).
+    record_ray_nodes(engine, {w: n.node_id for w, n in nodes.items() if n.alive})
     # Upload URLs are dead after presign expiry: nobody can finish those uploads any more.
     expired = lifecycle.expire_uploads(engine, now - timedelta(seconds=settings.presign_expiry_seconds + 60))
     if expired:

@@ -141,15 +141,6 @@ def health_snapshot(conn: Connection, nodes: dict[str, RayNode]) -> tuple[dateti
                                  nodes[r.id].alive if r.id in nodes else None) for r in rows)
 
 
-def booting_since(conn: Connection, provider: str) -> dict[str, datetime]:
-    """worker id -> when its record was written, for workers whose server exists but whose agent
-    has not sent a first heartbeat."""
-    return dict(conn.execute(
-        select(Worker.id, Worker.created_at)
-        .where(Worker.provider == provider, Worker.state == WorkerState.BOOTING)
-    ).all())
-
-
 # A running run's duration is estimated from finished runs of the same script among the newest
 # HISTORY_WINDOW executions (a bounded read whatever the history holds), the last HISTORY of them.
 HISTORY_WINDOW = 5000
@@ -174,12 +165,13 @@ def fleet_snapshot(conn: Connection, provider: str) -> FleetSnapshot:
         select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
     ).all())
     rows = conn.execute(
-        select(Worker.id, Worker.state, Worker.slots, Worker.created_at)
+        select(Worker.id, Worker.state, Worker.slots, Worker.created_at, Worker.retire_requested_at)
         .where(Worker.provider == provider, Worker.state.in_([s.value for s in LIVE_WORKER_STATES]))
         .order_by(Worker.created_at, Worker.id)
     ).all()
     workers = tuple(FleetWorker(r.id, WorkerState(r.state), r.slots, on_worker.get(r.id, 0),
-                                assigned.get(r.id, 0), r.created_at) for r in rows)
+                                assigned.get(r.id, 0), r.created_at, r.retire_requested_at is not None)
+                    for r in rows)
     return FleetSnapshot(now, queued, running, workers)
 
 

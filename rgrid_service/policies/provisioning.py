@@ -29,6 +29,7 @@ class FleetWorker:
     running: int  # runs running on it now
     assigned: int  # running + queued runs dispatched to it and not yet claimed
     created_at: datetime
+    retire_requested: bool = False  # retired by hand: drains, then goes, whatever the billing hour
 
 
 @dataclass(frozen=True)

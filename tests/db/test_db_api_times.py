@@ -54,7 +54,8 @@ def test_every_timestamp_in_a_response_is_utc_with_zone_and_fraction(api, engine
 
     # Workers' timestamps too.
     lifecycle.register_worker(engine, "w-1", "local", 2)
-    [worker] = api.get("/v1/cluster", headers=bearer(key)).json()["workers"]
+    operator = auth.create_key(engine, "ops", scope=auth.OPERATOR_SCOPE)
+    [worker] = api.get("/v1/cluster", headers=bearer(operator)).json()["workers"]
     assert abs(parsed(worker["created_at"]) - parsed(worker["last_heartbeat_at"])) < timedelta(minutes=1)
 
     # The schema still calls them date-times.

@@ -63,7 +63,7 @@ def test_records_follow_the_servers_after_an_update(engine, api):
     assert states(engine) == {"w-1": "booting", "w-2": "booting", "w-3": "deleted"}
     records.record_event(engine, "error", "Worker limit reached. Upgrade account or wait for workers to free up.",
                          "provisioning", 1.5, ok=False)
-    key = auth.create_key(engine, "tenant-a")
+    key = auth.create_key(engine, "ops", scope=auth.OPERATOR_SCOPE)
     view = api.get("/v1/cluster", headers=bearer(key)).json()
     assert {w["id"]: w["server_id"] for w in view["workers"]} == {"w-1": "101", "w-2": "102"}
     assert view["workers"][0]["server_type"] == "cx23"

@@ -1,0 +1,54 @@
+"""`rgrid workers` (the fleet's workers) and `rgrid workers retire ID`: operator commands."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import typer
+
+from . import connect
+from .connect import call
+from .fleetview import short_node, span
+from .output import out, say
+
+workers_app = typer.Typer(add_completion=False, invoke_without_command=True,
+                          help="The grid's workers (needs an operator API key; the local grid's key is one).")
+
+
+@workers_app.callback()
+def workers(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List the workers: state, server type, location, slots used of total, age, time left in the
+    paid hour, last heartbeat and Ray node."""
+    if ctx.invoked_subcommand is not None:
+        return
+    view = call(connect.client().get, "/v1/workers")
+    if as_json:
+        out.print_json(json.dumps(view))
+        return
+    if not view["workers"]:
+        say("No workers. The fleet adds them when runs are queued; `rgrid fleet preview` shows what it would do.")
+        return
+    from rich.table import Column, Table
+
+    now = _moment(view["now"])
+    table = Table(Column("worker", no_wrap=True), "state", "type", "location", "slots", "age", "paid hour left",
+                  "last heartbeat", Column("Ray node", no_wrap=True, min_width=12), box=None, pad_edge=False)
+    for w in view["workers"]:
+        beat = w.get("last_heartbeat_at")
+        table.add_row(w["id"], w["state"] + (", by hand" if w.get("retire_requested_at") else ""),
+                      w.get("server_type") or "", w.get("location") or "", f"{w['slots_used']}/{w['slots']}",
+                      span(w["age_seconds"]), span(w.get("paid_hour_left_seconds")),
+                      f"{span((now - _moment(beat)).total_seconds())} ago" if beat else "never",
+                      short_node(w.get("ray_node_id")))
+    out.print(table)
+
+
+@workers_app.command("retire")
+def retire(worker_id: str = typer.Argument(..., metavar="ID", help="A worker id (w-…), as `rgrid workers` lists it.")):
+    """Retire a worker by hand: it takes no new runs and, once idle, the next fleet update deletes its server (`rgrid fleet history` shows it with trigger `manual`)."""  # noqa: E501 - one line, as the help shows it
+    done = call(connect.client().post, f"/v1/workers/{worker_id}/retire")
+    say(done["message"])
+
+
+def _moment(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
