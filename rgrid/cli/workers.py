@@ -35,12 +35,15 @@ def workers(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
                   "last heartbeat", Column("Ray node", no_wrap=True, min_width=12), box=None, pad_edge=False)
     for w in view["workers"]:
         beat = w.get("last_heartbeat_at")
-        table.add_row(w["id"], w["state"] + (", by hand" if w.get("retire_requested_at") else ""),
+        table.add_row(w["id"], w["state"],
                       w.get("server_type") or "", w.get("location") or "", f"{w['slots_used']}/{w['slots']}",
                       span(w["age_seconds"]), span(w.get("paid_hour_left_seconds")),
                       f"{span((now - _moment(beat)).total_seconds())} ago" if beat else "never",
                       short_node(w.get("ray_node_id")))
     out.print(table)
+    by_hand = [w["id"] for w in view["workers"] if w.get("retire_requested_at") and w["state"] == "draining"]
+    if by_hand:
+        say(f"Retired by hand: {', '.join(by_hand)} (each goes once idle).")
 
 
 @workers_app.command("retire")

@@ -30,7 +30,7 @@ def test_workers_lists_slots_age_paid_hour_heartbeat_and_ray_node(api):
     rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith("w-")}
     assert "active" in rows["w-1"] and "1/2" in rows["w-1"] and "12m00s" in rows["w-1"] and "48m00s" in rows["w-1"]
     assert "3s ago" in rows["w-1"] and "3f2a9c1b7d4e" in rows["w-1"] and "0" * 20 not in rows["w-1"]
-    assert "draining, by hand" in text(r.stdout) and "never" in rows["w-2"] and "1h01m" in rows["w-2"]
+    assert "Retired by hand: w-2 (each goes once idle)." in text(r.stderr) and "never" in rows["w-2"] and "1h01m" in rows["w-2"]
 
 
 def test_workers_json_is_the_apis_answer(api):
