@@ -23,9 +23,9 @@ WAIT_QUIET = 1.0  # seconds a run may wait before anything is shown
 WAIT_POLL = 0.5  # seconds between looks at a waiting run
 
 
-def elapsed(seconds: float) -> str:
-    """`0.812 s` under ten seconds, `42 s`, `3 min 5 s`, `2 h 10 min`."""
-    if seconds < 10:
+def elapsed(seconds: float, precise: bool = True) -> str:
+    """`0.812 s` under ten seconds (whole seconds unless precise), `42 s`, `3 min 5 s`, `2 h 10 min`."""
+    if seconds < 10 and precise:
         return f"{max(seconds, 0):.3f} s"
     s = round(seconds)
     if s < 60:
@@ -77,7 +77,7 @@ class WaitDisplay:
                 err.print(Text(waiting["sentence"]), highlight=False)
                 self.last_key = key
             return
-        line = Text.assemble(waiting["sentence"], (f"  · waited {elapsed(waited)}", "dim"))
+        line = Text.assemble(waiting["sentence"], (f"  · waited {elapsed(waited, precise=False)}", "dim"))
         if self.status is None:
             self.status = err.status(line, spinner="dots")
             self.status.start()
@@ -107,5 +107,5 @@ def wait_for_start(c, execution_id: str, clock: Callable[[], float] = time.monot
     finally:
         display.close()
     if display.shown and ex.get("worker_id"):
-        note(f"Started on worker {ex['worker_id']} after {elapsed(clock() - began)} of waiting.")
+        note(f"Started on worker {ex['worker_id']} after {elapsed(clock() - began, precise=False)} of waiting.")
     return ex

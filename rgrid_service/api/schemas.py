@@ -1,10 +1,13 @@
 """Request and response bodies of the /v1 API."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, WithJsonSchema
+
+from ..stages import current_stage, timeline
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -121,10 +124,6 @@ class ExecutionView(BaseModel):
         """An execution row as the API shows it: env values and object keys stay inside. `current`
         is its current attempt's row (else looked up in `attempts`), `waiting` a policies.waiting
         answer."""
-        from dataclasses import asdict
-
-        from ..stages import current_stage, timeline
-
         if current is None:
             current = next((a for a in attempts if a.attempt == ex.attempt), None)
         steps = timeline(ex, current)

@@ -169,7 +169,7 @@ def test_waiting_prints_each_new_stage_once_as_a_plain_line(capsys):
         "Cloud provider error. Retrying... (attempt 2/3)",
         "Worker w-7 is booting (about 40 s left)",
         "Starting on worker w-7…",
-        "Started on worker w-7 after 5.000 s of waiting.",
+        "Started on worker w-7 after 5 s of waiting.",
     ]
 
 
