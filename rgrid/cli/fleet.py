@@ -15,7 +15,7 @@ import typer
 from . import connect
 from .connect import call
 from .fleetview import MARKS, diff_line, euros, span
-from .output import local_time, note, out, say, warn
+from .output import err, local_time, note, out, say, warn
 
 fleet_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="The fleet's changes, before and after (needs an operator API key; the local grid's key "
@@ -41,7 +41,8 @@ def _client(timeout: float | None = None):
 @fleet_app.command("preview")
 def preview(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """What the fleet would do now, changing nothing: the policies' plan with its reasons, the engine's diff per server, and the change in € per hour and per month."""  # noqa: E501
-    view = call(_client(PREVIEW_TIMEOUT).get, "/v1/fleet/preview")
+    with err.status("Previewing the fleet (the engine runs the worker_pool program)…"):
+        view = call(_client(PREVIEW_TIMEOUT).get, "/v1/fleet/preview")
     if as_json:
         out.print_json(json.dumps(view))
         return
