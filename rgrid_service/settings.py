@@ -62,6 +62,14 @@ class ServiceSettings(BaseSettings):
     worker_database_url: str | None = None
     # A JSON price table replacing the built-in one (rgrid_service/fleet/prices.py).
     price_table: str | None = None
+    # How often the orchestrator prices the attempts that ended (policies/costs).
+    cost_interval_seconds: float = 5.0
+
+    # The orchestrator's Prometheus metrics: served on host:port (None: not served; 0: a free
+    # port), and how often it reads the runs that started and ended into them.
+    orchestrator_metrics_host: str = "127.0.0.1"
+    orchestrator_metrics_port: int | None = None
+    metrics_interval_seconds: float = 2.0
 
     # Orchestrator timings.
     dispatch_interval_seconds: float = 0.5

@@ -161,6 +161,8 @@ def local_status():
     out.print(f"Database   {state.database_url}", highlight=False)
     out.print(f"Fleet      {state.fleet}" + (f"  cloud API {state.cloud_url}" if state.cloud_url else ""),
               highlight=False)
+    out.print(f"Metrics    {state.api_url}/metrics (operator key)  orchestrator "
+              f"{state.orchestrator_metrics_url or 'not served'}", highlight=False)
     out.print(f"Logs       {logs_dir(Path(state.home))}", highlight=False)
     if localstate.is_running(Path(state.home)) is None:
         say("The local grid is not running (a component stopped). `rgrid local down`, then `rgrid local up`.")

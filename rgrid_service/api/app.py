@@ -10,10 +10,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..db.session import engine_for
+from ..fleet.prices import load_price_table
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
 from .errors import ServiceError
-from .routers import batches, cluster, executions, fleet, health
+from .metrics import registry_for
+from .routers import batches, cluster, executions, fleet, health, operator
 
 DB_AWAY = "The database is not reachable right now. Nothing was lost; try again in a few seconds."
 
@@ -29,6 +31,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine_for(settings.database_url)
     app.state.store = ObjectStore(settings)
+    app.state.prices = load_price_table(settings.price_table)
+    app.state.metrics = registry_for(app.state.engine)
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):
@@ -41,6 +45,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise exc
         return JSONResponse(status_code=503, content={"detail": DB_AWAY}, headers={"Retry-After": "5"})
 
-    for module in (health, cluster, executions, batches, fleet):
+    for module in (health, cluster, executions, batches, fleet, operator):
         app.include_router(module.router)
     return app

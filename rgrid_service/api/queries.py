@@ -51,14 +51,17 @@ def list_executions(engine: Engine, tenant_id: str, status: str | None, batch: s
         return list(session.scalars(q).all())
 
 
-def batch_counts(engine: Engine, tenant_id: str, batch_id: str) -> dict[str, int]:
-    """A batch's executions counted per status (empty: the tenant has no such batch)."""
+def batch_totals(engine: Engine, tenant_id: str, batch_id: str) -> tuple[dict[str, int], float | None]:
+    """A batch's executions counted per status (empty: the tenant has no such batch), and what
+    they cost so far (None: none priced yet)."""
     with engine.connect() as conn:
-        return dict(conn.execute(
-            select(Execution.status, func.count())
+        rows = conn.execute(
+            select(Execution.status, func.count(), func.sum(Execution.cost_eur))
             .where(Execution.tenant_id == tenant_id, Execution.batch_id == batch_id)
             .group_by(Execution.status)
-        ).all())
+        ).all()
+    costs = [c for _, _, c in rows if c is not None]
+    return {st: n for st, n, _ in rows}, (sum(costs) if costs else None)
 
 
 def no_batch(batch_id: str) -> NotFound:
@@ -68,15 +71,15 @@ def no_batch(batch_id: str) -> NotFound:
 def batch_view(engine: Engine, tenant_id: str, batch_id: str) -> schemas.BatchView:
     """One small query however large the batch, for progress displays that poll (listing a
     10 000-run batch twice a second would not be)."""
-    counts = batch_counts(engine, tenant_id, batch_id)
+    counts, cost = batch_totals(engine, tenant_id, batch_id)
     if not counts:
         raise no_batch(batch_id)
-    return schemas.BatchView(**summary(batch_id, counts))
+    return schemas.BatchView(**summary(batch_id, counts, cost))
 
 
-def summary(batch_id: str, counts: dict[str, int]) -> dict:
+def summary(batch_id: str, counts: dict[str, int], cost_eur: float | None = None) -> dict:
     total = sum(counts.values())
-    return dict(batch_id=batch_id, total=total, counts=counts,
+    return dict(batch_id=batch_id, total=total, counts=counts, cost_eur=cost_eur,
                 finished=sum(n for st, n in counts.items() if st in TERMINAL) == total)
 
 
@@ -136,3 +139,13 @@ def fleet_events(engine: Engine, limit: int = 10) -> list[schemas.FleetEventView
     with engine.connect() as conn:
         rows = conn.execute(select(FleetEvent.__table__).order_by(FleetEvent.id.desc()).limit(limit)).mappings().all()
     return [schemas.FleetEventView.model_validate(dict(r)) for r in rows]
+
+
+def unpriced_workers(engine: Engine, prices, worker_ids: set[str]) -> dict[str, str]:
+    """worker id -> why it has no price, for those of these workers without one (asked only for
+    runs that cost 0, so most reads of a run add no query)."""
+    from ..fleet.spend import workers_by_id
+
+    with engine.connect() as conn:
+        found = workers_by_id(conn, {w for w in worker_ids if w}, prices)
+    return {w: p.why for w, p in found.items() if p.hourly_eur is None}

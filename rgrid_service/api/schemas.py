@@ -73,6 +73,7 @@ class Attempt(BaseModel):
     finished_at: UtcDateTime | None
     outcome: str | None
     reason: str | None
+    cost_eur: float | None = None
 
 
 class StageTime(BaseModel):
@@ -118,12 +119,15 @@ class ExecutionView(BaseModel):
     stage: str = Field(default="created", description="The last stage of `timeline` (`created` before it is queued).")
     timeline: list[StageTime] = Field(default_factory=list, description="Each stage reached, with when.")
     waiting: WaitingView | None = Field(default=None, description="While queued: what it waits for.")
+    cost_eur: float | None = Field(None, description="Its share of its workers' paid hours in EUR, over every "
+                                   "attempt (docs/architecture.md, Costs); null until an attempt is priced.")
+    cost_note: str | None = Field(None, description="Why cost_eur is null, 0 or not final yet.")
 
     @classmethod
-    def of(cls, ex, attempts=(), current=None, waiting=None) -> "ExecutionView":
+    def of(cls, ex, attempts=(), current=None, waiting=None, unpriced_why: str | None = None) -> "ExecutionView":
         """An execution row as the API shows it: env values and object keys stay inside. `current`
         is its current attempt's row (else looked up in `attempts`), `waiting` a policies.waiting
-        answer."""
+        answer, `unpriced_why` why its worker has no price (its cost is then 0)."""
         if current is None:
             current = next((a for a in attempts if a.attempt == ex.attempt), None)
         steps = timeline(ex, current)
@@ -139,7 +143,29 @@ class ExecutionView(BaseModel):
             attempts=[Attempt.model_validate(a, from_attributes=True) for a in attempts],
             stage=current_stage(steps), timeline=[StageTime(stage=s, at=at) for s, at in steps],
             waiting=WaitingView(**asdict(waiting)) if waiting is not None else None,
+            cost_eur=ex.cost_eur, cost_note=cost_note(ex, unpriced_why),
         )
+
+
+def cost_note(ex, unpriced_why: str | None) -> str | None:
+    """Why a run's cost is null, 0 or still growing; None when it is simply its final cost."""
+    from rgrid_core.states import TERMINAL
+
+    if ex.cost_eur is None:
+        if ex.status in TERMINAL:
+            if not ex.attempt:
+                return "It never ran on a worker, so it cost nothing."
+            return "Being priced: a run's cost is recorded within seconds of its end."
+        return "Priced when its current attempt ends." if ex.status == "running" else \
+            "Not run yet: a run is priced when it ends."
+    if unpriced_why:
+        if unpriced_why == "local worker":
+            return f"It ran on {ex.worker_id}, a local worker, which costs nothing."
+        return (f"Counted as 0: {unpriced_why} (worker {ex.worker_id}); add it to the price table "
+                "(RGRID_PRICE_TABLE) to price such runs.")
+    if ex.status not in TERMINAL:
+        return "So far: the current attempt is priced when it ends."
+    return None
 
 
 class LogChunkView(BaseModel):
@@ -283,6 +309,7 @@ class BatchView(BaseModel):
     total: int
     counts: dict[str, int] = Field(description="Executions of the batch per status (only statuses that occur).")
     finished: bool = Field(description="True when every execution of the batch has ended.")
+    cost_eur: float | None = Field(None, description="What its executions cost so far, in EUR (null: none priced yet).")
 
 
 class BatchCanceled(BatchView):
@@ -299,3 +326,20 @@ class CreateMany(BaseModel):
 
 class CreatedMany(BaseModel):
     created: list[Created] = Field(description="One per requested execution, in the same order.")
+
+
+class FleetCostHour(BaseModel):
+    hour: UtcDateTime = Field(description="The clock hour's start (UTC).")
+    spend_eur: float = Field(description="Paid server hours that began in this clock hour, at the price table's prices.")
+    runs_eur: float = Field(description="What runs paid of those paid hours (their slot-seconds).")
+    idle_eur: float = Field(description="The rest: paid capacity nobody used (the hour in progress counts whole).")
+    workers: int = Field(description="Priced workers with a paid hour beginning in this clock hour.")
+
+
+class FleetCosts(BaseModel):
+    hours: list[FleetCostHour] = Field(description="Oldest first, the current clock hour last.")
+    spend_eur: float
+    runs_eur: float
+    idle_eur: float
+    prices: dict[str, float] = Field(description="EUR per hour of each server type the table prices.")
+    prices_as_of: dict[str, str] = Field(description="The date each price was read.")

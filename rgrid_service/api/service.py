@@ -22,7 +22,7 @@ from ..settings import ServiceSettings
 from ..storage import ObjectStore, blob_key
 from . import schemas
 from .errors import Conflict, Invalid
-from .queries import batch_counts, no_batch, owned, summary
+from .queries import batch_totals, no_batch, owned, summary
 
 ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -175,7 +175,7 @@ def cancel_batch(engine: Engine, tenant_id: str, batch_id: str) -> schemas.Batch
     """Cancel every unfinished execution of the tenant's batch in one transaction
     (lifecycle.cancel_batch); the batch's counts afterwards."""
     canceled = lifecycle.cancel_batch(engine, tenant_id, batch_id)
-    counts = batch_counts(engine, tenant_id, batch_id)
+    counts, cost = batch_totals(engine, tenant_id, batch_id)
     if not counts:
         raise no_batch(batch_id)
-    return schemas.BatchCanceled(canceled=canceled, **summary(batch_id, counts))
+    return schemas.BatchCanceled(canceled=canceled, **summary(batch_id, counts, cost))

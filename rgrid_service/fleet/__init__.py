@@ -123,3 +123,19 @@ def make_provider(settings: "ServiceSettings") -> FleetProvider | None:
 
         return ProcessFleet(Path(settings.local_grid_home), settings)
     return None
+
+
+TRANSIENT_MARKS = ("service_error", "server_error", "bad_gateway", "rate_limit", "unavailable", "conflict",
+                   "locked", " 429", " 500", " 502", " 503", "too many requests", "try again")
+
+
+def error_kind(error: BaseException) -> str:
+    """A provider error's kind, for the metrics: quota, unreachable, transient (the API answered
+    5xx, a rate limit or a conflict; a later try may pass) or other. explain() words the same split."""
+    low = str(error).lower()
+    sentence = explain(error, 1)
+    if sentence == QUOTA:
+        return "quota"
+    if sentence.startswith(UNREACHABLE):
+        return "unreachable"
+    return "transient" if any(m in low for m in TRANSIENT_MARKS) else "other"

@@ -71,6 +71,8 @@ def report_text(report: dict) -> str:
     lines = [f"{name:<13} pid {c['pid']:<8} {'running' if c['alive'] else 'stopped'}"
              for name, c in report["components"].items()]
     lines.append(f"API {report['api_url']}   fleet {report['fleet']}   logs {report['logs']}")
+    metrics = report.get("metrics") or {}
+    lines.append(f"metrics: API {metrics.get('api')} (operator key)   orchestrator {metrics.get('orchestrator')}")
     lines += [f"worker {w['id']:<6} {w['state']:<9} {w.get('server_type') or ''}" for w in report["workers"]]
     lines += [f"{e['at']}  {e['kind']}: {e['message']}" for e in report["fleet_events"]]
     if report.get("fleet_error"):

@@ -152,8 +152,13 @@ def start_api(state: GridState, env: dict[str, str]) -> None:
 
 
 def start_orchestrator(state: GridState, env: dict[str, str]) -> None:
+    """The orchestrator, with its metrics on a free loopback port kept in the state (a restart reuses it)."""
     from ..raynet import ray_process_env
 
+    if not state.orchestrator_metrics_url:
+        state.orchestrator_metrics_url = f"http://127.0.0.1:{free_ports(1)[0]}/metrics"
+    port = state.orchestrator_metrics_url.rsplit(":", 1)[1].removesuffix("/metrics")
+    env = {**env, "RGRID_ORCHESTRATOR_METRICS_HOST": "127.0.0.1", "RGRID_ORCHESTRATOR_METRICS_PORT": port}
     state.pids["orchestrator"] = spawn([sys.executable, "-m", "rgrid_service.orchestrator"],
                                        logs_dir(Path(state.home)) / "orchestrator.log", env=ray_process_env(env))
     state.save()

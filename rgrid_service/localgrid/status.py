@@ -19,6 +19,7 @@ def grid_status(home: Path) -> dict:
         "api_url": state.api_url, "ray_address": state.ray_address, "dashboard_url": state.dashboard_url,
         "s3_endpoint": state.s3_endpoint, "database_url": state.database_url, "logs": str(logs_dir(home)),
         "fleet": state.fleet, "workers": [], "fleet_events": [],
+        "metrics": {"api": f"{state.api_url}/metrics", "orchestrator": state.orchestrator_metrics_url or None},
     }
     try:
         report["workers"], report["fleet_events"] = _fleet(state.database_url)

@@ -10,8 +10,10 @@ from rgrid_core.retry import retrying
 
 from ..db.session import engine_for
 from ..fleet import make_provider
-from ..settings import get_settings
-from . import connect_ray, log
+from ..fleet.prices import load_price_table
+from ..settings import ServiceSettings, get_settings
+from . import connect_ray, log, metrics
+from .costs import CostRecorder
 from .dispatch import Dispatcher
 from .fleet import FleetManager
 from .health import sweep_tick
@@ -33,6 +35,7 @@ def main() -> None:
                       max_instances=1, coalesce=True, id="dispatch")
     scheduler.add_job(_safe(lambda: sweep_tick(settings, engine)), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")
+    add_observers(scheduler, settings, engine)
     provider = make_provider(settings)
     if provider is not None:
         fleet = FleetManager(settings, engine, provider)
@@ -44,6 +47,20 @@ def main() -> None:
              settings.sweep_interval_seconds, settings.dead_after_seconds, provider.name if provider else "none",
              settings.min_workers, settings.max_workers, settings.provision_interval_seconds)
     scheduler.start()
+
+
+def add_observers(scheduler, settings: ServiceSettings, engine) -> None:
+    """The jobs that look back at what ended: pricing attempts, and the metrics (and their server)."""
+    from datetime import timedelta
+
+    costs = CostRecorder(engine, load_price_table(settings.price_table), timedelta(seconds=settings.billing_period_seconds))
+    scheduler.add_job(_safe(lambda: metrics.ATTEMPTS_PRICED.inc(costs.tick())), "interval",
+                      seconds=settings.cost_interval_seconds, max_instances=1, coalesce=True, id="costs")
+    if settings.orchestrator_metrics_port is not None:
+        metrics.serve(settings.orchestrator_metrics_host, settings.orchestrator_metrics_port)
+        observer = metrics.RunObserver(engine)
+        scheduler.add_job(_safe(observer.tick), "interval", seconds=settings.metrics_interval_seconds,
+                          max_instances=1, coalesce=True, id="metrics")
 
 
 def _safe(fn):

@@ -22,6 +22,7 @@ from ..fleet import FleetBusy, FleetDiff, FleetProvider, Server, ServerSpec, exp
 from ..policies.fleetplan import TRIGGERS, FleetPlan, FleetPolicy, plan
 from ..policies.provisioning import FleetSnapshot
 from ..settings import ServiceSettings
+from . import metrics
 from .snapshot import fleet_snapshot
 
 log = logging.getLogger("rgrid.fleet")
@@ -144,8 +145,11 @@ class FleetManager:
         except FleetBusy as e:
             log.info("fleet update still running elsewhere: %s", e)
             self._pending = self._pending or trigger
+            metrics.fleet_update("busy", time.monotonic() - started)
             return
         except Exception as e:  # noqa: BLE001 - every provider error becomes a recorded sentence
+            metrics.fleet_update("error", time.monotonic() - started)
+            metrics.provider_error(e)
             self._failures += 1
             wait = retry_wait(self._failures, self.settings.fleet_retry_seconds)
             self._retry_at = time.monotonic() + wait
@@ -154,6 +158,7 @@ class FleetManager:
             log.warning("fleet update failed (%s); next try in %.0f s", sentence, wait, exc_info=log.isEnabledFor(logging.DEBUG))
             self._note("error", sentence, trigger, time.monotonic() - started, ok=False)
             return
+        metrics.fleet_update("ok", time.monotonic() - started)
         self._failures = 0
         self._known, self._checked_at = {s.worker_id for s in servers}, time.monotonic()
         changed = records.record_servers(self.engine, self.provider.name, servers)

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from ..fleet.prices import PriceTable
 
-LOCAL_PROVIDER = "process"
+LOCAL_PROVIDER = "local"  # the process fleet's workers
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,7 @@ def test_batch_summary_counts_per_status_for_its_tenant_only(api, engine):
         ids.append(r.json()["id"])
     api.post("/v1/executions", json=body(batch_id="b-other"), headers=bearer(key_a))
     view = api.get("/v1/batches/b-one", headers=bearer(key_a)).json()
-    assert view == {"batch_id": "b-one", "total": 3, "counts": {"uploading": 3}, "finished": False}
+    assert view == {"batch_id": "b-one", "total": 3, "counts": {"uploading": 3}, "finished": False, "cost_eur": None}
 
     for ex_id in ids[:2]:
         assert api.post(f"/v1/executions/{ex_id}/cancel", headers=bearer(key_a)).status_code == 200

@@ -47,7 +47,7 @@ def test_batch_cancel_cancels_every_unfinished_execution_of_the_batch(api, engin
     r = api.post("/v1/batches/b-1/cancel", headers=bearer(key_a))
     assert r.status_code == 200, r.text
     assert r.json() == {"batch_id": "b-1", "canceled": 4, "counts": {S.CANCELED: 4, S.SUCCEEDED: 1},
-                        "total": 5, "finished": True}
+                        "total": 5, "finished": True, "cost_eur": None}
     assert statuses(engine, uploading, queued, running, requeued, done) == [S.CANCELED] * 4 + [S.SUCCEEDED]
     with engine.connect() as conn:
         reasons = conn.execute(select(Execution.reason, Execution.finished_at)
@@ -99,4 +99,4 @@ def test_batch_cancel_of_a_large_batch_is_one_request(api, engine, size):
     r = api.post("/v1/batches/b-big/cancel", headers=bearer(key))
     assert r.status_code == 200, r.text
     assert r.json() == {"batch_id": "b-big", "canceled": size, "counts": {S.CANCELED: size}, "total": size,
-                        "finished": True}
+                        "finished": True, "cost_eur": None}

@@ -63,10 +63,10 @@ def test_a_short_billing_period_is_honoured():
 
 
 @pytest.mark.parametrize("provider,server_type,has_server,expected", [
-    ("pulumi", "cx23", True, (0.0064, None)),
-    ("process", "local", True, (None, "local worker")),
-    ("pulumi", "cx99", True, (None, "no price for type cx99")),
-    ("pulumi", "cx23", False, (None, "no server was ever made for it")),
+    ("hetzner", "cx23", True, (0.0064, None)),
+    ("local", "local", True, (None, "local worker")),
+    ("hetzner", "cx99", True, (None, "no price for type cx99")),
+    ("hetzner", "cx23", False, (None, "no server was ever made for it")),
 ])
 def test_price_of(provider, server_type, has_server, expected):
     assert price_of(provider, server_type, has_server, DEFAULT_PRICES) == expected
@@ -74,7 +74,7 @@ def test_price_of(provider, server_type, has_server, expected):
 
 def test_an_operator_table_overrides_the_price():
     table = PriceTable({"cx23": Price("cx23", 1.0, 600.0, "2026-11-30", "test")})
-    assert price_of("pulumi", "cx23", True, table) == (1.0, None)
+    assert price_of("hetzner", "cx23", True, table) == (1.0, None)
 
 
 @pytest.mark.parametrize("ended,now,hours", [

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from .. import progress, queries, schemas, service
+from ..costs import PricesDep
 from ..deps import EngineDep, SettingsDep, StoreDep, TenantDep
 
 router = APIRouter(tags=["executions"])
@@ -33,19 +34,24 @@ def submit_execution(execution_id: str, engine: EngineDep, store: StoreDep, tena
 def list_executions(
     engine: EngineDep,
     tenant_id: TenantDep,
+    prices: PricesDep,
     status: str | None = None,
     batch: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
 ):
     rows = queries.list_executions(engine, tenant_id, status, batch, limit)
     current = progress.current_attempts(engine, rows)
-    return [schemas.ExecutionView.of(ex, current=current.get(ex.id)) for ex in rows]
+    unpriced = queries.unpriced_workers(engine, prices, {ex.worker_id for ex in rows if ex.cost_eur == 0})
+    return [schemas.ExecutionView.of(ex, current=current.get(ex.id), unpriced_why=unpriced.get(ex.worker_id))
+            for ex in rows]
 
 
 @router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView)
-def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep):
+def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep):
     ex = queries.owned(engine, tenant_id, execution_id)
-    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id), waiting=progress.waiting_of(engine, ex))
+    unpriced = queries.unpriced_workers(engine, prices, {ex.worker_id} if ex.cost_eur == 0 else set())
+    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id), waiting=progress.waiting_of(engine, ex),
+                                    unpriced_why=unpriced.get(ex.worker_id))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView)
