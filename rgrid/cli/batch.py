@@ -20,7 +20,7 @@ from . import connect
 from .connect import call
 from .fetch import fetch_outputs
 from .follow import cancel_or_detach
-from .output import err, error, fail, note, out, plural, say, warn
+from .output import err, error, eur, fail, note, out, plural, say, warn
 from .run import collect_inputs
 
 BULK_CREATE = 500  # executions per POST /v1/executions/bulk
@@ -229,11 +229,12 @@ def unqueue(c, batch_id: str, created: bool) -> None:
     say(f"Batch {batch_id} was not queued" + (f"; canceled its {n} execution(s) already queued." if n else "."))
 
 
-def progress_line(counts: dict[str, int]) -> str:
+def progress_line(counts: dict[str, int], cost_eur: float | None = None) -> str:
     done = counts.get(S.SUCCEEDED, 0)
     failed = sum(n for st, n in counts.items() if st in TERMINAL and st != S.SUCCEEDED)
     queued = counts.get(S.QUEUED, 0) + counts.get(S.UPLOADING, 0)
-    return f"queued {queued}  running {counts.get(S.RUNNING, 0)}  done {done}  failed {failed}"
+    cost = f"  cost {eur(cost_eur)}" if cost_eur else ""
+    return f"queued {queued}  running {counts.get(S.RUNNING, 0)}  done {done}  failed {failed}{cost}"
 
 
 def follow_batch(c, batch_id: str, total: int) -> list[dict]:
@@ -248,7 +249,7 @@ def follow_batch(c, batch_id: str, total: int) -> list[dict]:
                 # Counts only (one small query), however large the batch; the rows once at the end.
                 view = call(c.get, f"/v1/batches/{batch_id}")
                 finished = sum(n for st, n in view["counts"].items() if st in TERMINAL)
-                bar.update(task, completed=finished, counts=progress_line(view["counts"]))
+                bar.update(task, completed=finished, counts=progress_line(view["counts"], view.get("cost_eur")))
                 if view["finished"] and view["total"] >= total:
                     return batch_executions(c, batch_id)
                 time.sleep(POLL)

@@ -15,7 +15,7 @@ from .batch import BATCH_MAX, batch_executions, batch_input, cancel_batch, count
 from .connect import call
 from .fetch import fetch_outputs
 from .follow import exit_code_for, follow, print_logs, stop_following
-from .output import fail, local_time, out, say, warn
+from .output import eur, fail, local_time, out, say, warn
 
 TIMES = ("created_at", "queued_at", "started_at", "finished_at")
 
@@ -48,6 +48,7 @@ def status(
         table.add_row("env", ", ".join(ex["env_keys"]) + " (values hidden)")
     if ex.get("log_truncated"):
         table.add_row("logs", "truncated: the script wrote more than the log limit, and the rest was dropped")
+    table.add_row("cost", " ".join(p for p in (eur(ex.get("cost_eur")), ex.get("cost_note") or "") if p))
     for a in ex.get("attempts", []):
         table.add_row(f"attempt {a['attempt']}", f"on {a['worker_id']}: {a['outcome'] or 'running'}"
                       + (f" ({a['reason']})" if a.get("reason") else ""))
@@ -68,11 +69,13 @@ def batch_status(batch_id: str, as_json: bool):
         warn(f"listing {len(rows)} of the batch's {view['total']} executions; the counts cover all of them.")
     if as_json:
         out.print_json(json.dumps({"batch": batch_id, "counts": ordered_counts(view["counts"]), "total": view["total"],
+                                   "cost_eur": view.get("cost_eur"),
                                    "executions": [{**ex, "input": batch_input(ex)} for ex in rows]}))
         return
     from rich.table import Table
 
-    out.print(f"Batch {batch_id}: {counts_line(view['counts'], view['total'])}", highlight=False)
+    cost = f"; cost {eur(view['cost_eur'])} so far" if view.get("cost_eur") is not None else ""
+    out.print(f"Batch {batch_id}: {counts_line(view['counts'], view['total'])}{cost}", highlight=False)
     table = Table("id", "input", "status", "worker", "exit")
     for ex in rows:
         table.add_row(ex["id"], batch_input(ex), ex["status"], ex["worker_id"] or "",

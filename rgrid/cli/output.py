@@ -56,3 +56,17 @@ def local_time(value: str | None, digits: int = 3) -> str:
         shown += f".{moment.microsecond:06d}"[: digits + 1]
     offset = moment.strftime("%z")  # +0200
     return f"{shown} {offset[:3]}:{offset[3:]}"
+
+
+def eur(amount: float | None) -> str:
+    """An amount in EUR as a person reads it: cents when it has any, else the first digits that
+    say something (a short run on a 2-slot cx23 costs millionths)."""
+    if amount is None:
+        return ""
+    if amount == 0:
+        return "0 EUR"
+    if amount >= 0.01:
+        return f"{amount:.2f} EUR"
+    if amount < 0.0000001:
+        return "less than 0.0000001 EUR"
+    return f"{amount:.7f}".rstrip("0") + " EUR"

@@ -57,8 +57,9 @@ def add_observers(scheduler, settings: ServiceSettings, engine) -> None:
     scheduler.add_job(_safe(lambda: metrics.ATTEMPTS_PRICED.inc(costs.tick())), "interval",
                       seconds=settings.cost_interval_seconds, max_instances=1, coalesce=True, id="costs")
     if settings.orchestrator_metrics_port is not None:
-        metrics.serve(settings.orchestrator_metrics_host, settings.orchestrator_metrics_port)
         observer = metrics.RunObserver(engine)
+        _safe(observer.start)()
+        metrics.serve(settings.orchestrator_metrics_host, settings.orchestrator_metrics_port)
         scheduler.add_job(_safe(observer.tick), "interval", seconds=settings.metrics_interval_seconds,
                           max_instances=1, coalesce=True, id="metrics")
 

@@ -4,10 +4,11 @@ execution's cost the sum of its attempts'.
 The price table lives in the control plane only, so the orchestrator prices, not the runner. An
 attempt's share is final when it ends, so each is priced once. The read is a range of the index on
 execution_attempts.finished_at from a cursor, never a scan: at start the cursor is the newest
-priced attempt's end (one backward step of that index), then it follows the newest end seen. It
-trails by OVERLAP, because ends are stamped by the database clock when their transaction runs and
-may become visible slightly out of order; the `cost_eur IS NULL` filter skips those done already.
-Attempts on workers without a price get 0 (the API says why), so they are never read again.
+priced attempt's end (one backward step of that index; with none priced, the oldest end), then it
+follows the newest end seen. It trails by OVERLAP, because ends are stamped by the database clock
+when their transaction runs and may become visible slightly out of order; the `cost_eur IS NULL`
+filter skips those done already. Attempts on workers without a price get 0 (the API says why), so
+they are never read again.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from ..policies.costs import PricedWorker, Span, attempt_cost
 log = logging.getLogger("rgrid.costs")
 
 OVERLAP = timedelta(seconds=30)
+# SQLite keeps times as text, the database clock's with 3 decimals, a bound parameter's with 6: a
+# bound time equal to a stored one compares greater. So a cursor always sits a little before.
+JUST_BEFORE = timedelta(milliseconds=1)
 BATCH = 1000
 
 
@@ -44,7 +48,8 @@ class CostRecorder:
         ).scalar()
         if newest_priced is not None:
             return newest_priced - OVERLAP
-        return conn.execute(select(func.min(ExecutionAttempt.finished_at))).scalar()  # all of history, once
+        oldest = conn.execute(select(func.min(ExecutionAttempt.finished_at))).scalar()  # all of history, once
+        return None if oldest is None else oldest - OVERLAP
 
     def tick(self) -> int:
         """Price up to BATCH ended attempts; returns how many were priced."""
@@ -73,8 +78,8 @@ class CostRecorder:
             for i in range(0, len(executions), 500):
                 conn.execute(update(Execution).where(Execution.id.in_(executions[i:i + 500])).values(cost_eur=total))
         newest = rows[-1].finished_at
-        # A full batch may end amid equal ends: stay on it (the filter skips what is priced).
-        self._since = newest if len(rows) == BATCH else max(self._since, newest - OVERLAP)
+        # A full batch may end amid equal ends: stay just before it (the filter skips what is priced).
+        self._since = newest - JUST_BEFORE if len(rows) == BATCH else max(self._since, newest - OVERLAP)
         return len(rows)
 
     def cost(self, row, worker: PricedWorker | None) -> float:

@@ -23,6 +23,7 @@ from rgrid_core.states import TERMINAL
 from .. import lifecycle
 from ..db.models import Execution, ExecutionAttempt
 from ..fleet import error_kind
+from .costs import JUST_BEFORE
 
 log = logging.getLogger("rgrid.metrics")
 
@@ -76,11 +77,16 @@ class RunObserver:
         self._ended_since = None
         self._seen: dict[int, object] = {}  # ended attempt ids counted, within the overlap
 
-    def tick(self) -> None:
+    def start(self) -> None:
+        """Set the cursors at now: what happens from here on is counted (before the metrics are served)."""
         with self.engine.connect() as conn:
-            if self._last_attempt is None:
-                self._last_attempt = conn.execute(select(func.max(ExecutionAttempt.id))).scalar() or 0
-                self._ended_since = lifecycle.db_now(conn) - OVERLAP
+            self._last_attempt = conn.execute(select(func.max(ExecutionAttempt.id))).scalar() or 0
+            self._ended_since = lifecycle.db_now(conn) - OVERLAP
+
+    def tick(self) -> None:
+        if self._last_attempt is None:
+            self.start()  # the database was away when the orchestrator started
+        with self.engine.connect() as conn:
             claims = conn.execute(
                 select(ExecutionAttempt.id, ExecutionAttempt.attempt, ExecutionAttempt.started_at, Execution.queued_at)
                 .join(Execution, Execution.id == ExecutionAttempt.execution_id)
@@ -110,5 +116,6 @@ class RunObserver:
                     SUBMIT_TO_FINISHED.observe(max(0.0, (e.run_finished_at - e.queued_at).total_seconds()))
         if ended:
             newest = ended[-1].finished_at
-            self._ended_since = newest if len(ended) == BATCH else max(self._ended_since, newest - OVERLAP)
+            # Just before the newest on a full batch (see orchestrator/costs.JUST_BEFORE).
+            self._ended_since = newest - JUST_BEFORE if len(ended) == BATCH else max(self._ended_since, newest - OVERLAP)
             self._seen = {i: at for i, at in self._seen.items() if at >= self._ended_since}

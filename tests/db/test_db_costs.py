@@ -97,6 +97,21 @@ def test_the_cost_tick_prices_each_ended_attempt_once_and_sums_per_run(engine, f
     assert costs(engine, Execution)[runs["running"]] == pytest.approx(CX23 * 1800 / 7200)
 
 
+def test_the_first_run_that_ends_is_priced(engine, make_execution):
+    # Its end is stamped by the database clock, which SQLite keeps with fewer decimals than a
+    # bound parameter has: the cursor must still find it when it is the oldest end there is.
+    with engine.begin() as conn:
+        conn.execute(insert(Worker).values(id="w-1", provider="hetzner", server_type="cx23", state="active",
+                                           slots=2, server_id="1", created_at=lifecycle.db_now(conn)))
+    recorder = CostRecorder(engine, DEFAULT_PRICES, HOUR)
+    assert recorder.tick() == 0
+    run = make_execution("queued")
+    lease, _spec = lifecycle.claim_run(engine, run, "w-1")
+    assert lifecycle.finish(engine, lease, "succeeded", 0, None, [])
+    assert recorder.tick() == 1
+    assert costs(engine, Execution)[run] >= 0.0
+
+
 def test_the_api_shows_each_cost_and_why_it_is_null_or_zero(engine, api, fleet):
     t0, runs = fleet
     CostRecorder(engine, DEFAULT_PRICES, HOUR).tick()
