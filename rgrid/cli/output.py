@@ -59,14 +59,14 @@ def local_time(value: str | None, digits: int = 3) -> str:
 
 
 def eur(amount: float | None) -> str:
-    """An amount in EUR as a person reads it: cents when it has any, else the first digits that
-    say something (a short run on a 2-slot cx23 costs millionths)."""
+    """An amount in euros as a person reads it: cents when it has any, else the first digits that
+    say something (a short run on a 2-slot cx23 costs millionths of a euro)."""
     if amount is None:
         return ""
     if amount == 0:
-        return "0 EUR"
+        return "€0"
     if amount >= 0.01:
-        return f"{amount:.2f} EUR"
+        return f"€{amount:.2f}"
     if amount < 0.0000001:
-        return "less than 0.0000001 EUR"
-    return f"{amount:.7f}".rstrip("0") + " EUR"
+        return "less than €0.0000001"
+    return "€" + f"{amount:.7f}".rstrip("0")

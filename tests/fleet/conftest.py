@@ -32,6 +32,8 @@ FLEET_ENV = {
     "RGRID_BOOT_TIMEOUT_SECONDS": "150",
     "RGRID_FLEET_RETRY_SECONDS": "1",
     "RGRID_REDISPATCH_AFTER_SECONDS": "10",
+    "RGRID_COST_INTERVAL_SECONDS": "1",
+    "RGRID_METRICS_INTERVAL_SECONDS": "1",
 }
 
 
@@ -101,6 +103,30 @@ class FleetGrid(Grid):
     def live(self) -> dict[str, dict]:
         return {w: r for w, r in self.workers().items() if r["state"] in ("requested", "booting", "active", "draining")}
 
+    def operator(self) -> httpx.Client:
+        """An API client with an operator key (made once)."""
+        if not self._operator_key:
+            from sqlalchemy import update
+
+            from rgrid_service import auth
+            from rgrid_service.db.models import ApiKey
+
+            key = auth.create_key(self.engine(), "ops", "the operator")
+            with self.engine().begin() as conn:
+                conn.execute(update(ApiKey).where(ApiKey.key_hash == auth.hash_key(key)).values(scope="operator"))
+            self._operator_key = key
+        return self.api(self._operator_key)
+
+    def orchestrator_metrics(self) -> dict[tuple[str, tuple], float]:
+        """The orchestrator's metrics, parsed: (name, sorted labels) -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from rgrid_core.localstate import load_state
+
+        text = httpx.get(load_state(self.home).orchestrator_metrics_url, timeout=10).text
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
     def events(self) -> list[dict]:
         from sqlalchemy import select
 
@@ -125,6 +151,7 @@ class FleetGrid(Grid):
         return cloud.fleet_env(self.home, Path(self._bin_dir), self.state.cloud_url)
 
     _bin_dir: str = ""
+    _operator_key: str = ""
 
 
 @pytest.fixture(scope="module")

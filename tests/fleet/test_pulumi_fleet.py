@@ -12,6 +12,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from tests.chaos.conftest import signal_server
 from tests.gridctl import restart
 
@@ -77,6 +79,16 @@ def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     asked = [w for m in decisions for w in m.split(":")[0].removeprefix("requested ").split(", ")]
     assert len(asked) == MAX_WORKERS and all("queued against" in m for m in decisions), decisions
     wait_converged(fleet_grid, 120, "the stack and the cloud to agree")
+    # Every run paid its share of a cx23's paid periods, and the operator's spend per clock hour
+    # holds exactly those shares as the runs' part, beside the idle rest.
+    priced = wait_until(lambda: (lambda v: v if all(ex["cost_eur"] for ex in v) else None)(
+        [fleet_grid.execution(i) for i in ids]), 60, "every run to be priced")
+    with fleet_grid.operator() as api:
+        spend = api.get("/v1/fleet/costs", params={"hours": 3}).json()
+    runs_total = sum(ex["cost_eur"] for ex in priced)
+    assert spend["runs_eur"] == pytest.approx(runs_total, rel=1e-6), spend
+    assert spend["spend_eur"] >= MAX_WORKERS * spend["prices"]["cx23"] and spend["idle_eur"] > 0
+    assert any(h["spend_eur"] > 0 and h["runs_eur"] > 0 for h in spend["hours"]), spend
 
 
 def test_2_killed_workers_are_deleted_through_the_stack_and_replaced(fleet_grid: FleetGrid):
@@ -143,6 +155,10 @@ def test_4_quota_5xx_and_hangs_are_survived_recorded_and_converge(fleet_grid: Fl
     status = subprocess.run([sys.executable, "-m", "rgrid_service.localgrid", "status", "--home", str(fleet_grid.home),
                              "--json"], capture_output=True, text=True, timeout=60)
     assert "Worker limit reached. Upgrade account or wait for workers to free up." in status.stdout
+    metrics = fleet_grid.orchestrator_metrics()
+    assert metrics[("rgrid_provider_errors_total", (("kind", "quota"),))] >= 1, metrics
+    assert metrics[("rgrid_fleet_update_duration_seconds_count", (("result", "error"),))] >= 1
+    assert metrics[("rgrid_fleet_update_duration_seconds_count", (("result", "ok"),))] >= 1
     # Then the cloud answers 5xx to creates (the provider's own retries give up too): recorded as
     # a sentence, retried with back-off; once it answers again, everything goes through.
     fleet_grid.fault(kind="5xx", match="^POST /v1/servers$")
@@ -150,6 +166,8 @@ def test_4_quota_5xx_and_hangs_are_survived_recorded_and_converge(fleet_grid: Fl
         c.put("/_standin/config", json={"max_servers": None}).raise_for_status()
     wait_until(lambda: any(e["kind"] == "error" and e["message"].startswith("Cloud provider error. Retrying...")
                            for e in fleet_grid.events()), 300, "the 5xx error to be recorded")
+    five = [e["message"] for e in fleet_grid.events() if e["message"].startswith("Cloud provider error")]
+    assert fleet_grid.orchestrator_metrics()[("rgrid_provider_errors_total", (("kind", "transient"),))] >= 1, five
     fleet_grid.clear_faults()
     done = fleet_grid.wait_all(ids, timeout=600)
     assert {ex["status"] for ex in done.values()} == {"succeeded"}
