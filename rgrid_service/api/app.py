@@ -15,7 +15,7 @@ from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
 from .errors import ServiceError
 from .metrics import registry_for
-from .routers import batches, cluster, executions, fleet, health, operator
+from .routers import batches, cluster, executions, fleet, health, metrics, spend
 
 DB_AWAY = "The database is not reachable right now. Nothing was lost; try again in a few seconds."
 
@@ -45,6 +45,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise exc
         return JSONResponse(status_code=503, content={"detail": DB_AWAY}, headers={"Retry-After": "5"})
 
-    for module in (health, cluster, executions, batches, fleet, operator):
+    for module in (health, cluster, executions, batches, fleet, spend, metrics):
         app.include_router(module.router)
     return app
