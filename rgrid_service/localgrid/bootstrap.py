@@ -54,7 +54,12 @@ def prepare_bucket(settings: ServiceSettings) -> None:
 
 
 def retire_workers(database_url: str) -> None:
-    """Workers of an earlier local grid session are gone for good: mark them deleted."""
+    """Workers of an earlier local grid session are gone for good (the pulumi fleet's servers are
+    deleted through the stack when the grid stops): mark them deleted, with when, so their paid
+    hours end there (policies/costs)."""
+    from ..db.clock import utcnow
+
     with write_tx(engine_for(database_url)) as conn:
-        conn.execute(update(Worker).where(Worker.provider == "local", Worker.state != WorkerState.DEAD)
+        conn.execute(update(Worker).where(Worker.state.not_in((WorkerState.DEAD, WorkerState.DELETED)))
                      .values(state=WorkerState.DELETED))
+        conn.execute(update(Worker).where(Worker.deleted_at.is_(None)).values(deleted_at=utcnow()))

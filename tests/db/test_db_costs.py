@@ -161,3 +161,20 @@ def test_api_metrics_need_an_operator_and_count_the_queue_and_workers(engine, ap
     assert samples[("rgrid_runs", (("status", "uploading"),))] == 0
     assert samples[("rgrid_workers", (("state", "active"),))] == 2
     assert samples[("rgrid_workers", (("state", "deleted"),))] == 1
+
+
+def test_a_stopped_local_grid_ends_its_workers_paid_hours(engine, db_url, fleet):
+    from rgrid_service.localgrid.bootstrap import retire_workers
+    from rgrid_service.fleet.spend import workers_billed_since
+
+    t0, _runs = fleet
+    with engine.connect() as conn:
+        # Priced workers only (w-0 is local, w-9 has no price), w-1 deleted after t0.
+        assert [w.worker_id for w in workers_billed_since(conn, t0, HOUR, DEFAULT_PRICES)] == ["w-1"]
+    retire_workers(db_url)  # `rgrid local down` (and the next up): every server of the grid is gone
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Worker.id, Worker.state, Worker.deleted_at)).all()}
+        now = lifecycle.db_now(conn)
+    assert {w: r.state for w, r in rows.items()} == {"w-1": "deleted", "w-0": "deleted", "w-9": "deleted"}
+    assert rows["w-1"].deleted_at == t0 + minutes(100)  # kept
+    assert all(r.deleted_at <= now for r in rows.values())
