@@ -1,8 +1,8 @@
 """`rgrid fleet preview` and `rgrid fleet history`: the fleet's changes before and after (operator).
 
 `history` is built from sections: each fetches its part from the API and shows it; `--json`
-prints {section key: what it fetched}. Another part of the history (spend per hour, say) is one
-more `Section` appended to HISTORY_SECTIONS.
+prints {section key: what it fetched}. The updates come first, then the spend per hour (`spend.py`);
+another part is one more `Section` appended to HISTORY_SECTIONS.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from . import connect
 from .connect import call
 from .fleetview import MARKS, diff_line, euros, span
 from .output import err, local_time, note, out, say, warn
+from .spend import fetch_spend, show_spend
 
 fleet_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="The fleet's changes, before and after (needs an operator API key; the local grid's key "
@@ -87,6 +88,7 @@ def show_preview(view: dict) -> None:
 class HistoryOptions:
     limit: int
     before: Optional[int]
+    hours: int = 24  # of spend per hour
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,10 @@ def show_updates(page: dict, opts: HistoryOptions) -> None:
         note(f"Older updates: rgrid fleet history --before {page['next_before']}")
 
 
-HISTORY_SECTIONS: list[Section] = [Section("updates", fetch_updates, show_updates)]
+HISTORY_SECTIONS: list[Section] = [
+    Section("updates", fetch_updates, show_updates),
+    Section("spend", lambda client, opts: fetch_spend(client, opts.hours), lambda view, opts: show_spend(view)),
+]
 
 
 @fleet_app.command("history")
@@ -129,10 +134,11 @@ def history(
     limit: int = typer.Option(20, "--limit", min=1, max=500, help="At most this many updates, the newest."),
     before: Optional[int] = typer.Option(None, "--before", min=1, metavar="ID",
                                          help="Only updates older than this one (the next page)."),
+    hours: int = typer.Option(24, "--hours", min=1, max=744, help="Spend per hour over this many clock hours."),
 ):
-    """Every fleet update: time, trigger (provisioning, replacement, retirement, manual), what it created, deleted or replaced, how long the engine took, and its result or error."""  # noqa: E501
+    """Every fleet update: time, trigger (provisioning, replacement, retirement, manual), what it created, deleted or replaced, how long the engine took, and its result or error; then the spend per hour: paid server hours, what runs paid of them, and the idle rest."""  # noqa: E501
     c = _client()
-    opts = HistoryOptions(limit, before)
+    opts = HistoryOptions(limit, before, hours)
     parts = {s.key: s.fetch(c, opts) for s in HISTORY_SECTIONS}
     if as_json:
         out.print_json(json.dumps(parts))

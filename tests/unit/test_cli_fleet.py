@@ -118,11 +118,21 @@ HISTORY = {"updates": [
 ], "next_before": 4}
 
 
+NO_SPEND = {"hours": [{"hour": "2026-11-30T01:00:00.000000Z", "spend_eur": 0.0, "runs_eur": 0.0, "idle_eur": 0.0,
+                       "workers": 0}], "spend_eur": 0.0, "runs_eur": 0.0, "idle_eur": 0.0, "prices": {"cx23": 0.0064},
+            "prices_as_of": {"cx23": "2026-04-15"}}
+SPEND = {**NO_SPEND, "spend_eur": 0.0192, "runs_eur": 0.0021, "idle_eur": 0.0171, "hours": [
+    {"hour": "2026-11-30T00:00:00.000000Z", "spend_eur": 0.0, "runs_eur": 0.0, "idle_eur": 0.0, "workers": 0},
+    {"hour": "2026-11-30T01:00:00.000000Z", "spend_eur": 0.0128, "runs_eur": 0.0021, "idle_eur": 0.0107, "workers": 2},
+    {"hour": "2026-11-30T02:00:00.000000Z", "spend_eur": 0.0064, "runs_eur": 0.0, "idle_eur": 0.0064, "workers": 1}]}
+
+
 def test_fleet_history_shows_each_update_and_the_next_page(api):
     api.routes[("GET", "/v1/fleet/history")] = HISTORY
+    api.routes[("GET", "/v1/fleet/costs")] = NO_SPEND
     r = invoke("fleet", "history", "--limit", "3")
     assert r.exit_code == 0, r.output
-    assert api.calls[-1] == ("GET", "/v1/fleet/history", {"limit": 3})
+    assert ("GET", "/v1/fleet/history", {"limit": 3}) in api.calls
     rows = [line for line in r.stdout.splitlines() if "2026-11-30" in line]
     assert len(rows) == 3
     assert "manual" in rows[0] and "-w-2" in rows[0] and "4s" in rows[0] and "ok" in rows[0]
@@ -130,13 +140,14 @@ def test_fleet_history_shows_each_update_and_the_next_page(api):
     assert "+w-1 +w-2" in rows[2] and "1m15s" in rows[2]
     assert "rgrid fleet history --before 4" in text(r.stderr)
     invoke("fleet", "history", "--before", "4")
-    assert api.calls[-1] == ("GET", "/v1/fleet/history", {"limit": 20, "before": 4})
+    assert api.calls[-2] == ("GET", "/v1/fleet/history", {"limit": 20, "before": 4})
 
 
 def test_fleet_history_json_holds_every_section(api, monkeypatch):
     api.routes[("GET", "/v1/fleet/history")] = HISTORY
+    api.routes[("GET", "/v1/fleet/costs")] = SPEND
     r = invoke("fleet", "history", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout) == {"updates": HISTORY}
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"updates": HISTORY, "spend": SPEND}
     # Another part is one more section: fetched, shown, and in the JSON under its key.
     api.routes[("GET", "/v1/fleet/extra")] = {"n": 1}
     extra = fleet.Section("extra", lambda c, o: c.get("/v1/fleet/extra"),
@@ -149,5 +160,19 @@ def test_fleet_history_json_holds_every_section(api, monkeypatch):
 
 def test_no_updates_yet(api):
     api.routes[("GET", "/v1/fleet/history")] = {"updates": [], "next_before": None}
+    api.routes[("GET", "/v1/fleet/costs")] = NO_SPEND
     r = invoke("fleet", "history")
     assert r.exit_code == 0 and "No fleet updates yet." in text(r.stderr)
+    assert "No spend in the last 1 hour(s)" in text(r.stderr)
+
+
+def test_fleet_history_shows_spend_per_hour(api):
+    api.routes[("GET", "/v1/fleet/history")] = {"updates": [], "next_before": None}
+    api.routes[("GET", "/v1/fleet/costs")] = SPEND
+    r = invoke("fleet", "history", "--hours", "3")
+    assert r.exit_code == 0, r.output
+    assert ("GET", "/v1/fleet/costs", {"hours": 3}) in api.calls
+    rows = [line for line in r.stdout.splitlines() if "2026-11-30" in line or line.startswith("total")]
+    assert len(rows) == 3  # the hour without spend is left out
+    assert "€0.0128" in rows[0] and "€0.0021" in rows[0] and "€0.0107" in rows[0] and " 2 " in rows[0]
+    assert "€0.0192" in rows[2] and "€0.0171" in rows[2]
