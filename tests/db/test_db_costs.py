@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert, select, update
 
 from rgrid_service import auth, lifecycle
-from rgrid_service.db.models import ApiKey, Execution, ExecutionAttempt, Worker
+from rgrid_service.db.models import Execution, ExecutionAttempt, Worker
 from rgrid_service.fleet.prices import DEFAULT_PRICES
 from rgrid_service.orchestrator.costs import CostRecorder
 from rgrid_service.policies.costs import clock_hour
@@ -25,10 +25,7 @@ def minutes(m: float) -> timedelta:
 
 
 def operator_key(engine) -> str:
-    key = auth.create_key(engine, "ops", "the operator")
-    with engine.begin() as conn:
-        conn.execute(update(ApiKey).where(ApiKey.key_hash == auth.hash_key(key)).values(scope="operator"))
-    return key
+    return auth.create_key(engine, "ops", "the operator", scope=auth.OPERATOR_SCOPE)
 
 
 @pytest.fixture

@@ -103,20 +103,6 @@ class FleetGrid(Grid):
     def live(self) -> dict[str, dict]:
         return {w: r for w, r in self.workers().items() if r["state"] in ("requested", "booting", "active", "draining")}
 
-    def operator(self) -> httpx.Client:
-        """An API client with an operator key (made once)."""
-        if not self._operator_key:
-            from sqlalchemy import update
-
-            from rgrid_service import auth
-            from rgrid_service.db.models import ApiKey
-
-            key = auth.create_key(self.engine(), "ops", "the operator")
-            with self.engine().begin() as conn:
-                conn.execute(update(ApiKey).where(ApiKey.key_hash == auth.hash_key(key)).values(scope="operator"))
-            self._operator_key = key
-        return self.api(self._operator_key)
-
     def orchestrator_metrics(self) -> dict[tuple[str, tuple], float]:
         """The orchestrator's metrics, parsed: (name, sorted labels) -> value."""
         from prometheus_client.parser import text_string_to_metric_families
@@ -151,7 +137,6 @@ class FleetGrid(Grid):
         return cloud.fleet_env(self.home, Path(self._bin_dir), self.state.cloud_url)
 
     _bin_dir: str = ""
-    _operator_key: str = ""
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     # holds exactly those shares as the runs' part, beside the idle rest.
     priced = wait_until(lambda: (lambda v: v if all(ex["cost_eur"] for ex in v) else None)(
         [fleet_grid.execution(i) for i in ids]), 60, "every run to be priced")
-    with fleet_grid.operator() as api:
+    with fleet_grid.api() as api:  # the local grid's key is an operator's
         spend = api.get("/v1/fleet/costs", params={"hours": 3}).json()
     runs_total = sum(ex["cost_eur"] for ex in priced)
     assert spend["runs_eur"] == pytest.approx(runs_total, rel=1e-6), spend
