@@ -59,7 +59,11 @@ def add_observers(scheduler, settings: ServiceSettings, engine) -> None:
     if settings.orchestrator_metrics_port is not None:
         observer = metrics.RunObserver(engine)
         _safe(observer.start)()
-        metrics.serve(settings.orchestrator_metrics_host, settings.orchestrator_metrics_port)
+        try:
+            metrics.serve(settings.orchestrator_metrics_host, settings.orchestrator_metrics_port)
+        except OSError as e:  # the port is taken: orchestrate anyway, without metrics
+            log.error("cannot serve metrics on %s:%s (%s); running without them", settings.orchestrator_metrics_host,
+                      settings.orchestrator_metrics_port, e)
         scheduler.add_job(_safe(observer.tick), "interval", seconds=settings.metrics_interval_seconds,
                           max_instances=1, coalesce=True, id="metrics")
 
