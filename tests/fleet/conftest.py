@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,20 +140,27 @@ class FleetGrid(Grid):
     _bin_dir: str = ""
 
 
-@pytest.fixture(scope="module")
-def fleet_grid():
+@contextmanager
+def pulumi_grid(prefix: str, env: dict[str, str], max_workers: int):
+    """A local grid on the pulumi fleet with no workers yet, taken down and removed afterwards."""
+    from rgrid_service.localgrid import grid as localgrid
+
     engine_available()
-    home, state = start_test_grid("rgf-", FLEET_ENV, fleet="pulumi", workers=0, max_workers=MAX_WORKERS)
+    home, state = start_test_grid(prefix, env, fleet="pulumi", workers=0, max_workers=max_workers)
     grid = FleetGrid(home, state)
     grid._bin_dir = subprocess.run([str(ENGINE), "ensure"], capture_output=True, text=True,
                                    check=True).stdout.strip().splitlines()[-1]
     try:
         yield grid
     finally:
-        from rgrid_service.localgrid import grid as localgrid
-
         localgrid.down(home)
         remove_grid_dirs(home)
+
+
+@pytest.fixture(scope="module")
+def fleet_grid():
+    with pulumi_grid("rgf-", FLEET_ENV, MAX_WORKERS) as grid:
+        yield grid
 
 
 def log_tail(grid: Grid, name: str, n: int = 4000) -> str:

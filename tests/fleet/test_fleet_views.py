@@ -16,9 +16,9 @@ import pytest
 from rgrid_core.localstate import load_state
 from rgrid_service.localgrid import grid as localgrid
 from rgrid_service.localgrid.procs import stop_groups
-from tests.conftest import remove_grid_dirs, start_test_grid, wait_until
+from tests.conftest import wait_until
 
-from .conftest import FLEET_ENV, FleetGrid, engine_available, log_tail
+from .conftest import FLEET_ENV, FleetGrid, log_tail, pulumi_grid
 
 SLEEP = "import sys, time\ntime.sleep(float(sys.argv[1]))\nprint('slept', sys.argv[1])\n"
 IDLE_ORCHESTRATOR = {**FLEET_ENV, "RGRID_PROVISION_INTERVAL_SECONDS": "3600"}
@@ -26,20 +26,8 @@ IDLE_ORCHESTRATOR = {**FLEET_ENV, "RGRID_PROVISION_INTERVAL_SECONDS": "3600"}
 
 @pytest.fixture(scope="module")
 def quiet_grid():
-    import subprocess
-
-    from .conftest import ENGINE
-
-    engine_available()
-    home, state = start_test_grid("rgp-", IDLE_ORCHESTRATOR, fleet="pulumi", workers=0, max_workers=3)
-    grid = FleetGrid(home, state)
-    grid._bin_dir = subprocess.run([str(ENGINE), "ensure"], capture_output=True, text=True,
-                                   check=True).stdout.strip().splitlines()[-1]
-    try:
+    with pulumi_grid("rgp-", IDLE_ORCHESTRATOR, max_workers=3) as grid:
         yield grid
-    finally:
-        localgrid.down(home)
-        remove_grid_dirs(home)
 
 
 def cli_json(grid: FleetGrid, *args: str):
