@@ -31,6 +31,8 @@ from .cloud_init import ControlPlaneInit, check_secret, render
 POOL = PoolConfig(token="")  # the worker_pool stack's addressing: this stack makes what it expects
 PRIVATE_IP = "10.10.0.2"  # the control plane's address; workers start at 10.10.1.2 (private_ip())
 STATE_DIR = "/srv/rgrid"  # the volume's mount point
+# Every IPv4 and IPv6 source, as Hetzner firewall rules write "from anywhere".
+ANYWHERE = ("0.0.0.0/0", "::/0")
 API_INTERNAL_PORT = 8001  # uvicorn on loopback; nginx serves the public api_port
 FIRST_TENANT = "operator"
 GO_VERSION = "1.26.8"  # for building the Pulumi engine on the server (tools/pulumi/*/go.mod need ≥ 1.26.6)
@@ -121,7 +123,7 @@ def control_plane_firewall_rules(config: ControlPlaneConfig) -> list[hcloud.Fire
     bucket); everything else (Ray, PostgreSQL, the store's own port) from the private range only.
     (Hetzner's firewalls filter the public interface: a port with no public rule is unreachable
     from outside; the services also bind the private address only.)"""
-    anywhere = ["0.0.0.0/0", "::/0"]
+    anywhere = list(ANYWHERE)
     private = list(POOL.allowed_sources)
     rules = [hcloud.FirewallRuleArgs(direction="in", protocol="tcp", port=str(config.api_port), source_ips=anywhere,
                                      description="RGrid API (public)")]

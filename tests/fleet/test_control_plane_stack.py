@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stacks.control_plane import ANYWHERE
 from tests.conftest import missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,7 +155,7 @@ def test_init_preview_up_secrets_destroy(deployment: Deployment):
     assert sorted(f["name"] for f in firewalls) == ["rgrid-control-plane", "rgrid-workers"]
     cp_fw = next(f for f in firewalls if f["name"] == "rgrid-control-plane")
     assert [r["server"]["id"] for r in cp_fw["applied_to"]] == [server["id"]]
-    public = [r for r in cp_fw["rules"] if "0.0.0.0/0" in r["source_ips"]]
+    public = [r for r in cp_fw["rules"] if set(r["source_ips"]) & set(ANYWHERE)]
     assert [(r["protocol"], r["port"]) for r in public] == [("tcp", "8000")]
     assert all(r["source_ips"] == ["10.10.0.0/16"] for r in cp_fw["rules"] if r not in public)
     assert len(volumes) == 1 and volumes[0]["server"] == server["id"] and volumes[0]["format"] == "ext4"

@@ -10,7 +10,7 @@ import pulumi
 import yaml
 import pytest
 
-from stacks.control_plane import (ORCHESTRATOR_SETTINGS, POOL, PRIVATE_IP, ControlPlaneConfig, Secrets,
+from stacks.control_plane import (ANYWHERE, ORCHESTRATOR_SETTINGS, POOL, PRIVATE_IP, ControlPlaneConfig, Secrets,
                                   control_plane)
 from stacks.control_plane.cloud_init import SERVICE_ENV, SETUP_ENV, files_of
 from tests.conftest import missing
@@ -123,8 +123,8 @@ def test_type_and_location_are_config():
 def test_firewall_api_public_everything_else_only_from_the_private_range():
     created, _ = run(config())
     rules = created["control-plane-firewall"].inputs["rules"]
-    public = [r for r in rules if set(r["sourceIps"]) & {"0.0.0.0/0", "::/0"}]
-    assert public == [{"direction": "in", "protocol": "tcp", "port": "8000", "sourceIps": ["0.0.0.0/0", "::/0"],
+    public = [r for r in rules if set(r["sourceIps"]) & set(ANYWHERE)]
+    assert public == [{"direction": "in", "protocol": "tcp", "port": "8000", "sourceIps": list(ANYWHERE),
                        "description": "RGrid API (public)"}]
     private = [r for r in rules if r not in public]
     assert {r["protocol"] for r in private} == {"tcp", "udp", "icmp"}
@@ -173,7 +173,7 @@ def test_transfers_share_the_public_port_with_the_api():
     assert "proxy_set_header Host \\$http_host;" in setup
     assert 'RGRID_S3_PUBLIC_ENDPOINT=$PUBLIC_IP:$RGRID_API_PORT' in setup
     assert env["RGRID_S3_BUCKET"] == "rgrid" and env["RGRID_API_PORT"] == "8000"
-    public = [r for r in created["control-plane-firewall"].inputs["rules"] if "0.0.0.0/0" in r["sourceIps"]]
+    public = [r for r in created["control-plane-firewall"].inputs["rules"] if set(r["sourceIps"]) & set(ANYWHERE)]
     assert [r["port"] for r in public] == ["8000"]
 
 
