@@ -297,7 +297,8 @@ def _hand_back(conn: Connection, row, why: str) -> str:
     if outcome == ExecutionStatus.LOST:
         values["finished_at"] = utcnow()
     else:
-        values["queued_at"] = utcnow()
+        # Queued again: its wait (and any provisioning for it) starts anew.
+        values.update(queued_at=utcnow(), provisioning_at=None)
     res = conn.execute(
         update(Execution)
         .where(Execution.id == row.id, Execution.attempt == row.attempt, Execution.status == ExecutionStatus.RUNNING)

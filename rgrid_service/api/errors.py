@@ -34,3 +34,16 @@ class Unavailable(ServiceError):
     """What the request needs is not set up or not reachable from here."""
 
     status_code = 503
+
+
+class NotConfigured(ServiceError):
+    """This control plane is not set up for the request: asking again will not help (so not 503,
+    which clients retry)."""
+
+    status_code = 501
+
+
+class ProviderFailed(ServiceError):
+    """The cloud provider or its engine failed the request; the sentence says what to do."""
+
+    status_code = 424

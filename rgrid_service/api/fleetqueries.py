@@ -12,16 +12,15 @@ from rgrid_core.states import ExecutionStatus, WorkerState
 
 from .. import lifecycle
 from ..db.models import Execution, FleetEvent, Worker, WorkerHeartbeat
-from ..fleet import FleetBusy, FleetProvider, records
+from ..fleet import FleetBusy, FleetProvider, explain, records
 from ..fleet.pricechange import price_change
-from ..fleet.prices import load_price_table
+from ..fleet.prices import PriceTable
 from ..policies.billing import until_boundary
 from ..settings import ServiceSettings
 from . import schemas
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, ProviderFailed
 
 FLEET_BUSY = "The fleet is being updated; try again in a few seconds."
-GONE = (WorkerState.DELETED, WorkerState.DEAD)
 
 
 def workers(engine: Engine, billing_period: float) -> schemas.WorkersView:
@@ -78,19 +77,18 @@ def history(engine: Engine, limit: int, before: int | None) -> schemas.FleetHist
         next_before=page[-1]["id"] if len(rows) > limit else None)
 
 
-def preview(engine: Engine, settings: ServiceSettings, provider: FleetProvider) -> schemas.FleetPreviewView:
+def preview(engine: Engine, settings: ServiceSettings, provider: FleetProvider,
+            table: PriceTable) -> schemas.FleetPreviewView:
     """The orchestrator's plan of this moment, not acted on; the engine's diff of the desired set
     it leads to; and what that changes in € per hour and per month."""
     from ..orchestrator.fleet import preview as plan_preview, update_diff
 
     try:
-        table = load_price_table(settings.price_table)
-    except ValueError as e:
-        raise Conflict(str(e)) from e
-    try:
         seen = plan_preview(engine, settings, provider)
     except FleetBusy as e:
         raise Conflict(FLEET_BUSY) from e
+    except Exception as e:  # the engine or the cloud: the same sentence the fleet's updates record
+        raise ProviderFailed(f"The fleet could not be previewed. {explain(e, 1)}") from e
     existing = sorted(s.worker_id for s in seen.existing)
     with engine.connect() as conn:
         types = dict(conn.execute(select(Worker.id, Worker.server_type)).all())

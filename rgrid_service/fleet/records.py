@@ -40,13 +40,16 @@ def next_worker_ids(conn, n: int) -> list[str]:
 
 
 def move(engine: Engine, worker_ids: list[str], to: WorkerState, **values) -> list[str]:
-    """Move these workers to state `to` where the transition table allows it; returns the ids moved."""
+    """Move these workers to state `to` where the transition table allows it; returns the ids moved.
+    A worker retired by hand never becomes active again (an operator's retire may land between a
+    plan that kept the worker and this write)."""
     if not worker_ids:
         return []
+    guard = [Worker.retire_requested_at.is_(None)] if to == WorkerState.ACTIVE else []
     with write_tx(engine) as conn:
         moved = conn.execute(
             update(Worker)
-            .where(Worker.id.in_(worker_ids), Worker.state.in_(sources_of(to)))
+            .where(Worker.id.in_(worker_ids), Worker.state.in_(sources_of(to)), *guard)
             .values(state=to, **values)
             .returning(Worker.id)
         ).scalars().all()
@@ -144,6 +147,13 @@ def retire_by_hand(engine: Engine, worker_id: str) -> str | None:
                          .values(state=WorkerState.DELETING, retire_requested_at=utcnow()))
             return WorkerState.DELETING
         return state
+
+
+def retired_by_hand(engine: Engine, worker_ids) -> list[str]:
+    """Which of these workers an operator retired."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(Worker.id).where(Worker.id.in_(list(worker_ids)),
+                                                         Worker.retire_requested_at.is_not(None))).scalars())
 
 
 def record_ray_nodes(engine: Engine, nodes: dict[str, str]) -> list[str]:

@@ -128,6 +128,9 @@ class FleetManager:
         if wanted == self._known and not recheck:
             self._pending = None
             return None  # nothing to change: no engine run
+        leaving = (self._known or set()) - wanted
+        if leaving and records.retired_by_hand(self.engine, leaving):
+            self._pending = "manual"  # a not yet booted worker an operator retired leaves the set at once
         trigger, self._pending = self._pending, None
         self._update = self._pool.submit(self._apply, trigger)
         return self._update

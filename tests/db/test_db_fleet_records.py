@@ -34,6 +34,10 @@ def test_records_move_only_along_the_transition_table(engine):
     assert states(engine) == {"w-1": "active", "w-2": "dead", "w-3": "requested"}
     assert [d.worker_id for d in records.desired_servers(engine, "hetzner")] == ["w-1", "w-3"]
     assert records.request_workers(engine, 1, "hetzner", "cx23", "fsn1", 2) == ["w-4"]  # ids never reused
+    # A worker an operator retired is never made active again by a plan that kept it.
+    assert records.retire_by_hand(engine, "w-1") == W.DRAINING
+    assert records.move(engine, ["w-1"], W.ACTIVE) == [] and states(engine)["w-1"] == "draining"
+    assert records.retired_by_hand(engine, {"w-1", "w-3"}) == ["w-1"]
 
 
 def test_a_draining_worker_is_deleted_only_while_idle(engine, make_execution):

@@ -164,7 +164,7 @@ def test_preview_names_a_server_type_without_a_price(db_url, engine, tmp_path):
 def test_a_control_plane_without_a_fleet_says_so(api, engine):
     key = auth.create_key(engine, "ops", scope=auth.OPERATOR_SCOPE)
     r = api.get("/v1/fleet/preview", headers=bearer(key))
-    assert r.status_code == 503 and is_sentence(r.json()["detail"]) and "manages no fleet" in r.json()["detail"]
+    assert r.status_code == 501 and is_sentence(r.json()["detail"]) and "manages no fleet" in r.json()["detail"]
 
 
 def test_retire_by_hand_drains_an_active_worker_and_gives_up_an_unbooted_one(fleet_api, engine):
@@ -219,3 +219,28 @@ def test_admin_creates_operator_keys_and_the_local_grid_key_is_one(db_url, engin
     assert key != old and auth.caller_for_key(engine, key).scope == "operator"
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ApiKey).where(ApiKey.scope == "operator")).scalar_one() == 3
+
+
+def test_a_failing_provider_is_a_sentence_not_a_500(db_url, engine, tmp_path):
+    """The engine or the cloud failing a preview reaches the operator in the fleet's own words,
+    with a status the CLI does not retry for a minute."""
+    from fastapi.testclient import TestClient
+
+    class Unreachable:
+        name = "local"
+
+        def recover(self):
+            pass
+
+        def observe(self):
+            raise ConnectionError("dial tcp 127.0.0.1:9: connect: connection refused")
+
+        preview = apply = observe
+
+    key = auth.create_key(engine, "ops", scope=auth.OPERATOR_SCOPE)
+    app = create_app(ServiceSettings(database_url=db_url, s3_endpoint="127.0.0.1:1", local_grid_home=str(tmp_path)))
+    app.state.fleet_provider = Unreachable()
+    with TestClient(app) as client:
+        r = client.get("/v1/fleet/preview", headers=bearer(key))
+    assert r.status_code == 424, r.text
+    assert r.json()["detail"].startswith("The fleet could not be previewed. Cannot reach cloud provider.")

@@ -96,7 +96,8 @@ def test_every_stage_gets_its_time_in_order(api, engine):
 def test_a_requeued_run_starts_its_timeline_again(engine, make_execution):
     ex_id = make_execution("queued", queued_at=datetime(2026, 1, 1))
     with engine.begin() as conn:
-        conn.execute(update(Execution).where(Execution.id == ex_id).values(queued_at=utcnow()))
+        conn.execute(update(Execution).where(Execution.id == ex_id).values(queued_at=utcnow(),
+                                                                           provisioning_at=utcnow()))
     lifecycle.register_worker(engine, "w-1", "process", 2)
     lease, _ = lifecycle.claim_run(engine, ex_id, "w-1")
     assert lifecycle.renew(engine, lease, stages={"running": 0.0})
@@ -107,6 +108,8 @@ def test_a_requeued_run_starts_its_timeline_again(engine, make_execution):
     view = ExecutionView.of(owned(engine, "tenant-a", ex_id), attempts(engine, ex_id))
     assert view.status == S.QUEUED and [s.stage for s in view.timeline] == ["queued"]
     assert view.attempts[0].running_at is not None
+    with engine.connect() as conn:  # its wait for capacity starts anew too
+        assert conn.execute(select(Execution.provisioning_at).where(Execution.id == ex_id)).scalar() is None
 
 
 def test_queue_position_waiting_sentences_and_the_boot_estimate(engine, make_execution):

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from .. import fleetqueries, schemas
+from ..costs import PricesDep
 from ..deps import EngineDep, OperatorDep, SettingsDep
-from ..errors import Unavailable
+from ..errors import NotConfigured
 
 router = APIRouter(tags=["fleet"])
 
@@ -26,9 +27,9 @@ def fleet_provider(request: Request):
             try:
                 state.fleet_provider = make_provider(state.settings)
             except RuntimeError as e:
-                raise Unavailable(f"The fleet cannot be previewed from this API: {e}") from e
+                raise NotConfigured(f"The fleet cannot be previewed from this API: {e}") from e
         if state.fleet_provider is None:
-            raise Unavailable("This control plane manages no fleet (RGRID_FLEET and RGRID_LOCAL_GRID_HOME are "
+            raise NotConfigured("This control plane manages no fleet (RGRID_FLEET and RGRID_LOCAL_GRID_HOME are "
                                    "not set for the API), so there is nothing to preview.")
         return state.fleet_provider
 
@@ -48,10 +49,11 @@ def retire_worker(worker_id: str, engine: EngineDep, _operator: OperatorDep):
 
 
 @router.get("/v1/fleet/preview", response_model=schemas.FleetPreviewView)
-def fleet_preview(request: Request, engine: EngineDep, settings: SettingsDep, _operator: OperatorDep):
+def fleet_preview(request: Request, engine: EngineDep, settings: SettingsDep, prices: PricesDep,
+                  _operator: OperatorDep):
     """What the orchestrator would do now and what the engine would change, with the change in €
     per hour and per month. Changes nothing; 409 while a fleet update is running."""
-    return fleetqueries.preview(engine, settings, fleet_provider(request))
+    return fleetqueries.preview(engine, settings, fleet_provider(request), prices)
 
 
 @router.get("/v1/fleet/history", response_model=schemas.FleetHistory)
