@@ -78,8 +78,10 @@ class CostRecorder:
             for i in range(0, len(executions), 500):
                 conn.execute(update(Execution).where(Execution.id.in_(executions[i:i + 500])).values(cost_eur=total))
         newest = rows[-1].finished_at
-        # A full batch may end amid equal ends: stay just before it (the filter skips what is priced).
-        self._since = newest - JUST_BEFORE if len(rows) == BATCH else max(self._since, newest - OVERLAP)
+        # Trail the newest end by OVERLAP even after a full batch: an attempt that ended earlier but
+        # committed later is still ahead of the cursor, and the filter skips what is priced, so a
+        # burst of equal ends still makes progress.
+        self._since = max(self._since, newest - OVERLAP)
         return len(rows)
 
     def cost(self, row, worker: PricedWorker | None) -> float:
