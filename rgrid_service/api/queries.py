@@ -146,6 +146,9 @@ def unpriced_workers(engine: Engine, prices, worker_ids: set[str]) -> dict[str, 
     runs that cost 0, so most reads of a run add no query)."""
     from ..fleet.spend import workers_by_id
 
+    wanted = {w for w in worker_ids if w}
+    if not wanted:
+        return {}
     with engine.connect() as conn:
-        found = workers_by_id(conn, {w for w in worker_ids if w}, prices)
+        found = workers_by_id(conn, wanted, prices)
     return {w: p.why for w, p in found.items() if p.hourly_eur is None}
