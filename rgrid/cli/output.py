@@ -39,17 +39,21 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def parse_time(value: str) -> datetime:
+    """An API timestamp (ISO 8601, `Z` or an offset; UTC when it names no zone) as an aware datetime."""
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def local_time(value: str | None, digits: int = 3) -> str:
     """An API timestamp (ISO 8601; UTC when it names no zone) in this machine's time zone, with the
     zone and `digits` digits of the fraction: `2026-05-01 14:03:22.123 +02:00`."""
     if not value:
         return ""
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = parse_time(str(value))
     except ValueError:
         return str(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
     moment = moment.astimezone()
     shown = moment.strftime("%Y-%m-%d %H:%M:%S")
     if digits:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
 from typing import Callable
 
 from rich.table import Table
 from rich.text import Text
 
 from .connect import call
-from .output import err, local_time, note
+from .output import err, local_time, note, parse_time
 
 WAIT_QUIET = 1.0  # seconds a run may wait before anything is shown
 WAIT_POLL = 0.5  # seconds between looks at a waiting run
@@ -35,21 +34,18 @@ def elapsed(seconds: float, precise: bool = True) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
-def _moment(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
 
 def timeline_table(timeline: list[dict]) -> Table:
     """stage | when (local time) | time since the stage before, and a total line."""
     table = Table("stage", "at", "after", box=None, pad_edge=False, title="stages", title_justify="left")
     previous = None
     for step in timeline:
-        moment = _moment(step["at"])
+        moment = parse_time(step["at"])
         table.add_row(step["stage"], local_time(step["at"]),
                       "" if previous is None else "+" + elapsed((moment - previous).total_seconds()))
         previous = moment
     if len(timeline) > 1:
-        table.add_row("total", "", elapsed((_moment(timeline[-1]["at"]) - _moment(timeline[0]["at"])).total_seconds()))
+        table.add_row("total", "", elapsed((parse_time(timeline[-1]["at"]) - parse_time(timeline[0]["at"])).total_seconds()))
     return table
 
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import typer
 
 from . import connect
 from .connect import call
 from .fleetview import short_node, span
-from .output import out, say
+from .output import out, parse_time, say
 
 workers_app = typer.Typer(add_completion=False, invoke_without_command=True,
                           help="The grid's workers (needs an operator API key; the local grid's key is one).")
@@ -30,7 +29,7 @@ def workers(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
         return
     from rich.table import Column, Table
 
-    now = _moment(view["now"])
+    now = parse_time(view["now"])
     table = Table(Column("worker", no_wrap=True), "state", "type", "location", "slots", "age", "paid hour left",
                   "last heartbeat", Column("Ray node", no_wrap=True, min_width=12), box=None, pad_edge=False)
     for w in view["workers"]:
@@ -38,7 +37,7 @@ def workers(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", he
         table.add_row(w["id"], w["state"],
                       w.get("server_type") or "", w.get("location") or "", f"{w['slots_used']}/{w['slots']}",
                       span(w["age_seconds"]), span(w.get("paid_hour_left_seconds")),
-                      f"{span((now - _moment(beat)).total_seconds())} ago" if beat else "never",
+                      f"{span((now - parse_time(beat)).total_seconds())} ago" if beat else "never",
                       short_node(w.get("ray_node_id")))
     out.print(table)
     by_hand = [w["id"] for w in view["workers"] if w.get("retire_requested_at") and w["state"] == "draining"]
@@ -51,7 +50,3 @@ def retire(worker_id: str = typer.Argument(..., metavar="ID", help="A worker id 
     """Retire a worker by hand: it takes no new runs and, once idle, the next fleet update deletes its server (`rgrid fleet history` shows it with trigger `manual`)."""  # noqa: E501 - one line, as the help shows it
     done = call(connect.client().post, f"/v1/workers/{worker_id}/retire")
     say(done["message"])
-
-
-def _moment(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
