@@ -26,14 +26,14 @@ EXTRA=("$@")
 if [ -z "${PULUMI:-}" ]; then
     PULUMI="$("$ROOT/scripts/pulumi-engine.sh" ensure | tail -n 1)/pulumi"
 fi
-[ -n "${EXTRA[*]}" ] || cd "$ROOT"
+cd "$ROOT"
 
-p() { "$PULUMI" "$@" --stack "$STACK" "${EXTRA[@]}"; }
+p() { "$PULUMI" "$@" --stack "$STACK" ${EXTRA[@]+"${EXTRA[@]}"}; }
 has() { p config get "$1" >/dev/null 2>&1; }
 set_secret() { printf '%s' "$2" | p config set --secret "$1" >/dev/null; }
 random() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 
-"$PULUMI" stack select --create "$STACK" "${EXTRA[@]}" >/dev/null
+"$PULUMI" stack select --create "$STACK" ${EXTRA[@]+"${EXTRA[@]}"} >/dev/null
 
 for key in databasePassword s3AccessKey s3SecretKey workerJoinToken; do
     has "$key" || { set_secret "$key" "$(random)"; echo "set $key (secret)"; }
@@ -54,6 +54,8 @@ fi
 
 if ! has repository; then
     url="$(git -C "$ROOT" remote get-url origin 2>/dev/null || true)"
+    # The server clones it and workers pip-install it without keys: an SSH remote becomes https.
+    case "$url" in git@*:*) url="https://$(printf '%s' "${url#git@}" | sed 's|:|/|')" ;; esac
     if [ -n "$url" ]; then
         p config set repository "$url" >/dev/null
         echo "set repository = $url"

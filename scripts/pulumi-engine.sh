@@ -210,6 +210,7 @@ plugin-path)
     ;;
 build)
     FORCE_BUILD=1 build_all
+    install_language_host
     echo "$ENGINE_DIR"
     ;;
 install-plugin)

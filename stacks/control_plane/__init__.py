@@ -31,6 +31,8 @@ from .cloud_init import ControlPlaneInit, check_secret, render
 POOL = PoolConfig(token="")  # the worker_pool stack's addressing: this stack makes what it expects
 PRIVATE_IP = "10.10.0.2"  # the control plane's address; workers start at 10.10.1.2 (private_ip())
 STATE_DIR = "/srv/rgrid"  # the volume's mount point
+# Hetzner's locations in the network zone of the worker_pool stack's network (eu-central).
+NETWORK_ZONE_LOCATIONS = ("fsn1", "nbg1", "hel1")
 # Every IPv4 and IPv6 source, as Hetzner firewall rules write "from anywhere".
 ANYWHERE = ("0.0.0.0/0", "::/0")
 API_INTERNAL_PORT = 8001  # uvicorn on loopback; nginx serves the public api_port
@@ -84,6 +86,12 @@ class ControlPlaneConfig:
     endpoint: str | None = None  # the Hetzner API; None: Hetzner's own
     poll_interval: str = "500ms"
 
+    def __post_init__(self) -> None:
+        if self.location not in NETWORK_ZONE_LOCATIONS:
+            raise ValueError(f"The location {self.location!r} is outside the private network's zone "
+                             f"({POOL.network_zone}): pick one of {', '.join(NETWORK_ZONE_LOCATIONS)} with "
+                             "`pulumi config set location …`.")
+
     @classmethod
     def from_pulumi_config(cls) -> "ControlPlaneConfig":
         cfg, hc = pulumi.Config(), pulumi.Config("hcloud")
@@ -110,7 +118,7 @@ class ControlPlaneConfig:
             api_port=cfg.get_int("apiPort") or d["api_port"].default,
             worker_server_type=cfg.get("workerServerType") or d["worker_server_type"].default,
             worker_image=cfg.get("workerImage") or d["worker_image"].default,
-            max_workers=cfg.get_int("maxWorkers") or d["max_workers"].default,
+            max_workers=d["max_workers"].default if cfg.get_int("maxWorkers") is None else cfg.get_int("maxWorkers"),
             ssh_keys=tuple(cfg.get_object("sshKeys") or ()),
             admin_sources=tuple(cfg.get_object("adminSources") or ()),
             endpoint=hc.get("endpoint"),

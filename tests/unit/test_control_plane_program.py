@@ -282,3 +282,8 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     assert installs[0][-1] == settings.worker_package  # the control plane's own repository and ref
     for name in ("token", "db", "api_key"):
         assert SECRETS[name] not in worker_data, name
+
+
+def test_a_location_outside_the_network_zone_is_refused_with_a_sentence():
+    with pytest.raises(ValueError, match="outside the private network's zone"):
+        config(location="ash")
