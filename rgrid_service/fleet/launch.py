@@ -76,11 +76,17 @@ def render_cloud_init(launch: WorkerLaunch, package: str = "rgrid[service]") -> 
     files[ENV_FILE]["content"] = env_file(launch.env)
     files[UNIT_FILE]["content"] = systemd_unit(launch.argv)
     doc["runcmd"] = [[package if part == "rgrid[service]" else part for part in cmd] for cmd in doc["runcmd"]]
+    return dump_cloud_config(doc)
+
+
+def dump_cloud_config(doc: dict) -> str:
+    """A cloud-config document as user_data, multi-line strings (scripts, units, environment files)
+    as literal blocks so it reads like the files. Deterministic: the same document, the same bytes."""
     return "#cloud-config\n" + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=1000)
 
 
 class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (the two files) as literal blocks, so user_data reads like the files."""
+    """Multi-line strings as literal blocks, so user_data reads like the files."""
 
 
 _BlockDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(

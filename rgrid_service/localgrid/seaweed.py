@@ -16,24 +16,20 @@ def weed_binary() -> str:
     return found
 
 
+def s3_identities(access_key: str, secret_key: str) -> str:
+    """SeaweedFS's S3 identities file: one identity, `rgrid`, allowed everything (the local grid's
+    and the control plane's store alike)."""
+    return json.dumps({"identities": [{
+        "name": "rgrid", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, indent=1) + "\n"
+
+
 def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Path) -> tuple[int, int, list[str]]:
     """Start `weed server` with S3 on a free 127.0.0.1 port; returns (pid, s3_port, command).
     The same command restarts it on the same ports over the same data."""
     data_dir.mkdir(parents=True, exist_ok=True)
     identities = data_dir / "identities.json"
-    identities.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "rgrid",
-                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
+    identities.write_text(s3_identities(access_key, secret_key))
     identities.chmod(0o600)
     (m, mg, v, vg, f, fg, s3, s3g, ice, lance, metrics) = free_ports(11)
     cmd = [

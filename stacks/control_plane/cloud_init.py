@@ -5,14 +5,14 @@ result in a secret Output; nothing here logs or prints them.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from rgrid_service.fleet.launch import env_file
+from rgrid_service.fleet.launch import dump_cloud_config, env_file
+from rgrid_service.localgrid.seaweed import s3_identities
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloud-init" / "control_plane.yaml"
 SERVICE_ENV = "/etc/rgrid/control-plane.env"
@@ -38,29 +38,15 @@ def check_secret(name: str, value: str) -> str:
     return value
 
 
-def s3_identities(access_key: str, secret_key: str) -> str:
-    return json.dumps({"identities": [{
-        "name": "rgrid", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, indent=1) + "\n"
-
-
 def render(init: ControlPlaneInit) -> str:
     doc = yaml.safe_load(TEMPLATE.read_text())
     files = {f["path"]: f for f in doc["write_files"]}
     files[SERVICE_ENV]["content"] = env_file(init.service_env)
     files[SETUP_ENV]["content"] = env_file(init.setup_env)
     files[S3_IDENTITIES]["content"] = s3_identities(init.s3_access_key, init.s3_secret_key)
-    return "#cloud-config\n" + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, width=1000)
+    return dump_cloud_config(doc)
 
 
 def files_of(user_data: str) -> dict[str, str]:
     """path -> content of a rendered user_data's files (for tests and for reading it back)."""
     return {f["path"]: f["content"] for f in yaml.safe_load(user_data)["write_files"]}
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (scripts, units, env files) as literal blocks, so user_data reads like the files."""
-
-
-_BlockDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
