@@ -81,8 +81,12 @@ class Execution(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     script: Mapped[str] = mapped_column(String(255))
     args: Mapped[list] = mapped_column(JSON, default=list)
-    # Secret values: never returned by the API, never logged.
+    # Plain env values of rows written before migration 0008 only; new rows use env_sealed.
     env: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The env values, encrypted with a key only the control plane holds (rgrid_service.secrets);
+    # never returned by the API, never logged, removed when the run ends.
+    env_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    env_keys: Mapped[list | None] = mapped_column(JSON, nullable=True)  # their names (not secret)
     runtime: Mapped[str] = mapped_column(String(64))
     timeout_seconds: Mapped[int] = mapped_column(Integer)
     inputs: Mapped[list] = mapped_column(JSON, default=list)
@@ -112,9 +116,12 @@ class Execution(Base):
     provisioning_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # Its share of its workers' paid hours, over every attempt (see policies/costs).
     cost_eur: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When retention deleted its inputs and outputs from the store (None: still kept).
+    files_expired_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_executions_seq", "seq", unique=True),
+        Index("ix_executions_finished_at", "finished_at"),
         Index("ix_executions_tenant_seq", "tenant_id", "seq"),
         Index("ix_executions_status_worker", "status", "worker_id"),
     )
@@ -178,6 +185,17 @@ class Blob(Base):
     md5: Mapped[str] = mapped_column(String(32))
     object_key: Mapped[str] = mapped_column(String(1200))
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # retention keeps used blobs
+
+
+class TenantQuota(Base):
+    """A tenant's limits where they differ from the settings' defaults (None: the default)."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    max_queued_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_running_runs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Worker(Base):
@@ -200,6 +218,8 @@ class Worker(Base):
     ray_node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Set when an operator retired the worker by hand: it drains and is deleted, never taken back.
     retire_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When its worker token stopped being honoured (retired, declared dead, deleted).
+    token_revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class WorkerHeartbeat(Base):

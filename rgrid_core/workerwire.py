@@ -1,0 +1,123 @@
+"""The worker API's wire format: what a worker's agent and runner send the control plane, and what
+they get back. Both sides import these models, so the two cannot drift apart.
+
+A worker holds one credential, its worker token (`Authorization: Bearer rgw…`), issued when its
+record is created and refused once the worker is retired, dead or deleted. The token acts only on
+runs dispatched to that worker. Files move through presigned URLs the control plane hands out per
+run; a worker holds no database URL and no store keys.
+
+Statuses a worker must handle (every refusal carries `detail`, a sentence):
+  401  no token, or a token that is not one the control plane issued;
+  403  the token's worker is not alive (dead, deleting, deleted), or the run was not dispatched to
+       it, or (claim) the worker is not active (draining);
+  404  no such run;
+  409  fenced: the run is no longer this attempt's (re-queued, canceled, already finished), or
+       (claim) it is not queued any more;
+  503  the database is away: try again (the request changed nothing).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+PREFIX = "/v1/worker"
+TOKEN_PREFIX = "rgw_"
+
+# Paths, relative to the API's base URL. {id} is the execution, {attempt} the fencing token.
+REGISTER = PREFIX + "/register"
+HEARTBEAT = PREFIX + "/heartbeat"
+CLAIM = PREFIX + "/runs/{id}/claim"
+RENEW = PREFIX + "/runs/{id}/attempts/{attempt}/renew"
+INPUT_URL = PREFIX + "/runs/{id}/attempts/{attempt}/inputs/{name}"  # GET: a fresh URL (cache miss)
+DAMAGED_INPUT = PREFIX + "/runs/{id}/attempts/{attempt}/inputs/{name}/damaged"  # POST: forget the blob
+OUTPUT_URLS = PREFIX + "/runs/{id}/attempts/{attempt}/output-urls"
+FINISH = PREFIX + "/runs/{id}/attempts/{attempt}/finish"
+
+
+class RegisterRequest(BaseModel):
+    slots: int = Field(ge=1, le=256)
+    provider: str = Field(default="local", max_length=32)
+
+
+class RegisterResponse(BaseModel):
+    worker_id: str
+    heartbeat_interval_seconds: float
+
+
+class HeartbeatResponse(BaseModel):
+    worker_id: str
+    running: list[str]  # the runs the control plane has running on this worker
+
+
+class InputSpec(BaseModel):
+    """One input to stage: from the worker's cache by sha256, else from `url` (a presigned GET of
+    this one object, valid for a short time; INPUT_URL gives a fresh one)."""
+
+    name: str
+    kind: Literal["file", "dir"] = "file"
+    sha256: str
+    size: int
+    url: str
+
+
+class ClaimResponse(BaseModel):
+    attempt: int
+    script: str
+    args: list[str]
+    env: dict[str, str]  # the secret values, decrypted for this attempt only; never log them
+    runtime: str
+    timeout_seconds: int
+    inputs: list[InputSpec]
+
+
+class LogChunkIn(BaseModel):
+    stream: Literal["stdout", "stderr", "system"]
+    data_b64: str
+
+
+class RenewRequest(BaseModel):
+    logs: list[LogChunkIn] = []
+    truncated: bool = False
+    # stage -> seconds ago, on the runner's monotonic clock ("running", "uploading")
+    stages: dict[Literal["running", "uploading"], float] = {}
+
+
+class RenewResponse(BaseModel):
+    kept: Literal[True] = True  # a lost lease is 409, never kept=False
+
+
+class OutputFile(BaseModel):
+    path: str = Field(max_length=1024)
+    size: int = Field(ge=0)
+
+
+class OutputUrlsRequest(BaseModel):
+    files: list[OutputFile] = Field(max_length=10000)
+
+
+class OutputUrl(BaseModel):
+    path: str
+    url: str  # a presigned PUT of executions/<id>/outputs/a<attempt>/<path>, short expiry
+
+
+class OutputUrlsResponse(BaseModel):
+    urls: list[OutputUrl]
+
+
+class CommittedOutput(BaseModel):
+    path: str = Field(max_length=1024)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class FinishRequest(BaseModel):
+    status: Literal["succeeded", "failed", "timed_out"]
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=4000)
+    outputs: list[CommittedOutput] = []
+    stages: dict[Literal["running", "uploading"], float] = {}
+
+
+class FinishResponse(BaseModel):
+    committed: Literal[True] = True  # finishing again with the same status is answered the same
