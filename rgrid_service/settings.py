@@ -108,6 +108,12 @@ class ServiceSettings(BaseSettings):
     worker_id: str | None = None
     max_attempts: int = 3
 
+    # Per-tenant quotas (policies.quotas); the table tenant_quotas overrides them per tenant
+    # (`python -m rgrid_service.admin set-quota`). 0: no limit.
+    quota_max_queued_runs: int = 10_000  # uploading + queued
+    quota_max_running_runs: int = 0  # running or placed at once; the rest wait
+    quota_max_stored_bytes: int = 100 * 1024 ** 3  # kept inputs + outputs not yet expired
+
 
 @lru_cache
 def get_settings() -> ServiceSettings:

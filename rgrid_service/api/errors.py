@@ -30,6 +30,18 @@ class Conflict(ServiceError):
     status_code = 409
 
 
+class OverQuota(ServiceError):
+    """The tenant would go over one of its quotas (policies.quotas); nothing was created."""
+
+    status_code = 429
+
+
+class Gone(ServiceError):
+    """The thing existed and was deleted on purpose (retention): asking again will not bring it back."""
+
+    status_code = 410
+
+
 class Unavailable(ServiceError):
     """What the request needs is not set up or not reachable from here."""
 

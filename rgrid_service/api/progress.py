@@ -72,8 +72,26 @@ def fleet_error(conn: Connection) -> str | None:
     return row.message if row is not None and row.kind == "error" else None
 
 
-def wait_snapshot(conn: Connection, ex, now: datetime | None = None) -> WaitSnapshot:
+def tenant_concurrency(conn: Connection, tenant_id: str, default_limit: int) -> tuple[int | None, int]:
+    """(the tenant's limit of concurrent runs or None, its runs running or placed now)."""
+    from ..db.models import TenantQuota
+    from ..policies.quotas import effective
+
+    own = conn.execute(select(TenantQuota.max_running_runs).where(TenantQuota.tenant_id == tenant_id)).scalar()
+    limit = effective(default_limit, own)
+    if limit is None:
+        return None, 0
+    busy = conn.execute(select(func.count()).where(
+        Execution.tenant_id == tenant_id,
+        or_(Execution.status == ExecutionStatus.RUNNING,
+            and_(Execution.status == ExecutionStatus.QUEUED, Execution.dispatched_to.is_not(None)))
+    )).scalar_one()
+    return limit, int(busy)
+
+
+def wait_snapshot(conn: Connection, ex, now: datetime | None = None, default_running_limit: int = 0) -> WaitSnapshot:
     position, queued = queue_position(conn, ex)
+    tenant_limit, tenant_busy = tenant_concurrency(conn, ex.tenant_id, default_running_limit)
     pending = conn.execute(
         select(Worker.id, Worker.state, Worker.created_at)
         .where(Worker.state.in_((WorkerState.REQUESTED, WorkerState.BOOTING)))
@@ -83,12 +101,14 @@ def wait_snapshot(conn: Connection, ex, now: datetime | None = None) -> WaitSnap
         dispatched_to=ex.dispatched_to,
         workers=tuple(PendingWorker(r.id, WorkerState(r.state), r.created_at) for r in pending if r.created_at),
         boot_seconds=boot_estimate(conn), fleet_error=fleet_error(conn),
+        tenant_limit=tenant_limit, tenant_busy=tenant_busy,
     )
 
 
-def waiting_of(engine: Engine, ex) -> Waiting | None:
-    """What a queued run waits for; None for a run that is not queued."""
+def waiting_of(engine: Engine, ex, default_running_limit: int = 0) -> Waiting | None:
+    """What a queued run waits for; None for a run that is not queued. `default_running_limit` is
+    the settings' limit of concurrent runs per tenant (0: none)."""
     if ex.status != ExecutionStatus.QUEUED or ex.queued_at is None:
         return None
     with engine.connect() as conn:
-        return waiting(wait_snapshot(conn, ex))
+        return waiting(wait_snapshot(conn, ex, default_running_limit=default_running_limit))

@@ -84,7 +84,7 @@ class StageTime(BaseModel):
 class WaitingView(BaseModel):
     """What a queued run waits for: a sentence to show, and its parts."""
 
-    kind: str = Field(description="dispatched, provider, booting, provisioning or slot.")
+    kind: str = Field(description="dispatched, quota, provider, booting, provisioning or slot.")
     sentence: str
     position: int = Field(description="Its place in the queue (1: next).")
     queued: int = Field(description="Runs queued in all.")

@@ -20,7 +20,7 @@ from ..db.models import Blob, Execution
 from ..db.session import write_tx
 from ..settings import ServiceSettings
 from ..storage import ObjectStore, blob_key
-from . import schemas
+from . import quotas, schemas
 from .errors import Conflict, Invalid
 from .queries import batch_totals, no_batch, owned, summary
 
@@ -125,9 +125,15 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
         created.append(schemas.Created(id=execution_id, status=rows[-1]["status"], uploads=uploads,
                                        reused=reused))
     with write_tx(engine) as conn:
+        quotas.check(conn, settings, tenant_id, len(rows), upload_bytes(rows))  # 429: nothing created
         for row in rows:  # one statement per row: created_at and queued_at are SQL expressions
             conn.execute(insert(Execution).values(**row))
     return created
+
+
+def upload_bytes(rows: list[dict]) -> int:
+    """Bytes the new rows ask to upload (each content once): what they add to the stored bytes."""
+    return sum({s["sha256"]: s["size"] for row in rows for s in row["inputs"] if s.get("upload")}.values())
 
 
 # --- submit and cancel --------------------------------------------------------------------------

@@ -59,10 +59,12 @@ class Dispatcher:
         s = self.settings
         with self.engine.connect() as conn:
             snap = dispatch_snapshot(conn, nodes, s.redispatch_after_seconds, s.placement_window_seconds,
-                                     s.dispatch_prefetch_per_worker, s.dispatch_interval_seconds)
+                                     s.dispatch_prefetch_per_worker, s.dispatch_interval_seconds,
+                                     s.quota_max_running_runs)
         if snap is None or not (snap.queued or snap.waiting):
             return 0
-        decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, prefetch=s.dispatch_prefetch_per_worker)
+        decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, prefetch=s.dispatch_prefetch_per_worker,
+                          tenant_busy=snap.tenant_busy, tenant_limit=snap.tenant_limit)
         moves = steal(list(snap.waiting), list(snap.workers), decisions)
         if moves:
             log.info("moved %s to a free slot", ", ".join(f"{e}->{w}" for e, w in moves))

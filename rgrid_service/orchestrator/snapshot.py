@@ -54,6 +54,8 @@ class DispatchSnapshot:
     queued: tuple[Queued, ...]  # never dispatched, or dispatched too long ago
     waiting: tuple[Waiting, ...]  # handed ahead to a worker whose slots are all running
     batch_busy: dict[str, int]  # batch id -> its runs running or dispatched
+    tenant_busy: dict[str, int] | None = None  # tenant id -> its runs running or dispatched (tenants with a limit)
+    tenant_limit: dict[str, int] | None = None  # tenant id -> its limit of concurrent runs (tenants with one)
 
 
 def queue_signature(conn: Connection) -> tuple:
@@ -67,8 +69,11 @@ def queue_signature(conn: Connection) -> tuple:
 
 
 def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_after: float,
-                      placement_window: float, prefetch: int, dispatch_interval: float) -> DispatchSnapshot | None:
-    """Everything placement needs; None when no worker has room, so nothing else is read."""
+                      placement_window: float, prefetch: int, dispatch_interval: float,
+                      default_running_limit: int = 0) -> DispatchSnapshot | None:
+    """Everything placement needs; None when no worker has room, so nothing else is read. Runs of a
+    tenant at its limit of concurrent runs are not read at all, so they never fill the window of
+    queued runs read ahead of other tenants'."""
     now = lifecycle.db_now(conn)
     stale = now - timedelta(seconds=redispatch_after)
     window = now - timedelta(seconds=placement_window)
@@ -90,9 +95,12 @@ def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_af
     if free <= 0:
         return None
     waiting = _waiting(conn, now, stale, workers, dispatch_interval)
+    tenant_limit, tenant_busy = tenant_limits(conn, pending, default_running_limit)
+    blocked = [t for t, n in tenant_limit.items() if tenant_busy.get(t, 0) >= n]
     queued = conn.execute(
-        select(Execution.id, Execution.batch_id, Execution.batch_parallel)
-        .where(Execution.status == QUEUED, or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale))
+        select(Execution.id, Execution.batch_id, Execution.batch_parallel, Execution.tenant_id)
+        .where(Execution.status == QUEUED, or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale),
+               *([Execution.tenant_id.not_in(blocked)] if blocked else []))
         .order_by(Execution.queued_at, Execution.id)
         .limit(free * 20)
     ).all()
@@ -102,8 +110,30 @@ def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_af
         .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
         .group_by(Execution.batch_id)
     ).all()) if batches else {}
-    return DispatchSnapshot(now, workers, tuple(Queued(q.id, q.batch_id, q.batch_parallel) for q in queued),
-                            waiting, batch_busy)
+    return DispatchSnapshot(now, workers, tuple(Queued(q.id, q.batch_id, q.batch_parallel, q.tenant_id) for q in queued),
+                            waiting, batch_busy, tenant_busy, tenant_limit)
+
+
+def tenant_limits(conn: Connection, pending, default: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(tenant -> its limit of concurrent runs, tenant -> its runs running or placed) for the
+    tenants with queued runs and a limit (their own in tenant_quotas, else `default`; 0: none)."""
+    from ..db.models import TenantQuota
+    from ..policies.quotas import effective
+
+    tenants = conn.execute(select(Execution.tenant_id).where(Execution.status == QUEUED).distinct()).scalars().all()
+    if not tenants:
+        return {}, {}
+    own = dict(conn.execute(select(TenantQuota.tenant_id, TenantQuota.max_running_runs)
+                            .where(TenantQuota.tenant_id.in_(tenants))).all())
+    limits = {t: n for t in tenants if (n := effective(default, own.get(t))) is not None}
+    if not limits:
+        return {}, {}
+    busy = dict(conn.execute(
+        select(Execution.tenant_id, func.count())
+        .where(Execution.tenant_id.in_(list(limits)), or_(Execution.status == RUNNING, pending))
+        .group_by(Execution.tenant_id)
+    ).all())
+    return limits, busy
 
 
 def _waiting(conn: Connection, now: datetime, stale: datetime, workers: tuple[WorkerLoad, ...],

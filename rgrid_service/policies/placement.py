@@ -2,7 +2,8 @@
 
 Least-loaded first: a worker with a free slot and the lowest share of busy slots wins; ties go to
 the worker that was given the fewest executions recently, so equal jobs spread evenly instead of
-packing onto the first node. A batch with a `parallel` limit never gets more than that many at once.
+packing onto the first node. A batch with a `parallel` limit never gets more than that many at once,
+nor a tenant with a limit of concurrent runs (policies.quotas) more than its limit running or placed.
 A run handed ahead to a worker whose slots are all taken moves to a worker with a free slot
 (`steal`), so running ahead never makes a run wait behind a long one.
 """
@@ -24,21 +25,28 @@ class Queued:
     execution_id: str
     batch_id: str | None = None
     batch_parallel: int | None = None
+    tenant_id: str | None = None
 
 
 def place(queued: list[Queued], workers: list[WorkerLoad], batch_busy: dict[str, int],
-          prefetch: int = 0) -> list[tuple[str, str]]:
+          prefetch: int = 0, tenant_busy: dict[str, int] | None = None,
+          tenant_limit: dict[str, int] | None = None) -> list[tuple[str, str]]:
     """(execution id, worker id) pairs, in queue order.
 
     A worker takes up to its slots, plus `prefetch` more once every worker is full: a prefetched
     run waits at its node and starts the instant a slot there frees, instead of a dispatch later.
-    Free slots anywhere are always filled first (lowest busy share wins).
+    Free slots anywhere are always filled first (lowest busy share wins). `tenant_busy` counts each
+    tenant's runs running or placed, `tenant_limit` the tenants that have a limit of them.
     """
     loads = {w.worker_id: w for w in workers}
     in_batch = dict(batch_busy)
+    of_tenant = dict(tenant_busy or {})
+    limits = tenant_limit or {}
     decisions: list[tuple[str, str]] = []
     for q in queued:
         if q.batch_id and q.batch_parallel and in_batch.get(q.batch_id, 0) >= q.batch_parallel:
+            continue
+        if q.tenant_id in limits and of_tenant.get(q.tenant_id, 0) >= limits[q.tenant_id]:
             continue
         free = [w for w in loads.values() if w.busy < w.slots + prefetch]
         if not free:
@@ -47,6 +55,8 @@ def place(queued: list[Queued], workers: list[WorkerLoad], batch_busy: dict[str,
         loads[best.worker_id] = replace(best, busy=best.busy + 1, recent=best.recent + 1)
         if q.batch_id:
             in_batch[q.batch_id] = in_batch.get(q.batch_id, 0) + 1
+        if q.tenant_id is not None:
+            of_tenant[q.tenant_id] = of_tenant.get(q.tenant_id, 0) + 1
         decisions.append((q.execution_id, best.worker_id))
     return decisions
 

@@ -3,6 +3,8 @@
 In this order, the first that applies:
 
 - dispatched: placed on a worker, not yet claimed: "Starting on worker w-3…"
+- quota:      its tenant has as many runs running (or placed) as its limit of concurrent runs
+              allows: "Waiting: your limit of 4 concurrent runs is reached"
 - provider:   workers are requested and the fleet's latest update failed: the failure in the
               plan's words ("Worker limit reached. …", "Cloud provider error. Retrying...
               (attempt 2/3)", "Cannot reach cloud provider. …")
@@ -23,6 +25,7 @@ from datetime import datetime
 from rgrid_core.states import WorkerState
 
 from ..fleet import QUOTA, TRANSIENT, UNREACHABLE
+from .quotas import concurrency_sentence
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,13 @@ class WaitSnapshot:
     workers: tuple[PendingWorker, ...] = ()  # requested and booting workers
     boot_seconds: float | None = None  # median boot (record created -> first heartbeat) of recent workers
     fleet_error: str | None = None  # the fleet's latest update failed with this sentence (else None)
+    tenant_limit: int | None = None  # its tenant's limit of concurrent runs (None: no limit)
+    tenant_busy: int = 0  # its tenant's runs running or placed
 
 
 @dataclass(frozen=True)
 class Waiting:
-    kind: str  # dispatched | provider | booting | provisioning | slot
+    kind: str  # dispatched | quota | provider | booting | provisioning | slot
     sentence: str
     position: int
     queued: int
@@ -87,6 +92,8 @@ def waiting(snap: WaitSnapshot) -> Waiting:
     where = dict(position=snap.position, queued=snap.queued)
     if snap.dispatched_to:
         return Waiting("dispatched", f"Starting on worker {snap.dispatched_to}…", worker_id=snap.dispatched_to, **where)
+    if snap.tenant_limit is not None and snap.tenant_busy >= snap.tenant_limit:
+        return Waiting("quota", concurrency_sentence(snap.tenant_limit), **where)
     requested = sorted((w for w in snap.workers if w.state == WorkerState.REQUESTED), key=lambda w: w.created_at)
     booting = sorted((w for w in snap.workers if w.state == WorkerState.BOOTING), key=lambda w: w.created_at)
     if requested and snap.fleet_error:

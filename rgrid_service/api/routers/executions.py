@@ -9,14 +9,17 @@ from ..deps import EngineDep, SettingsDep, StoreDep, TenantDep
 router = APIRouter(tags=["executions"])
 
 
-@router.post("/v1/executions", response_model=schemas.Created, status_code=201)
+OVER_QUOTA = {429: {"description": "Over one of the tenant's quotas (a sentence says which); nothing was created."}}
+
+
+@router.post("/v1/executions", response_model=schemas.Created, status_code=201, responses=OVER_QUOTA)
 def create_execution(body: schemas.CreateExecution, engine: EngineDep, store: StoreDep,
                      settings: SettingsDep, tenant_id: TenantDep):
     service.check_one(body)
     return service.create(engine, store, settings, tenant_id, [body])[0]
 
 
-@router.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201)
+@router.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201, responses=OVER_QUOTA)
 def create_executions(body: schemas.CreateMany, engine: EngineDep, store: StoreDep,
                       settings: SettingsDep, tenant_id: TenantDep):
     """Up to 1000 executions in one request and one transaction (a batch over many files):
@@ -47,10 +50,12 @@ def list_executions(
 
 
 @router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView)
-def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep):
+def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep,
+                  settings: SettingsDep):
     ex = queries.owned(engine, tenant_id, execution_id)
     unpriced = queries.unpriced_workers(engine, prices, {ex.worker_id} if ex.cost_eur == 0 else set())
-    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id), waiting=progress.waiting_of(engine, ex),
+    waiting = progress.waiting_of(engine, ex, settings.quota_max_running_runs)
+    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id), waiting=waiting,
                                     unpriced_why=unpriced.get(ex.worker_id))
 
 

@@ -1,0 +1,51 @@
+"""Reads behind the per-tenant quotas (the decision is policies.quotas): a tenant's limits and
+what it uses now, and the check a create makes before it inserts anything."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from rgrid_core.states import ExecutionStatus
+
+from ..db.models import Blob, Execution, ExecutionOutput, TenantQuota
+from ..policies.quotas import Limits, Usage, effective, refusal
+from ..settings import ServiceSettings
+from .errors import OverQuota
+
+
+def limits(conn: Connection, settings: ServiceSettings, tenant_id: str) -> Limits:
+    q = conn.execute(select(TenantQuota.max_queued_runs, TenantQuota.max_running_runs, TenantQuota.max_stored_bytes)
+                     .where(TenantQuota.tenant_id == tenant_id)).first()
+    return Limits(
+        queued_runs=effective(settings.quota_max_queued_runs, q and q.max_queued_runs),
+        running_runs=effective(settings.quota_max_running_runs, q and q.max_running_runs),
+        stored_bytes=effective(settings.quota_max_stored_bytes, q and q.max_stored_bytes),
+    )
+
+
+def stored_bytes(conn: Connection, tenant_id: str) -> int:
+    """The tenant's kept inputs plus the outputs of its runs whose files have not expired."""
+    blobs = conn.execute(select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.tenant_id == tenant_id)).scalar_one()
+    outputs = conn.execute(
+        select(func.coalesce(func.sum(ExecutionOutput.size), 0))
+        .join(Execution, Execution.id == ExecutionOutput.execution_id)
+        .where(Execution.tenant_id == tenant_id, Execution.files_expired_at.is_(None))
+    ).scalar_one()
+    return int(blobs) + int(outputs)
+
+
+def usage(conn: Connection, tenant_id: str, with_bytes: bool = True) -> Usage:
+    queued = conn.execute(
+        select(func.count()).where(Execution.tenant_id == tenant_id,
+                                   Execution.status.in_((ExecutionStatus.UPLOADING, ExecutionStatus.QUEUED)))
+    ).scalar_one()
+    return Usage(queued_runs=int(queued), stored_bytes=stored_bytes(conn, tenant_id) if with_bytes else 0)
+
+
+def check(conn: Connection, settings: ServiceSettings, tenant_id: str, new_runs: int, new_bytes: int) -> None:
+    """Raise OverQuota (429, a sentence) when the create would go over a limit."""
+    lim = limits(conn, settings, tenant_id)
+    use = usage(conn, tenant_id, with_bytes=lim.stored_bytes is not None and new_bytes > 0)
+    problem = refusal(lim, use, new_runs, new_bytes)
+    if problem:
+        raise OverQuota(problem)
