@@ -16,7 +16,7 @@ from . import connect_ray, log, metrics
 from .costs import CostRecorder
 from .dispatch import Dispatcher
 from .fleet import FleetManager
-from .health import sweep_tick
+from .health import DatabaseWatch, sweep_tick
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     scheduler.add_job(_safe(dispatcher.dispatch_if_changed), "interval",
                       seconds=min(settings.dispatch_poll_interval_seconds, settings.dispatch_interval_seconds),
                       max_instances=1, coalesce=True, id="dispatch")
-    scheduler.add_job(_safe(lambda: sweep_tick(settings, engine)), "interval", seconds=settings.sweep_interval_seconds,
+    watch = DatabaseWatch()
+    scheduler.add_job(_safe(lambda: sweep_tick(settings, engine, watch)), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")
     add_observers(scheduler, settings, engine)
     provider = make_provider(settings)

@@ -1,4 +1,10 @@
-"""The dead-worker rule: which workers to declare dead, and why."""
+"""The dead-worker rule: which workers to declare dead, and why.
+
+Silence only counts while the control plane could have heard it. While the database is away no
+heartbeat or lease renewal can land, so a silence that overlaps such a stretch is measured from the
+moment the control plane could read its database again (`reachable_since`), not from the last beat:
+an outage longer than dead_after must not declare the whole fleet dead when it ends.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,20 +25,42 @@ class DeadWorker:
     reason: str
 
 
-def dead_workers(workers: list[WorkerBeat], now: datetime, dead_after: timedelta) -> list[DeadWorker]:
-    """Workers to declare dead: no heartbeat for dead_after (counted from registration if none
-    was ever sent), or Ray reports their node dead, which is usually sooner."""
+def dead_workers(workers: list[WorkerBeat], now: datetime, dead_after: timedelta,
+                 reachable_since: datetime | None = None) -> list[DeadWorker]:
+    """Workers to declare dead: silent for dead_after (counted from registration if no heartbeat
+    was ever sent, and never from before `reachable_since`), or Ray reports their node dead, which
+    is usually sooner. `reachable_since`: when the control plane last came back to its database
+    after it could not read it (None: it has been reading it all along)."""
     dead = []
     for w in workers:
         if w.ray_node_alive is False:
             dead.append(DeadWorker(w.worker_id, f"Ray reported node of {w.worker_id} dead"))
             continue
         last = w.last_heartbeat_at or w.registered_at
-        silent = now - last
-        if silent > dead_after:
+        counted = silent_since(last, reachable_since)
+        if now - counted > dead_after:
             since = last.strftime("%H:%M:%S")
-            dead.append(DeadWorker(w.worker_id, f"no heartbeat from {w.worker_id} since {since} ({_human(silent)})"))
+            reason = f"no heartbeat from {w.worker_id} since {since} ({_human(now - last)})"
+            if counted > last:
+                reason += (f"; {_human(now - counted)} of that after the database came back at "
+                           f"{counted.strftime('%H:%M:%S')}")
+            dead.append(DeadWorker(w.worker_id, reason))
     return dead
+
+
+def silent_since(last: datetime, reachable_since: datetime | None) -> datetime:
+    """Where a silence starts counting: the last sign of life, or the moment the control plane
+    could read its database again if that is later (nothing could be heard before it)."""
+    return max(last, reachable_since) if reachable_since is not None else last
+
+
+def lease_cutoff(now: datetime, lease_timeout: timedelta, reachable_since: datetime | None) -> datetime | None:
+    """Run leases renewed before this moment have expired; None when none can have: the database
+    came back less than lease_timeout ago, so no runner has had the time to renew."""
+    cutoff = now - lease_timeout
+    if reachable_since is not None and reachable_since >= cutoff:
+        return None
+    return cutoff
 
 
 def unbooted(booting_since: dict[str, datetime], now: datetime, boot_timeout: timedelta) -> list[DeadWorker]:

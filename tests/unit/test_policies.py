@@ -84,6 +84,53 @@ def test_dead_worker_reason_names_the_last_heartbeat():
     assert d.reason == "no heartbeat from w-3 since 11:57:55 (2m05s)"
 
 
+# The database was away until `back` (the orchestrator's first read after a failed stretch).
+# dead_after is 2 minutes; T0 is now.
+@pytest.mark.parametrize(
+    "last_beat, back, dead",
+    [
+        (T0 - timedelta(minutes=10), T0 - timedelta(seconds=30), False),  # silent through the outage only
+        (T0 - timedelta(minutes=10), T0 - timedelta(seconds=120), False),  # dead_after since it came back
+        (T0 - timedelta(minutes=10), T0 - timedelta(seconds=121), True),  # silent long after it came back
+        (T0 - timedelta(seconds=121), T0 - timedelta(hours=1), True),  # an old outage changes nothing
+        (T0 - timedelta(seconds=30), T0 - timedelta(seconds=60), False),  # beat after it came back
+        (T0 - timedelta(minutes=10), None, True),  # never unreachable: the plain rule
+        (T0 - timedelta(minutes=10), T0, False),  # the first read of a fresh orchestrator
+    ],
+)
+def test_silence_during_a_database_outage_does_not_count(last_beat, back, dead):
+    found = dead_workers([WorkerBeat("w-3", last_beat, T0 - timedelta(hours=2), True)], T0, timedelta(minutes=2), back)
+    assert bool(found) is dead
+
+
+def test_ray_reporting_a_node_dead_is_not_excused_by_an_outage():
+    found = dead_workers([WorkerBeat("w-3", T0, T0, False)], T0, timedelta(minutes=2), reachable_since=T0)
+    assert [d.reason for d in found] == ["Ray reported node of w-3 dead"]
+
+
+def test_dead_worker_reason_after_an_outage_says_when_the_database_came_back():
+    [d] = dead_workers([WorkerBeat("w-3", T0 - timedelta(minutes=10), T0 - timedelta(hours=1))], T0,
+                       timedelta(minutes=2), T0 - timedelta(minutes=3))
+    assert d.reason == ("no heartbeat from w-3 since 11:50:00 (10m00s); 3m00s of that after the database "
+                        "came back at 11:57:00")
+
+
+@pytest.mark.parametrize(
+    "back, cutoff",
+    [
+        (None, T0 - timedelta(seconds=7)),  # never unreachable: leases older than the timeout
+        (T0 - timedelta(hours=1), T0 - timedelta(seconds=7)),  # long back
+        (T0 - timedelta(seconds=8), T0 - timedelta(seconds=7)),
+        (T0 - timedelta(seconds=7), None),  # back exactly the timeout ago: nobody has had longer
+        (T0 - timedelta(seconds=3), None),  # runners have not had the time to renew yet
+    ],
+)
+def test_lease_cutoff_after_a_database_outage(back, cutoff):
+    from rgrid_service.policies.health import lease_cutoff
+
+    assert lease_cutoff(T0, timedelta(seconds=7), back) == cutoff
+
+
 @pytest.mark.parametrize("attempt, max_attempts, outcome", [(1, 3, "queued"), (2, 3, "queued"), (3, 3, "lost"),
                                                             (1, 1, "lost")])
 def test_orphan_outcome(attempt, max_attempts, outcome):
