@@ -49,6 +49,23 @@ def ray_node_command(worker_id: str, head: str, slots: int, ip: str) -> list[str
 
 START_TRIES = 3
 START_WINDOW = 90.0  # a Ray node that ends sooner than this after its start failed to start
+REJOIN_TRIES = 6  # failed starts in a row before a worker whose node once ran gives up
+REJOIN_MAX_WAIT = 30.0
+
+
+def next_wait(ran_for: float, failures: int, joined_before: bool) -> float | None:
+    """After the Ray node ended: seconds to wait before starting it again, or None to give up.
+
+    A node that ran for START_WINDOW had joined, so it ended because its head went away (a head
+    restarted without GCS fault tolerance is a new cluster, and Ray ends the nodes of the old one):
+    it re-joins, and keeps trying with a growing pause while the head is still away. A node that
+    never got going gets START_TRIES tries. `failures` counts the quick ends in a row, this one
+    included."""
+    if ran_for > START_WINDOW:
+        return random.uniform(0.5, 2)
+    if failures >= (REJOIN_TRIES if joined_before else START_TRIES):
+        return None
+    return min(REJOIN_MAX_WAIT, random.uniform(1, 5) * 2 ** (failures - 1))
 
 
 def main() -> None:
@@ -58,18 +75,28 @@ def main() -> None:
     head = os.environ["RGRID_RAY_ADDRESS"]
     slots = int(os.environ.get("RGRID_WORKER_SLOTS", "2"))
     env = ray_process_env(dict(os.environ))
-    # The agent shares this process's output (the worker's log file, or the unit's journal).
+    # The agent shares this process's output (the worker's log file, or the unit's journal). It
+    # keeps beating while the Ray node re-joins a restarted head.
     subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
                      env=env, stdin=subprocess.DEVNULL)
     ip = node_ip(head)
-    for attempt in range(1, START_TRIES + 1):
+    failures, joined = 0, False
+    while True:
         started = time.monotonic()
         code = subprocess.call(ray_node_command(worker_id, head, slots, ip), env=env, stdin=subprocess.DEVNULL)
-        if time.monotonic() - started > START_WINDOW or attempt == START_TRIES:
-            sys.exit(code)
-        print(f"rgrid: the Ray node of {worker_id} failed while starting (exit {code}); trying again",
-              file=sys.stderr, flush=True)
-        time.sleep(random.uniform(1, 5))
+        ran_for = time.monotonic() - started
+        joined = joined or ran_for > START_WINDOW
+        failures = 0 if ran_for > START_WINDOW else failures + 1
+        wait = next_wait(ran_for, failures, joined)
+        if wait is None:
+            print(f"rgrid: the Ray node of {worker_id} could not start {failures} times in a row (exit {code}); "
+                  f"giving up: see the Ray logs above, and check that the head at {head} is up", file=sys.stderr,
+                  flush=True)
+            sys.exit(code or 1)
+        what = "ended (its head went away?)" if ran_for > START_WINDOW else "failed while starting"
+        print(f"rgrid: the Ray node of {worker_id} {what} after {ran_for:.0f} s (exit {code}); "
+              f"joining {head} again in {wait:.0f} s", file=sys.stderr, flush=True)
+        time.sleep(wait)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,31 @@ def restart_s3(home: Path, down_seconds: float) -> None:
     state.pids["s3"] = spawn(state.s3_command, logs_dir(home) / "seaweedfs.log")
     state.save()
     wait_for_port(int(state.s3_endpoint.rsplit(":", 1)[1]), 60, "SeaweedFS S3 gateway")
+
+
+def restart_head(home: Path, down_seconds: float) -> float:
+    """SIGKILL the Ray head (GCS, its raylet, the dashboard, the dispatch actor), keep it away for
+    down_seconds, start it again on the same port. Without GCS fault tolerance it is a new cluster:
+    the workers' nodes and the orchestrator's driver must join it again. Returns when the new head
+    started (time.monotonic())."""
+    import os
+    import signal
+
+    from rgrid_service.localgrid.layout import ray_temp_dir
+    from rgrid_service.localgrid.rayhead import start_head
+
+    state = load_state(home)
+    try:
+        os.killpg(state.pids["ray-head"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    time.sleep(down_seconds)
+    # `ray start --head` refuses a port that the last head of this temp dir used while any local
+    # process still names that GCS (the workers' raylets, which live on for up to a minute): the
+    # file is the killed head's, so it goes.
+    (ray_temp_dir(home) / "ray_current_cluster").unlink(missing_ok=True)
+    ray_port = int(state.ray_address.rsplit(":", 1)[1])
+    dash_port = int(state.dashboard_url.rsplit(":", 1)[1])
+    state.pids["ray-head"] = start_head(home, service_env_for(state), ray_port, dash_port)
+    state.save()
+    return time.monotonic()

@@ -1,8 +1,19 @@
-"""`python -m rgrid_service.orchestrator`: connect to Ray, pick the fleet provider, run the jobs."""
+"""`python -m rgrid_service.orchestrator`: connect to Ray, pick the fleet provider, run the jobs.
+
+The jobs run in a child process that this one starts again whenever it dies. Ray ends a driver
+whose head went away (a fatal error on its next call to the GCS, or 60 s without one), and a head
+restarted without GCS fault tolerance is a new cluster that only a new driver can join. The new
+child connects to it and creates the dispatch actor there; everything else it reads from the
+database.
+"""
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
+import time
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -19,13 +30,55 @@ from .fleet import FleetManager
 from .health import DatabaseWatch, sweep_tick
 
 
+CHILD = "RGRID_ORCHESTRATOR_CHILD"
+CONFIG_ERROR = 2  # the child cannot run as configured: starting it again would not help
+STEADY_AFTER = 60.0  # a child that ran this long resets the backoff
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if os.environ.get(CHILD) == "1":
+        orchestrate()
+    else:
+        sys.exit(supervise())
+
+
+def supervise() -> int:
+    """Run the orchestrator in a child process and start it again when it dies (see above)."""
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    quick_ends = 0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen([sys.executable, "-m", "rgrid_service.orchestrator"], env={**os.environ, CHILD: "1"})
+        code = child.wait()
+        if stopping or code in (0, CONFIG_ERROR):
+            return code
+        quick_ends = 0 if time.monotonic() - started > STEADY_AFTER else quick_ends + 1
+        wait = min(30, 2 ** quick_ends)
+        log.error("the orchestrator process ended (exit %s; Ray ends it when its head goes away); "
+                  "starting it again in %d s", code, wait)
+        time.sleep(wait)
+        if stopping:
+            return code
+
+
+def orchestrate() -> None:
     # "skipped: maximum number of running instances reached" is the point of max_instances=1.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     settings = get_settings()
     if not settings.ray_address:
-        raise SystemExit("RGRID_RAY_ADDRESS is not set: the orchestrator needs the Ray head's address.")
+        log.error("RGRID_RAY_ADDRESS is not set: the orchestrator needs the Ray head's address.")
+        sys.exit(CONFIG_ERROR)
     retrying(lambda: connect_ray(settings.ray_address), seconds=120, first_wait=0.5, max_wait=1, log=log)
     engine = engine_for(settings.database_url)
     dispatcher = Dispatcher(settings, engine)

@@ -35,6 +35,18 @@ class Dispatcher:
             self._actor = get_dispatcher()
         return self._actor
 
+    def _call(self, method: str, *args):
+        """Call the dispatch actor. If it died with its head, forget it: the next call creates it
+        again (get_if_exists finds none in a new cluster). The runs it was handed stay queued and
+        are sent again after redispatch_after."""
+        import ray
+
+        try:
+            return ray.get(getattr(self.actor, method).remote(*args))
+        except ray.exceptions.RayActorError:
+            self._actor = None
+            raise
+
     def dispatch_if_changed(self) -> int:
         """Dispatch now if the queue changed since the last tick, else once per dispatch interval."""
         with self.engine.connect() as conn:
@@ -50,10 +62,8 @@ class Dispatcher:
         reports and asks Ray for its nodes afresh; a tick triggered by a queue change between
         them reuses the node list it got less than an interval ago, so a burst of short runs does
         not cost two Ray round trips per finished run."""
-        import ray
-
         if full:
-            for execution_id, outcome in ray.get(self.actor.reap.remote()):
+            for execution_id, outcome in self._call("reap"):
                 log.info("%s: %s", execution_id, outcome)
         nodes = self._ray_nodes(fresh=full)
         s = self.settings
@@ -70,7 +80,7 @@ class Dispatcher:
             log.info("moved %s to a free slot", ", ".join(f"{e}->{w}" for e, w in moves))
         sent = lifecycle.mark_dispatched(self.engine, decisions + moves)
         if sent:
-            ray.get(self.actor.dispatch.remote([(e, nodes[w].node_id) for e, w in sent]))
+            self._call("dispatch", [(e, nodes[w].node_id) for e, w in sent])
             log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
         return len(sent)
 

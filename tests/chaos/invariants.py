@@ -13,7 +13,9 @@ worker_heartbeats) and, when given one, the object store. The four invariants of
 4. no execution stayed running on a dead worker longer than dead_after plus one sweep: each lost
    attempt was ended no later than dead_after + sweep interval + slack after its worker's last
    heartbeat; nothing of a lost attempt (log chunk or output) was written after it was declared
-   lost; no attempt was started on a worker after that worker was declared dead.
+   lost; no attempt was started on a worker after that worker was declared dead. An attempt whose
+   runner died on a live worker (its lease expired: the Ray head went away) is lost without its
+   worker being dead; the rest of 4 holds for it too.
 
 `check` raises AssertionError listing every violation, and returns the figures the scenario reports.
 """
@@ -38,6 +40,7 @@ from rgrid_service.db.models import (
 
 COMMITTED = WITH_OUTPUTS  # outcomes that carry a result
 LOST = ExecutionStatus.LOST
+LEASE_EXPIRED = "its runner stopped renewing its lease"  # lifecycle.expire_leases's reason
 
 
 @dataclass
@@ -161,10 +164,12 @@ def check(engine, ids: list[str], *, scenario: str, faults: str, dead_after: flo
             if a.outcome != LOST:
                 continue
             lost_attempts.append(a)
-            if w is None or w.state != "dead" or w.dead_at is None:
+            if LEASE_EXPIRED in (a.reason or "") and w is not None and w.dead_at is None:
+                pass  # its runner died, its worker lives on: the lease expiry re-queued it
+            elif w is None or w.state != "dead" or w.dead_at is None:
                 problems.append(f"{ex_id}: attempt {a.attempt} lost on {a.worker_id}, which is not marked dead")
                 continue
-            last = w.last_heartbeat_at
+            last = w.last_heartbeat_at if w.dead_at is not None else None
             if last is not None and _seconds(a.finished_at, last) > bound:
                 problems.append(
                     f"{ex_id}: attempt {a.attempt} stayed running on dead {a.worker_id} for "

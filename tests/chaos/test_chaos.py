@@ -344,3 +344,143 @@ def test_6_orchestrator_killed_and_restarted_during_a_batch(chaos: ChaosGrid):
     rep.recover_seconds = (after[0] - fault_at).total_seconds()
     rep.notes.append(f"first claim {(after[0] - restart_at).total_seconds():.1f} s after the restart")
     report(rep, started)
+
+
+# ---------------------------------------------------------------- 7. database outage of 3 x dead_after
+
+
+def test_7_database_outage_of_three_times_dead_after(chaos: ChaosGrid):
+    started = time.monotonic()
+    ids = chaos.submit_many(SLEEPER, 18, ["6"], batch_id=batch(18))
+    wait_until(lambda: chaos.count_status(ids).get("running", 0) >= 4, 60, "4 executions running")
+    busy = chaos.running_on(ids)
+    fault_at = chaos.db_now()
+    t0 = time.monotonic()
+    chaos.pg_stop()
+    time.sleep(3 * DEAD_AFTER)
+    chaos.pg_start()
+    away = time.monotonic() - t0
+    back_at = chaos.db_now()
+
+    done = chaos.wait_all(ids, timeout=300)
+    rep = invariants(chaos, list(done), scenario="7 database outage of 3 x dead_after during a batch",
+                     faults=f"pg_ctl stop -m immediate; {3 * DEAD_AFTER:.0f} s; pg_ctl start "
+                            f"({sum(len(v) for v in busy.values())} executions running)",
+                     fault_at=fault_at, store=chaos.store())
+    assert rep.statuses == {"succeeded": 18} and rep.duplicated == 0
+    assert rep.lost == 0, "a run was handed back because of the outage"
+    assert all(ex["attempt"] == 1 for ex in done.values())
+    with chaos.engine().connect() as conn:
+        declared = conn.execute(select(Worker.id, Worker.dead_reason).where(Worker.dead_at >= fault_at)).all()
+        spans = conn.execute(select(ExecutionAttempt.started_at, ExecutionAttempt.finished_at)
+                             .where(ExecutionAttempt.execution_id.in_(ids))).all()
+    assert not declared, f"workers declared dead because of the database outage: {declared}"
+    across = sum(1 for s in spans if s.started_at < fault_at and s.finished_at > back_at)
+    assert across >= 1, "no run was running across the outage: the fault tested nothing"
+    after = sorted(s.started_at for s in spans if s.started_at > back_at)
+    assert after, "nothing was claimed after the database came back"
+    rep.recover_seconds = (after[0] - back_at).total_seconds()
+    rep.notes.append(f"database away {away:.1f} s (dead_after {DEAD_AFTER:.0f} s); no worker declared dead; "
+                     f"{across} runs ran across the outage and committed once; first claim "
+                     f"{rep.recover_seconds:.1f} s after the database was back")
+    report(rep, started)
+
+
+# ---------------------------------------------------------------- 8. API process SIGKILLed and restarted
+
+
+def test_8_api_sigkilled_and_restarted_during_a_batch(chaos: ChaosGrid):
+    from rgrid_service.localgrid import grid as localgrid
+    from rgrid_service.localgrid.procs import wait_for_port
+
+    started = time.monotonic()
+    ids = chaos.submit_many(SLEEPER, 30, ["1"], batch_id=batch(30))
+    wait_until(lambda: chaos.count_status(ids).get("succeeded", 0) >= 4, 120, "4 executions to succeed")
+    state = chaos.current()
+    fault_at = chaos.db_now()
+    t0 = time.monotonic()
+    os.killpg(state.pids["api"], signal.SIGKILL)
+    time.sleep(3)
+    localgrid.start_api(state, {**localgrid.service_env_for(state), **CHAOS_ENV})
+    state.save()
+    wait_for_port(int(state.api_url.rsplit(":", 1)[1]), 120, "The API")
+    wait_until(lambda: _health(chaos) == 200, 120, "the API to answer /v1/health", step=0.1)
+    api_back = time.monotonic()
+    back_at = chaos.db_now()
+
+    done = chaos.wait_all(ids, timeout=300)
+    rep = invariants(chaos, list(done), scenario="8 API SIGKILLed and restarted during a batch",
+                     faults="SIGKILL of the API process, restarted 3 s later", fault_at=fault_at,
+                     store=chaos.store())
+    assert rep.statuses == {"succeeded": 30} and rep.duplicated == 0
+    with chaos.engine().connect() as conn:
+        declared = conn.execute(select(Worker.id, Worker.dead_reason).where(Worker.dead_at >= fault_at)).all()
+        starts = sorted(conn.execute(select(ExecutionAttempt.started_at)
+                                     .where(ExecutionAttempt.execution_id.in_(ids))).scalars())
+    assert not declared, f"workers declared dead because the API was away: {declared}"
+    assert rep.lost == 0, "a run was handed back because the API was away"
+    after = [s for s in starts if s > back_at]
+    rep.recover_seconds = api_back - t0
+    rep.notes.append(f"API answering again {api_back - t0:.1f} s after the kill; "
+                     + (f"first claim {(after[0] - back_at).total_seconds():.1f} s after that"
+                        if after else "the batch had no claims left after it"))
+    report(rep, started)
+
+
+def _health(grid: ChaosGrid) -> int:
+    import httpx
+
+    try:
+        return httpx.get(grid.state.api_url + "/v1/health", timeout=2).status_code
+    except httpx.HTTPError:
+        return -1
+
+
+# ---------------------------------------------------------------- 9. Ray head (GCS) killed and restarted
+
+
+def test_9_ray_head_killed_and_restarted_during_a_batch(chaos: ChaosGrid):
+    from tests.gridctl import restart_head
+
+    started = time.monotonic()
+    workers = chaos.wait_for_workers()
+    joins = {w: chaos._log(f"{w}.log").count("Ray runtime started") for w in workers}
+    ids = chaos.submit_many(SLEEPER, 24, ["2"], batch_id=batch(24))
+    # Two runs that outlive the old cluster's raylets (they exit within about a minute of the head's
+    # death): their runners die with them, and the lease expiry must hand them back.
+    long_ids = chaos.submit_many(SLEEPER, 2, ["65"])
+    wait_until(lambda: chaos.count_status(ids).get("succeeded", 0) >= 4
+               and chaos.count_status(long_ids).get("running", 0) == 2, 180,
+               "4 executions to succeed and both long runs to run")
+    fault_at = chaos.db_now()
+    t0 = time.monotonic()
+    head_up = restart_head(chaos.home, down_seconds=3)
+    # Every worker's Ray node re-joins the new cluster (its agent never stopped beating).
+    wait_until(lambda: all(chaos._log(f"{w}.log").count("Ray runtime started") > joins[w] for w in workers),
+               240, "every worker's Ray node to join the restarted head", step=0.5)
+    rejoined = time.monotonic()
+
+    done = chaos.wait_all(ids + long_ids, timeout=400)
+    rep = invariants(chaos, list(done), scenario="9 Ray head (GCS) SIGKILLed and restarted during a batch",
+                     faults="SIGKILL of the Ray head's process group (GCS, raylet, dashboard, dispatch actor), "
+                            "restarted on the same port 3 s later", fault_at=fault_at, store=chaos.store())
+    assert rep.statuses == {"succeeded": 26} and rep.duplicated == 0
+    with chaos.engine().connect() as conn:
+        declared = conn.execute(select(Worker.id, Worker.dead_reason).where(Worker.dead_at >= fault_at)).all()
+        tries = conn.execute(select(ExecutionAttempt.execution_id, ExecutionAttempt.attempt,
+                                    ExecutionAttempt.started_at, ExecutionAttempt.finished_at,
+                                    ExecutionAttempt.outcome, ExecutionAttempt.reason)
+                             .where(ExecutionAttempt.execution_id.in_(ids + long_ids))).all()
+    assert not declared, f"workers declared dead because their Ray head went away: {declared}"
+    lost = [t for t in tries if t.outcome == "lost"]
+    assert all("stopped renewing its lease" in t.reason for t in lost), [t.reason for t in lost]
+    across = [t for t in tries if t.outcome == "succeeded" and t.started_at < fault_at < t.finished_at]
+    last_start = max(t.started_at for t in tries)
+    rep.recover_seconds = (last_start - fault_at).total_seconds()
+    restarts = chaos._log("orchestrator.log").count("the orchestrator process ended")
+    rep.notes.append(f"head back {head_up - t0:.1f} s after the kill; every worker re-joined after "
+                     f"{rejoined - t0:.1f} s; {len(across)} runs that were running at the kill committed once; "
+                     f"{len(lost)} attempts handed back by lease expiry; orchestrator restarted its driver "
+                     f"{restarts} time(s); the batch done {(max(t.finished_at for t in tries) - fault_at).total_seconds():.1f} s "
+                     "after the kill")
+    report(rep, started)
