@@ -394,7 +394,7 @@ def test_8_api_sigkilled_and_restarted_during_a_batch(chaos: ChaosGrid):
     from rgrid_service.localgrid.procs import wait_for_port
 
     started = time.monotonic()
-    ids = chaos.submit_many(SLEEPER, 30, ["1"], batch_id=batch(30))
+    ids = chaos.submit_many(SLEEPER, 40, ["2"], batch_id=batch(40))
     wait_until(lambda: chaos.count_status(ids).get("succeeded", 0) >= 4, 120, "4 executions to succeed")
     state = chaos.current()
     fault_at = chaos.db_now()
@@ -410,9 +410,9 @@ def test_8_api_sigkilled_and_restarted_during_a_batch(chaos: ChaosGrid):
 
     done = chaos.wait_all(ids, timeout=300)
     rep = invariants(chaos, list(done), scenario="8 API SIGKILLed and restarted during a batch",
-                     faults="SIGKILL of the API process, restarted 3 s later", fault_at=fault_at,
+                     faults="SIGKILL of the API process group, restarted 3 s later", fault_at=fault_at,
                      store=chaos.store())
-    assert rep.statuses == {"succeeded": 30} and rep.duplicated == 0
+    assert rep.statuses == {"succeeded": 40} and rep.duplicated == 0
     with chaos.engine().connect() as conn:
         declared = conn.execute(select(Worker.id, Worker.dead_reason).where(Worker.dead_at >= fault_at)).all()
         starts = sorted(conn.execute(select(ExecutionAttempt.started_at)
