@@ -91,6 +91,51 @@ def upload(url: str, item: LocalInput, progress=None) -> None:
         raise TransferError(f"the object store refused the upload of {item.source} ({resp.status_code}).")
 
 
+def send(upload_to: dict, item: LocalInput, progress=None) -> None:
+    """Upload an input where create said: one presigned PUT (`url`), or, for a file over the
+    multipart threshold, each part to its presigned UploadPart URL (`part_urls`, `part_bytes`
+    each but the last). Submit then completes the multipart upload on the server."""
+    if not upload_to.get("part_urls"):
+        upload(upload_to["url"], item, progress)
+        return
+    part = upload_to["part_bytes"]
+    for n, url in enumerate(upload_to["part_urls"]):
+        upload_part(url, item, n * part, min(part, item.size - n * part), progress)
+
+
+@_transient
+def upload_part(url: str, item: LocalInput, offset: int, length: int, progress=None) -> None:
+    """PUT `length` bytes of the file from `offset`, streamed in chunks (a retry sends the part again)."""
+    sent = [0]
+
+    def body():
+        with open(item.upload_path, "rb") as f:
+            f.seek(offset)
+            left = length
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    raise TransferError(f"{item.source} got shorter while it was being uploaded")
+                left -= len(chunk)
+                sent[0] += len(chunk)
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+    try:
+        resp = httpx.put(url, content=body(), headers={"Content-Length": str(length)}, timeout=300)
+    except httpx.TransportError:
+        if progress:
+            progress(-sent[0])
+        raise
+    if resp.status_code >= 500:
+        if progress:
+            progress(-sent[0])
+        raise TransferError(f"the object store answered {resp.status_code}")
+    if resp.status_code >= 400:
+        raise TransferError(f"the object store refused a part of {item.source} ({resp.status_code}).")
+
+
 def safe_target(root: Path, rel: str) -> Path:
     """Where output `rel` goes under root; refuses any name that would land outside it."""
     problem = output_path_problem(rel)

@@ -172,15 +172,17 @@ def finish(
     return True
 
 
-def submit(engine: Engine, execution_id: str, verified: list[dict] = (), tenant_id: str | None = None) -> bool:
+def submit(engine: Engine, execution_id: str, verified: list[dict] = (), tenant_id: str | None = None,
+           inputs: list[dict] | None = None) -> bool:
     """uploading -> queued, once every input has been verified by the caller. `verified` are the
     inputs (sha256, size, md5, object_key) this submit checked: they are kept for reuse, in the
-    same transaction as the queueing."""
+    same transaction as the queueing. `inputs`: the run's inputs as they are now (naming where the
+    verified ones are kept), when they changed."""
     with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status == ExecutionStatus.UPLOADING)
-            .values(status=ExecutionStatus.QUEUED, queued_at=utcnow())
+            .values(status=ExecutionStatus.QUEUED, queued_at=utcnow(), **({} if inputs is None else {"inputs": inputs}))
         )
         if res.rowcount != 1:
             return False

@@ -23,6 +23,10 @@ class ServiceSettings(BaseSettings):
     # Endpoint the *client* reaches the store at (presigned URLs embed the host).
     s3_public_endpoint: str | None = None
     presign_expiry_seconds: int = 3600
+    # An input larger than this is uploaded in parts of multipart_part_bytes (S3 allows at most
+    # 5 GiB in one PUT; a part is at least 5 MiB except the last, and there are at most 10000).
+    multipart_threshold_bytes: int = 5 * 1024 ** 3
+    multipart_part_bytes: int = 512 * 1024 ** 2
 
     ray_address: str | None = None
     ray_dashboard_url: str | None = None
@@ -113,6 +117,20 @@ class ServiceSettings(BaseSettings):
     quota_max_queued_runs: int = 10_000  # uploading + queued
     quota_max_running_runs: int = 0  # running or placed at once; the rest wait
     quota_max_stored_bytes: int = 100 * 1024 ** 3  # kept inputs + outputs not yet expired
+
+    # Retention (policies.retention): the files of ended runs, and kept inputs no run used for
+    # this long, are deleted from the store. retention_seconds, when set, replaces retention_days.
+    retention_days: float = 7.0
+    retention_seconds: float | None = None
+    retention_interval_seconds: float = 600.0
+    retention_batch: int = 500  # runs (and blobs) looked at per pass
+
+    @property
+    def retention(self):
+        from datetime import timedelta
+
+        return timedelta(seconds=self.retention_seconds if self.retention_seconds is not None
+                         else self.retention_days * 86400)
 
 
 @lru_cache

@@ -23,6 +23,9 @@ GRID_ENV = {
     "RGRID_LOG_LIMIT_BYTES": str(1024 * 1024),
     "RGRID_SANDBOX_MEMORY_MB": "512",
     "RGRID_PROVISION_INTERVAL_SECONDS": "1",
+    # Inputs over 8 MiB go up in parts of 5 MiB (S3's smallest), so tests exercise multipart.
+    "RGRID_MULTIPART_THRESHOLD_BYTES": str(8 * 1024 * 1024),
+    "RGRID_MULTIPART_PART_BYTES": str(5 * 1024 * 1024),
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 

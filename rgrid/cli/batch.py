@@ -119,7 +119,7 @@ def submit_batch(c, script: str, files: list[str], script_args: list[str], env: 
     executions are created BULK_CREATE per request, and only inputs the grid does not hold yet are
     uploaded; an execution whose inputs are all held is queued by its create. The caller cancels
     whatever was queued if anything fails."""
-    from ..transfer import TransferError, prepare, upload
+    from ..transfer import TransferError, prepare, send
 
     with tempfile.TemporaryDirectory(prefix="rgrid-") as tmp:
         prepared: dict[tuple[Path, str], object] = {}
@@ -150,11 +150,11 @@ def submit_batch(c, script: str, files: list[str], script_args: list[str], env: 
                 ids[one["id"]] = f
             for (f, _name, _args, items), one in zip(chunk, created):
                 if one["status"] != S.QUEUED:
-                    urls = {u["name"]: u["url"] for u in one["uploads"]}
+                    urls = {u["name"]: u for u in one["uploads"]}
                     for item in items:
                         if item.name in urls:
                             try:
-                                upload(urls[item.name], item)
+                                send(urls[item.name], item)
                             except Exception as e:  # noqa: BLE001 - any failed upload: the batch is not queued
                                 fail(f"Upload of {item.source} failed ({e}); try again.")
                     call(c.post, f"/v1/executions/{one['id']}/submit")

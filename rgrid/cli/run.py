@@ -126,7 +126,7 @@ def submit(c, script: str, args: list[str], env: dict[str, str], runtime: str, t
     Nothing is queued if any upload fails."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from ..transfer import TransferError, prepare, upload
+    from ..transfer import TransferError, prepare, send
     from .output import err
 
     script_name, rewritten, inputs = collect_inputs(script, args)
@@ -141,7 +141,7 @@ def submit(c, script: str, args: list[str], env: dict[str, str], runtime: str, t
         ))
         if created["status"] == "queued":
             return created  # every input was already on the grid (same content): nothing to upload
-        urls = {u["name"]: u["url"] for u in created["uploads"]}
+        urls = {u["name"]: u for u in created["uploads"]}
         prepared = [p for p in prepared if p.name in urls]
         total = sum(p.size for p in prepared)
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
@@ -149,7 +149,7 @@ def submit(c, script: str, args: list[str], env: dict[str, str], runtime: str, t
             task = bar.add_task(f"Uploading {len(prepared)} file(s)", total=total)
             for item in prepared:
                 try:
-                    upload(urls[item.name], item, progress=lambda n: bar.advance(task, n))
+                    send(urls[item.name], item, progress=lambda n: bar.advance(task, n))
                 except KeyboardInterrupt:
                     call(c.post, f"/v1/executions/{created['id']}/cancel")
                     fail("Interrupted during the upload; nothing was queued.", 130)

@@ -53,7 +53,11 @@ class CreateExecution(BaseModel):
 
 class Upload(BaseModel):
     name: str
-    url: str
+    url: str | None = Field(description="Presigned PUT of the whole file; null when it goes in parts (`part_urls`).")
+    upload_id: str | None = Field(None, description="The multipart upload, for a file over the multipart threshold.")
+    part_bytes: int | None = Field(None, description="Bytes in each part but the last (multipart).")
+    part_urls: list[str] = Field(default_factory=list,
+                                 description="Presigned UploadPart URLs, part 1 first: PUT each part, then submit.")
 
 
 class Created(BaseModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
 from rgrid_core.names import input_name_problem
@@ -19,9 +19,9 @@ from ..db.clock import utcnow
 from ..db.models import Blob, Execution
 from ..db.session import write_tx
 from ..settings import ServiceSettings
-from ..storage import ObjectStore, blob_key
-from . import quotas, schemas
-from .errors import Conflict, Invalid
+from ..storage import ObjectStore
+from . import quotas, schemas, uploads
+from .errors import Conflict, Gone, Invalid
 from .queries import batch_totals, no_batch, owned, summary
 
 ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -84,23 +84,23 @@ def kept_inputs(engine: Engine, tenant_id: str, inputs: list[schemas.InputSpec])
         }
 
 
-def kept_or_to_upload(store: ObjectStore, tenant_id: str, inputs: list[schemas.InputSpec],
-                      kept: dict[tuple, str]):
-    """Each input's stored spec with its object key, the uploads still needed, and the names
-    of inputs this tenant already uploaded with the same content (sha256, size and MD5)."""
-    specs, uploads, reused = [], [], []
+def kept_or_to_upload(store: ObjectStore, settings: ServiceSettings, tenant_id: str, execution_id: str,
+                      inputs: list[schemas.InputSpec], kept: dict[tuple, str]):
+    """Each input's stored spec with its object key, the uploads still needed (to the execution's
+    staging keys, see api.uploads), and the names of inputs this tenant already uploaded with the
+    same content (sha256, size and MD5)."""
+    specs, to_upload, reused = [], [], []
     for i in inputs:
         spec = i.model_dump()
         key = kept.get((i.sha256, i.size, i.md5))
         if key:
             reused.append(i.name)
+            spec["object_key"] = key
         else:
-            key = blob_key(tenant_id, i.sha256)
             spec["upload"] = True  # verified by submit, then kept
-            uploads.append(schemas.Upload(name=i.name, url=store.presign_put(key)))
-        spec["object_key"] = key
+            to_upload.append(uploads.plan(store, settings, execution_id, spec))
         specs.append(spec)
-    return specs, uploads, reused
+    return specs, to_upload, reused
 
 
 def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant_id: str,
@@ -111,8 +111,8 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
     rows, created = [], []
     for body in bodies:
         execution_id = "ex-" + secrets.token_hex(6)
-        specs, uploads, reused = kept_or_to_upload(store, tenant_id, body.inputs, kept)
-        queue_now = body.submit and not uploads
+        specs, to_upload, reused = kept_or_to_upload(store, settings, tenant_id, execution_id, body.inputs, kept)
+        queue_now = body.submit and not to_upload
         rows.append(dict(
             id=execution_id, tenant_id=tenant_id, created_at=utcnow(),  # milliseconds on SQLite too
             status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
@@ -122,13 +122,27 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
             inputs=specs, batch_id=body.batch_id,
             batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,
         ))
-        created.append(schemas.Created(id=execution_id, status=rows[-1]["status"], uploads=uploads,
+        created.append(schemas.Created(id=execution_id, status=rows[-1]["status"], uploads=to_upload,
                                        reused=reused))
     with write_tx(engine) as conn:
         quotas.check(conn, settings, tenant_id, len(rows), upload_bytes(rows))  # 429: nothing created
+        still_kept(conn, tenant_id, rows)
         for row in rows:  # one statement per row: created_at and queued_at are SQL expressions
             conn.execute(insert(Execution).values(**row))
     return created
+
+
+def still_kept(conn, tenant_id: str, rows: list[dict]) -> None:
+    """Mark the kept inputs these rows reuse as used now (retention keeps used ones). One that
+    retention deleted since it was looked up is gone: refused with a sentence, nothing created."""
+    reused = {s["sha256"] for row in rows for s in row["inputs"] if not s.get("upload")}
+    if not reused:
+        return
+    marked = conn.execute(update(Blob).where(Blob.tenant_id == tenant_id, Blob.sha256.in_(reused))
+                          .values(last_used_at=utcnow())).rowcount
+    if marked != len(reused):
+        raise Conflict("An input you uploaded before was just deleted after its retention time; nothing was "
+                       "created. Run it again to upload it anew.")
 
 
 def upload_bytes(rows: list[dict]) -> int:
@@ -139,33 +153,35 @@ def upload_bytes(rows: list[dict]) -> int:
 # --- submit and cancel --------------------------------------------------------------------------
 
 
-def upload_problems(store: ObjectStore, uploaded: list[dict]) -> list[str]:
-    """What is wrong with the inputs the client had to upload: each must exist in the store with
-    its declared size and (unless multipart) an ETag equal to its MD5."""
-    problems = []
-    for spec in uploaded:
-        stat = store.stat(spec["object_key"])
-        if stat is None:
-            problems.append(f"{spec['name']} was not uploaded")
-        elif stat.size != spec["size"]:
-            problems.append(f"{spec['name']} arrived with {stat.size} bytes instead of {spec['size']}")
-        elif stat.etag and "-" not in stat.etag and stat.etag.strip('"') != spec["md5"]:
-            problems.append(f"{spec['name']} arrived with a different checksum")
-    return problems
-
-
 def submit(engine: Engine, store: ObjectStore, tenant_id: str, execution_id: str) -> Execution:
-    """uploading -> queued once every uploaded input checks out; the verified inputs are kept
-    for reuse in the same transaction (lifecycle.submit)."""
+    """uploading -> queued once every uploaded input checks out; each is then copied to where the
+    tenant's inputs are kept by content, the run's inputs name that copy, and it is kept for reuse
+    in the same transaction as the queueing (lifecycle.submit). See api.uploads."""
     ex = owned(engine, tenant_id, execution_id)
     if ex.status != ExecutionStatus.UPLOADING:
         raise Conflict(f"Execution {execution_id} was already submitted (it is {ex.status}).")
     uploaded = [spec for spec in ex.inputs if spec.get("upload")]
-    problems = upload_problems(store, uploaded)
+    problems = [p for p in (uploads.verify(store, spec) for spec in uploaded) if p]
     if problems:
         raise Conflict("Not queued: " + "; ".join(problems) + ". Upload again and resubmit.")
-    lifecycle.submit(engine, execution_id, uploaded, tenant_id)
+    staged = [spec for spec in uploaded if spec["object_key"].startswith("uploads/")]
+    held = kept_inputs(engine, tenant_id, [schemas.InputSpec(**{k: s[k] for k in ("name", "kind", "size", "sha256",
+                                                                                  "md5")}) for s in staged])
+    copied = {id(s) for s in staged}
+    inputs = [uploads.keep(store, tenant_id, s, (s["sha256"], s["size"], s["md5"]) in held)
+              if id(s) in copied else s for s in ex.inputs]
+    lifecycle.submit(engine, execution_id, [s for s in inputs if s.get("upload")], tenant_id, inputs=inputs)
+    uploads.forget(store, staged)
     return owned(engine, tenant_id, execution_id)
+
+
+def files_kept(ex: Execution, settings: ServiceSettings) -> None:
+    """Raise Gone (410, a sentence) when retention deleted the run's files."""
+    from ..policies.retention import retention_words
+
+    if ex.files_expired_at is not None:
+        raise Gone(f"The files of {ex.id} were deleted on {ex.files_expired_at:%Y-%m-%d} after "
+                   f"{retention_words(settings.retention)} of retention; run it again to get them.")
 
 
 def cancel(engine: Engine, tenant_id: str, execution_id: str) -> Execution:

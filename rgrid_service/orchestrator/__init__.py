@@ -3,7 +3,8 @@
 - dispatch (dispatch.py): queued executions -> placement -> the dispatch actor's Ray tasks;
 - sweep (health.py): heartbeats and Ray's node states -> dead-worker rule -> declare dead;
 - provisioning (fleet.py): queue and workers -> provisioning, billing-hour and boot-timeout rules
-  -> worker records -> one fleet update at a time, off the scheduler's thread.
+  -> worker records -> one fleet update at a time, off the scheduler's thread;
+- retention (retention.py): ended runs and kept inputs -> retention rule -> files deleted from the store.
 
 It never runs scripts and never decides an execution's outcome. The runner's atomic claim makes a
 duplicate dispatch harmless, so after a restart it simply carries on from the database.

@@ -28,6 +28,7 @@ from .costs import CostRecorder
 from .dispatch import Dispatcher
 from .fleet import FleetManager
 from .health import DatabaseWatch, sweep_tick
+from .retention import retention_tick
 
 
 CHILD = "RGRID_ORCHESTRATOR_CHILD"
@@ -90,6 +91,8 @@ def orchestrate() -> None:
     scheduler.add_job(_safe(lambda: sweep_tick(settings, engine, watch)), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")
     add_observers(scheduler, settings, engine)
+    scheduler.add_job(_safe(lambda: retention_tick(settings, engine)), "interval",
+                      seconds=settings.retention_interval_seconds, max_instances=1, coalesce=True, id="retention")
     provider = make_provider(settings)
     if provider is not None:
         fleet = FleetManager(settings, engine, provider)

@@ -85,7 +85,9 @@ def test_tenants_cannot_see_each_others_executions(api, engine):
     execution_id = created["id"]
     assert created["status"] == "uploading"
     assert [u["name"] for u in created["uploads"]] == ["s.py"]
-    assert blob_key("tenant-a", body()["inputs"][0]["sha256"]) in created["uploads"][0]["url"]
+    # Uploaded to a key of its own execution, never to where verified inputs are kept (api.uploads).
+    assert f"uploads/{execution_id}/s.py" in created["uploads"][0]["url"]
+    assert blob_key("tenant-a", body()["inputs"][0]["sha256"]) not in created["uploads"][0]["url"]
 
     # The owner sees it (and never the secret value).
     r = api.get(f"/v1/executions/{execution_id}", headers=bearer(key_a))

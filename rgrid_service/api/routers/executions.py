@@ -75,7 +75,8 @@ def get_logs(
     return queries.log_page(engine, queries.owned(engine, tenant_id, execution_id), after, limit)
 
 
-@router.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView])
-def get_outputs(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
-    queries.owned(engine, tenant_id, execution_id)
+@router.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView],
+            responses={410: {"description": "Its files were deleted after the retention time (a sentence says when)."}})
+def get_outputs(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep, settings: SettingsDep):
+    service.files_kept(queries.owned(engine, tenant_id, execution_id), settings)
     return queries.outputs(engine, store, execution_id)

@@ -1,0 +1,112 @@
+"""Retention on both databases, with a retention of seconds: which runs' files and which kept
+inputs the job deletes, that it marks the runs expired, that kept inputs in use stay, and the 410
+with its sentence. The store here records what the job deletes (tests/integration/test_files.py
+runs the same job against SeaweedFS)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import insert, select, update
+
+from rgrid_core.states import ExecutionStatus as S
+from rgrid_service import auth
+from rgrid_service.db.clock import utcago
+from rgrid_service.db.models import Blob, Execution
+from rgrid_service.orchestrator.retention import expire_blobs, expire_runs, retention_tick
+from rgrid_service.settings import ServiceSettings
+from tests.db.test_db_auth_api import bearer, is_sentence
+
+
+class RecordingStore:
+    """The object store's boundary as the job uses it: what it was asked to delete."""
+
+    bucket = "rgrid"
+
+    def __init__(self):
+        self.prefixes, self.keys = [], []
+        self.client = self
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.prefixes.append(prefix)
+
+    def remove_object(self, bucket: str, key: str) -> None:
+        self.keys.append(key)
+
+
+def blob(engine, tenant: str, sha: str, used_ago: float | None, created_ago: float = 3600) -> str:
+    key = f"blobs/{tenant}/{sha}"
+    with engine.begin() as conn:
+        conn.execute(insert(Blob).values(tenant_id=tenant, sha256=sha, size=1, md5="f" * 32, object_key=key,
+                                         created_at=utcago(created_ago),
+                                         last_used_at=None if used_ago is None else utcago(used_ago)))
+    return key
+
+
+def test_files_of_runs_ended_past_retention_are_deleted_and_marked(engine, make_execution):
+    old = make_execution(S.SUCCEEDED, finished_at=utcago(120))
+    old_failed = make_execution(S.FAILED, finished_at=utcago(90))
+    recent = make_execution(S.SUCCEEDED, finished_at=utcago(5))
+    running = make_execution(S.RUNNING, finished_at=utcago(120))  # a re-run: its old finished_at does not count
+    queued = make_execution(S.QUEUED)
+    store = RecordingStore()
+
+    done = expire_runs(engine, store, timedelta(seconds=60), 100)
+    assert sorted(done) == sorted([old, old_failed])
+    assert sorted(store.prefixes) == sorted([f"executions/{old}/", f"uploads/{old}/",
+                                             f"executions/{old_failed}/", f"uploads/{old_failed}/"])
+    with engine.connect() as conn:
+        expired = dict(conn.execute(select(Execution.id, Execution.files_expired_at)).all())
+    assert expired[old] and expired[old_failed]
+    assert expired[recent] is None and expired[running] is None and expired[queued] is None
+    # Done once: a second pass finds nothing.
+    assert expire_runs(engine, RecordingStore(), timedelta(seconds=60), 100) == []
+    # A batch: at most that many per pass, oldest first.
+    more = [make_execution(S.CANCELED, finished_at=utcago(200 + i)) for i in range(3)]
+    assert expire_runs(engine, RecordingStore(), timedelta(seconds=60), 2) == [more[2], more[1]]
+
+
+def test_kept_inputs_unused_past_retention_and_not_needed_are_deleted(engine, make_execution):
+    make_execution(S.SUCCEEDED)  # the tenant
+    unused = blob(engine, "tenant-a", "1" * 64, used_ago=None, created_ago=120)
+    used_lately = blob(engine, "tenant-a", "2" * 64, used_ago=5, created_ago=120)
+    fresh = blob(engine, "tenant-a", "3" * 64, used_ago=None, created_ago=5)
+    needed = blob(engine, "tenant-a", "4" * 64, used_ago=120, created_ago=120)
+    make_execution(S.QUEUED, inputs=[{"name": "a", "sha256": "4" * 64, "object_key": needed}])
+    make_execution(S.SUCCEEDED, inputs=[{"name": "a", "sha256": "1" * 64, "object_key": unused}])
+    store = RecordingStore()
+
+    assert expire_blobs(engine, store, timedelta(seconds=60), 100) == [unused]
+    assert store.keys == [unused]
+    with engine.connect() as conn:
+        left = set(conn.execute(select(Blob.object_key)).scalars())
+    assert left == {used_lately, fresh, needed}
+
+
+def test_a_create_reusing_a_kept_input_marks_it_used_so_retention_keeps_it(api, engine):
+    from tests.db.test_db_auth_api import body
+
+    key = auth.create_key(engine, "tenant-a")
+    spec = body()["inputs"][0]
+    blob(engine, "tenant-a", spec["sha256"], used_ago=None, created_ago=120)
+    with engine.begin() as conn:
+        conn.execute(update(Blob).values(md5=spec["md5"], size=spec["size"]))
+    r = api.post("/v1/executions", json=body(submit=True), headers=bearer(key))
+    assert r.status_code == 201 and r.json()["reused"] == ["s.py"]
+    assert expire_blobs(engine, RecordingStore(), timedelta(seconds=60), 100) == []
+
+
+def test_outputs_of_an_expired_run_answer_410_with_a_sentence(api, engine, make_execution, db_url):
+    ex = make_execution(S.SUCCEEDED, finished_at=utcago(3))
+    key = auth.create_key(engine, "tenant-a")
+    assert api.get(f"/v1/executions/{ex}/outputs", headers=bearer(key)).status_code == 200
+    settings = ServiceSettings(database_url=db_url, retention_seconds=1)
+    assert retention_tick(settings, engine, RecordingStore()) == (1, 0)
+    r = api.get(f"/v1/executions/{ex}/outputs", headers=bearer(key))
+    assert r.status_code == 410
+    detail = r.json()["detail"]
+    with engine.connect() as conn:
+        day = conn.execute(select(Execution.files_expired_at).where(Execution.id == ex)).scalar_one()
+    # The API's retention is its settings' (the default 7 days here).
+    assert detail == (f"The files of {ex} were deleted on {day:%Y-%m-%d} after 7 days of retention; "
+                      "run it again to get them.")
+    assert is_sentence(detail)
