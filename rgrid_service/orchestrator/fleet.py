@@ -40,7 +40,7 @@ def fleet_policy(s: ServiceSettings) -> FleetPolicy:
 def current_plan(engine, settings: ServiceSettings, provider: str) -> tuple[FleetSnapshot, FleetPlan]:
     """The snapshot and what the policies make of it now."""
     with engine.connect() as conn:
-        snap = fleet_snapshot(conn, provider)
+        snap = fleet_snapshot(conn, provider, settings.quota_max_running_runs)
     return snap, plan(snap, fleet_policy(settings))
 
 

@@ -114,6 +114,20 @@ def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_af
                             waiting, batch_busy, tenant_busy, tenant_limit)
 
 
+def held_back(conn: Connection, default_running_limit: int) -> int:
+    """Queued runs that wait for their tenant's limit of concurrent runs, not for a worker."""
+    placed = and_(Execution.status == QUEUED, Execution.dispatched_to.is_not(None))
+    limits, busy = tenant_limits(conn, placed, default_running_limit)
+    if not limits:
+        return 0
+    waiting = dict(conn.execute(
+        select(Execution.tenant_id, func.count())
+        .where(Execution.status == QUEUED, Execution.dispatched_to.is_(None), Execution.tenant_id.in_(list(limits)))
+        .group_by(Execution.tenant_id)
+    ).all())
+    return sum(max(0, n - max(0, limits[t] - busy.get(t, 0))) for t, n in waiting.items())
+
+
 def tenant_limits(conn: Connection, pending, default: int) -> tuple[dict[str, int], dict[str, int]]:
     """(tenant -> its limit of concurrent runs, tenant -> its runs running or placed) for the
     tenants with queued runs and a limit (their own in tenant_quotas, else `default`; 0: none)."""
@@ -177,10 +191,13 @@ HISTORY_WINDOW = 5000
 HISTORY = 20
 
 
-def fleet_snapshot(conn: Connection, provider: str) -> FleetSnapshot:
-    """The queue, the running runs with their expected durations, and the live workers."""
+def fleet_snapshot(conn: Connection, provider: str, default_running_limit: int = 0) -> FleetSnapshot:
+    """The queue, the running runs with their expected durations, and the live workers. Queued runs
+    held back by their tenant's limit of concurrent runs are not counted: no worker is asked for
+    them."""
     now = lifecycle.db_now(conn)
     queued = conn.execute(select(func.count()).where(Execution.status == QUEUED)).scalar_one()
+    queued -= held_back(conn, default_running_limit)
     running_rows = conn.execute(
         select(Execution.tenant_id, Execution.script, Execution.started_at).where(Execution.status == RUNNING)
     ).all()

@@ -169,3 +169,21 @@ def test_concurrent_runs_wait_at_the_tenants_limit(engine, make_execution):
         snap = dispatch_snapshot(conn, nodes, 60, 600, 0, 0.5)
     decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, 0, snap.tenant_busy, snap.tenant_limit)
     assert [e for e, _ in decisions] == [a_waits[0], *b_runs]
+
+
+def test_runs_held_back_by_the_limit_ask_the_fleet_for_no_worker(engine, make_execution):
+    from rgrid_service.orchestrator.snapshot import fleet_snapshot
+
+    running = make_execution(S.QUEUED)
+    for _ in range(3):
+        make_execution(S.QUEUED)
+    make_execution(S.QUEUED, tenant_id="tenant-b")
+    lifecycle.register_worker(engine, "w-1", "process", 2)
+    assert lifecycle.claim_run(engine, running, "w-1") is not None
+    with engine.connect() as conn:
+        assert fleet_snapshot(conn, "process").queued == 4
+        assert fleet_snapshot(conn, "process", default_running_limit=2).queued == 2  # a: 1 of 3 may start
+    with engine.begin() as conn:
+        conn.execute(insert(TenantQuota).values(tenant_id="tenant-a", max_running_runs=1))
+    with engine.connect() as conn:
+        assert fleet_snapshot(conn, "process").queued == 1  # only b's
