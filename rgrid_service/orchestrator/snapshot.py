@@ -134,11 +134,14 @@ def tenant_limits(conn: Connection, pending, default: int) -> tuple[dict[str, in
     from ..db.models import TenantQuota
     from ..policies.quotas import effective
 
-    tenants = conn.execute(select(Execution.tenant_id).where(Execution.status == QUEUED).distinct()).scalars().all()
-    if not tenants:
-        return {}, {}
     own = dict(conn.execute(select(TenantQuota.tenant_id, TenantQuota.max_running_runs)
-                            .where(TenantQuota.tenant_id.in_(tenants))).all())
+                            .where(TenantQuota.max_running_runs.is_not(None))).all())
+    if not (default and default > 0) and not any(n > 0 for n in own.values()):
+        return {}, {}  # no limit anywhere (the usual case): nothing more to read on this tick
+    queued = select(Execution.tenant_id).where(Execution.status == QUEUED)
+    if not (default and default > 0):
+        queued = queued.where(Execution.tenant_id.in_([t for t, n in own.items() if n > 0]))
+    tenants = conn.execute(queued.distinct()).scalars().all()
     limits = {t: n for t in tenants if (n := effective(default, own.get(t))) is not None}
     if not limits:
         return {}, {}
