@@ -7,6 +7,10 @@ import re
 MAX_NAME = 255
 MAX_PATH = 1024
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f/\\]")
+# The rule below as JSON Schema says it, for the API's OpenAPI (which counts characters; the rule
+# counts bytes in UTF-8): input_name_problem still decides, and says why in a sentence.
+INPUT_NAME_SCHEMA = {"minLength": 1, "maxLength": MAX_NAME, "pattern": r"^[^\x00-\x1f\x7f-\x9f/\\]+$",
+                     "not": {"enum": [".", ".."]}}
 
 
 def input_name_problem(name: str) -> str | None:

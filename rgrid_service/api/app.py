@@ -6,6 +6,7 @@ live in `service` (writes) and `queries` (reads)."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -13,7 +14,7 @@ from ..db.session import engine_for
 from ..fleet.prices import load_price_table
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
-from .errors import ServiceError
+from .errors import ServiceError, validation_sentence
 from .metrics import registry_for
 from .routers import batches, cluster, executions, fleet, health, metrics, spend
 
@@ -37,6 +38,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):
         return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.exception_handler(RequestValidationError)
+    async def not_valid(_request: Request, exc: RequestValidationError):
+        # 422 like every other refusal: {"detail": a sentence}, which names each wrong field.
+        return JSONResponse(status_code=422, content={"detail": validation_sentence(exc.errors())})
 
     @app.exception_handler(DBAPIError)
     async def database_away(_request: Request, exc: DBAPIError):

@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, WithJsonSchema
 
+from rgrid_core.names import INPUT_NAME_SCHEMA
+from rgrid_core.runtimes import SUPPORTED_RUNTIMES
+
 from ..stages import current_stage, timeline
 
 
@@ -25,8 +28,20 @@ UtcDateTime = Annotated[
 ]
 
 
+class Health(BaseModel):
+    status: Literal["ok"] = Field(description="The API reaches its database.")
+
+
+# Rules the schema states (json_schema_extra) and service.problem_with enforces, so that a refusal is
+# a 400 with a sentence that says what to change rather than a validation error: no NUL where a
+# process receives the value, environment variable names, input names (rgrid_core.names), runtimes.
+NO_NUL = r"^[^\x00]*$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class InputSpec(BaseModel):
-    name: str = Field(description="File name inside /work (no '/', no '..').")
+    name: str = Field(description="File name inside /work: not empty, at most 255 bytes in UTF-8, no '/', "
+                      "'\\' or control character, not '.' or '..'.", json_schema_extra=INPUT_NAME_SCHEMA)
     kind: Literal["file", "dir"] = "file"
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -34,15 +49,22 @@ class InputSpec(BaseModel):
 
 
 class CreateExecution(BaseModel):
-    script: str = Field(description="Name of the input that is the script to run.")
-    args: list[str] = Field(default_factory=list, max_length=10_000)
-    env: dict[str, str] = Field(default_factory=dict)
-    runtime: str = "python:3.11"
+    script: str = Field(description="Name of the input that is the script to run (one of `inputs`).",
+                        json_schema_extra=INPUT_NAME_SCHEMA)
+    args: list[str] = Field(default_factory=list, max_length=10_000, description="No NUL character.",
+                            json_schema_extra={"items": {"type": "string", "pattern": NO_NUL}})
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Names of letters, digits and _ (not starting with a digit); values "
+        "without NUL. Kept sealed; responses show the names only.",
+        json_schema_extra={"propertyNames": {"pattern": ENV_NAME},
+                           "additionalProperties": {"type": "string", "pattern": NO_NUL}})
+    runtime: str = Field("python:3.11", json_schema_extra={"enum": list(SUPPORTED_RUNTIMES)})
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     inputs: list[InputSpec] = Field(default_factory=list, max_length=10_000)
     batch_id: str | None = Field(default=None, max_length=32)
     batch_parallel: int | None = Field(
-        default=None, ge=1, le=10000, description="At most this many executions of the batch run at once."
+        default=None, ge=1, le=10000,
+        description="At most this many executions of the batch run at once; only together with a batch_id."
     )
     submit: bool = Field(
         default=False,

@@ -5,6 +5,7 @@ Functions take the engine, store and settings they need and raise `errors.Servic
 sentence each), never HTTP errors; the routers turn requests into these calls."""
 from __future__ import annotations
 
+import re
 import secrets
 
 from sqlalchemy import insert, select, update
@@ -24,7 +25,6 @@ from . import quotas, schemas, uploads
 from .errors import Conflict, Gone, Invalid
 from .queries import batch_totals, no_batch, owned, summary
 
-ENV_KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 # --- create -------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def problem_with(body: schemas.CreateExecution) -> str | None:
     if body.runtime not in SUPPORTED_RUNTIMES:
         return f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
     for key, value in body.env.items():
-        if not key or key[0].isdigit() or not set(key) <= ENV_KEY_CHARS:
+        if not re.fullmatch(schemas.ENV_NAME, key):
             return f"Environment variable name {key!r} is not valid (letters, digits, _)."
         if "\x00" in value:
             return f"The value of {key} contains a NUL character, which no process can receive."

@@ -4,8 +4,9 @@ from fastapi import APIRouter
 
 from .. import queries, schemas
 from ..deps import EngineDep, OperatorDep, SettingsDep
+from ..errors import OPERATOR, responses
 
-router = APIRouter(tags=["cluster"])
+router = APIRouter(tags=["cluster"], responses=responses(*OPERATOR))
 
 
 @router.get("/v1/cluster", response_model=schemas.ClusterView)

@@ -5,21 +5,24 @@ from fastapi import APIRouter, Query
 from .. import progress, queries, schemas, service
 from ..costs import PricesDep
 from ..deps import EngineDep, SettingsDep, StoreDep, TenantDep
+from ..errors import KEYED, responses
 
-router = APIRouter(tags=["executions"])
+router = APIRouter(tags=["executions"], responses=responses(*KEYED))
+
+CREATE = responses(400, 422, 429, why={
+    400: "Not created: a rule the schema cannot state was broken (the script must be one of the inputs, "
+         "input names unique, batch_parallel needs a batch_id), or a name or value the schema describes "
+         "is not allowed; the sentence says which. Nothing was created."})
 
 
-OVER_QUOTA = {429: {"description": "Over one of the tenant's quotas (a sentence says which); nothing was created."}}
-
-
-@router.post("/v1/executions", response_model=schemas.Created, status_code=201, responses=OVER_QUOTA)
+@router.post("/v1/executions", response_model=schemas.Created, status_code=201, responses=CREATE)
 def create_execution(body: schemas.CreateExecution, engine: EngineDep, store: StoreDep,
                      settings: SettingsDep, tenant_id: TenantDep):
     service.check_one(body)
     return service.create(engine, store, settings, tenant_id, [body])[0]
 
 
-@router.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201, responses=OVER_QUOTA)
+@router.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201, responses=CREATE)
 def create_executions(body: schemas.CreateMany, engine: EngineDep, store: StoreDep,
                       settings: SettingsDep, tenant_id: TenantDep):
     """Up to 1000 executions in one request and one transaction (a batch over many files):
@@ -28,12 +31,14 @@ def create_executions(body: schemas.CreateMany, engine: EngineDep, store: StoreD
     return schemas.CreatedMany(created=service.create(engine, store, settings, tenant_id, body.executions))
 
 
-@router.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView)
+@router.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView,
+             responses=responses(404, 409, 422, why={409: "Already submitted, or an input did not arrive as declared; "
+                                                          "the sentence says which. Upload again and resubmit."}))
 def submit_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
     return schemas.ExecutionView.of(service.submit(engine, store, tenant_id, execution_id))
 
 
-@router.get("/v1/executions", response_model=list[schemas.ExecutionView])
+@router.get("/v1/executions", response_model=list[schemas.ExecutionView], responses=responses(422))
 def list_executions(
     engine: EngineDep,
     tenant_id: TenantDep,
@@ -49,7 +54,7 @@ def list_executions(
             for ex in rows]
 
 
-@router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView)
+@router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView, responses=responses(404, 422))
 def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep,
                   settings: SettingsDep):
     ex = queries.owned(engine, tenant_id, execution_id)
@@ -59,12 +64,13 @@ def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, pr
                                     unpriced_why=unpriced.get(ex.worker_id))
 
 
-@router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView)
+@router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView,
+             responses=responses(404, 422))
 def cancel_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep):
     return schemas.ExecutionView.of(service.cancel(engine, tenant_id, execution_id))
 
 
-@router.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage)
+@router.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage, responses=responses(404, 422))
 def get_logs(
     execution_id: str,
     engine: EngineDep,
@@ -76,7 +82,8 @@ def get_logs(
 
 
 @router.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView],
-            responses={410: {"description": "Its files were deleted after the retention time (a sentence says when)."}})
+            responses=responses(404, 410, 422, why={410: "Its files were deleted after the retention time (a sentence "
+                                                          "says when)."}))
 def get_outputs(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep, settings: SettingsDep):
     service.files_kept(queries.owned(engine, tenant_id, execution_id), settings)
     return queries.outputs(engine, store, execution_id)

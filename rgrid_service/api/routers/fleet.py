@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request
 from .. import fleetqueries, schemas
 from ..costs import PricesDep
 from ..deps import EngineDep, OperatorDep, SettingsDep
-from ..errors import NotConfigured
+from ..errors import OPERATOR, NotConfigured, responses
 
-router = APIRouter(tags=["fleet"])
+router = APIRouter(tags=["fleet"], responses=responses(*OPERATOR))
 
 _provider_lock = threading.Lock()
 
@@ -41,14 +41,15 @@ def workers(engine: EngineDep, settings: SettingsDep, _operator: OperatorDep):
     return fleetqueries.workers(engine, settings.billing_period_seconds)
 
 
-@router.post("/v1/workers/{worker_id}/retire", response_model=schemas.Retired)
+@router.post("/v1/workers/{worker_id}/retire", response_model=schemas.Retired, responses=responses(404, 409, 422))
 def retire_worker(worker_id: str, engine: EngineDep, _operator: OperatorDep):
     """Retire a worker by hand: it takes no new runs, and once idle the next fleet update deletes
     its server (recorded with trigger `manual`)."""
     return fleetqueries.retire(engine, worker_id)
 
 
-@router.get("/v1/fleet/preview", response_model=schemas.FleetPreviewView)
+@router.get("/v1/fleet/preview", response_model=schemas.FleetPreviewView, responses=responses(
+    409, 424, 501, why={409: "A fleet update is running; preview again when it has finished."}))
 def fleet_preview(request: Request, engine: EngineDep, settings: SettingsDep, prices: PricesDep,
                   _operator: OperatorDep):
     """What the orchestrator would do now and what the engine would change, with the change in €
@@ -56,7 +57,7 @@ def fleet_preview(request: Request, engine: EngineDep, settings: SettingsDep, pr
     return fleetqueries.preview(engine, settings, fleet_provider(request), prices)
 
 
-@router.get("/v1/fleet/history", response_model=schemas.FleetHistory)
+@router.get("/v1/fleet/history", response_model=schemas.FleetHistory, responses=responses(422))
 def fleet_history(engine: EngineDep, _operator: OperatorDep,
                   limit: Annotated[int, Query(ge=1, le=500)] = 20,
                   before: Annotated[int | None, Query(ge=1, le=2**62, description="An event id: only older ones.")] = None):
