@@ -37,13 +37,15 @@ def expire_runs(engine: Engine, store: ObjectStore, retention: timedelta, batch:
     with engine.connect() as conn:
         now = lifecycle.db_now(conn)
         rows = conn.execute(
-            select(Execution.id, Execution.finished_at)
+            select(Execution.id, Execution.finished_at, Execution.inputs)
             .where(Execution.finished_at <= now - retention, Execution.files_expired_at.is_(None),
                    Execution.status.in_([str(s) for s in TERMINAL]))
             .order_by(Execution.finished_at).limit(batch)
         ).all()
     done = expired_runs(now, retention, [EndedRun(r.id, r.finished_at) for r in rows])
+    inputs = {r.id: r.inputs or [] for r in rows}
     for execution_id in done:
+        abort_uploads(store, inputs[execution_id])
         store.delete_prefix(f"executions/{execution_id}/")
         store.delete_prefix(staging_prefix(execution_id))
     if done:
@@ -51,6 +53,20 @@ def expire_runs(engine: Engine, store: ObjectStore, retention: timedelta, batch:
             conn.execute(update(Execution).where(Execution.id.in_(done), Execution.files_expired_at.is_(None))
                          .values(files_expired_at=lifecycle.utcnow()))
     return done
+
+
+def abort_uploads(store: ObjectStore, inputs: list[dict]) -> None:
+    """Abort the multipart uploads of a run that was never submitted: their parts are invisible to
+    a listing, so deleting the prefix would leave them in the store."""
+    from minio.error import S3Error
+
+    for spec in inputs:
+        if spec.get("upload_id"):
+            try:
+                store.client._abort_multipart_upload(store.bucket, spec["object_key"], spec["upload_id"])
+            except S3Error as e:
+                if e.code != "NoSuchUpload":
+                    raise
 
 
 def expire_blobs(engine: Engine, store: ObjectStore, retention: timedelta, batch: int) -> list[str]:

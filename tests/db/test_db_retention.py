@@ -23,7 +23,7 @@ class RecordingStore:
     bucket = "rgrid"
 
     def __init__(self):
-        self.prefixes, self.keys = [], []
+        self.prefixes, self.keys, self.aborted = [], [], []
         self.client = self
 
     def delete_prefix(self, prefix: str) -> None:
@@ -31,6 +31,9 @@ class RecordingStore:
 
     def remove_object(self, bucket: str, key: str) -> None:
         self.keys.append(key)
+
+    def _abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self.aborted.append((key, upload_id))
 
 
 def blob(engine, tenant: str, sha: str, used_ago: float | None, created_ago: float = 3600) -> str:
@@ -48,15 +51,19 @@ def test_files_of_runs_ended_past_retention_are_deleted_and_marked(engine, make_
     recent = make_execution(S.SUCCEEDED, finished_at=utcago(5))
     running = make_execution(S.RUNNING, finished_at=utcago(120))  # a re-run: its old finished_at does not count
     queued = make_execution(S.QUEUED)
+    never_submitted = make_execution(S.CANCELED, finished_at=utcago(100), inputs=[
+        {"name": "big", "upload": True, "object_key": "uploads/x/big", "upload_id": "u-1", "parts": [5]}])
     store = RecordingStore()
 
     done = expire_runs(engine, store, timedelta(seconds=60), 100)
-    assert sorted(done) == sorted([old, old_failed])
-    assert sorted(store.prefixes) == sorted([f"executions/{old}/", f"uploads/{old}/",
-                                             f"executions/{old_failed}/", f"uploads/{old_failed}/"])
+    assert sorted(done) == sorted([old, old_failed, never_submitted])
+    assert sorted(store.prefixes) == sorted(f"{top}/{ex}/" for ex in (old, old_failed, never_submitted)
+                                            for top in ("executions", "uploads"))
+    # A multipart upload never completed is aborted (its parts do not show in a listing).
+    assert store.aborted == [("uploads/x/big", "u-1")]
     with engine.connect() as conn:
         expired = dict(conn.execute(select(Execution.id, Execution.files_expired_at)).all())
-    assert expired[old] and expired[old_failed]
+    assert expired[old] and expired[old_failed] and expired[never_submitted]
     assert expired[recent] is None and expired[running] is None and expired[queued] is None
     # Done once: a second pass finds nothing.
     assert expire_runs(engine, RecordingStore(), timedelta(seconds=60), 100) == []
