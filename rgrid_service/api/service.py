@@ -108,6 +108,7 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
     """Insert the (already checked) executions in one transaction: all of them or, on any error,
     none. With `submit` and nothing left to upload, one is inserted `queued` instead of `uploading`."""
     kept = kept_inputs(engine, tenant_id, [i for b in bodies for i in b.inputs])
+    quota_before_multipart(engine, settings, tenant_id, bodies, kept)
     rows, created = [], []
     for body in bodies:
         execution_id = "ex-" + secrets.token_hex(6)
@@ -143,6 +144,16 @@ def still_kept(conn, tenant_id: str, rows: list[dict]) -> None:
     if marked != len(reused):
         raise Conflict("An input you uploaded before was just deleted after its retention time; nothing was "
                        "created. Run it again to upload it anew.")
+
+
+def quota_before_multipart(engine: Engine, settings: ServiceSettings, tenant_id: str,
+                           bodies: list[schemas.CreateExecution], kept: dict[tuple, str]) -> None:
+    """When an input goes up by multipart (the store starts an upload for it at create), check the
+    quota first, so a refused create starts none. The check in create's transaction still rules."""
+    new = {i.sha256: i.size for b in bodies for i in b.inputs if (i.sha256, i.size, i.md5) not in kept}
+    if any(size > settings.multipart_threshold_bytes for size in new.values()):
+        with engine.connect() as conn:
+            quotas.check(conn, settings, tenant_id, len(bodies), sum(new.values()))
 
 
 def upload_bytes(rows: list[dict]) -> int:

@@ -187,3 +187,16 @@ def test_runs_held_back_by_the_limit_ask_the_fleet_for_no_worker(engine, make_ex
         conn.execute(insert(TenantQuota).values(tenant_id="tenant-a", max_running_runs=1))
     with engine.connect() as conn:
         assert fleet_snapshot(conn, "process").queued == 1  # only b's
+
+
+def test_a_multipart_input_over_quota_is_refused_before_the_store_is_asked(db_url, engine):
+    """The store here is unreachable: a create that had to start a multipart upload would fail
+    with a store error; refused by the quota first, it answers 429 with the sentence."""
+    settings = ServiceSettings(database_url=db_url, s3_endpoint="127.0.0.1:1", quota_max_stored_bytes=MIB,
+                               multipart_threshold_bytes=MIB // 2)
+    key = auth.create_key(engine, "tenant-a")
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/executions", json=one("big", 2 * MIB), headers=bearer(key))
+    engine_for(db_url).dispose()
+    assert r.status_code == 429 and "storage quota of 1 MiB" in r.json()["detail"]
+    assert count(engine) == 0
