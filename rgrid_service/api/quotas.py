@@ -24,14 +24,22 @@ def limits(conn: Connection, settings: ServiceSettings, tenant_id: str) -> Limit
 
 
 def stored_bytes(conn: Connection, tenant_id: str) -> int:
-    """The tenant's kept inputs plus the outputs of its runs whose files have not expired."""
+    """The tenant's kept inputs, the outputs of its runs whose files have not expired, and the
+    uploads of its runs that were never queued."""
     blobs = conn.execute(select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.tenant_id == tenant_id)).scalar_one()
     outputs = conn.execute(
         select(func.coalesce(func.sum(ExecutionOutput.size), 0))
         .join(Execution, Execution.id == ExecutionOutput.execution_id)
         .where(Execution.tenant_id == tenant_id, Execution.files_expired_at.is_(None))
     ).scalar_one()
-    return int(blobs) + int(outputs)
+    # Uploads of runs never queued (still uploading, or canceled before their submit) sit on their
+    # staging keys until retention deletes them: they count too, so creating and abandoning runs
+    # cannot fill the store past the quota.
+    staged = sum(spec.get("size", 0) for inputs in conn.execute(
+        select(Execution.inputs).where(Execution.tenant_id == tenant_id, Execution.queued_at.is_(None),
+                                       Execution.files_expired_at.is_(None))).scalars()
+                 for spec in inputs or [] if spec.get("upload"))
+    return int(blobs) + int(outputs) + staged
 
 
 def usage(conn: Connection, tenant_id: str, with_bytes: bool = True) -> Usage:

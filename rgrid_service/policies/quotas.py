@@ -37,7 +37,7 @@ def size(n: int) -> str:
         if n >= factor:
             value = n / factor
             return f"{value:.1f} {unit}".replace(".0 ", " ")
-    return f"{n} bytes"
+    return f"{n} byte{'s' if n != 1 else ''}"
 
 
 def refusal(limits: Limits, usage: Usage, new_runs: int, new_bytes: int) -> str | None:

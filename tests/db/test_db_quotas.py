@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from rgrid_core.states import ExecutionStatus as S
 from rgrid_service import auth, lifecycle
@@ -97,12 +97,22 @@ def test_stored_bytes_count_blobs_and_unexpired_outputs(quota_api, engine, make_
         conn.execute(insert(ExecutionOutput).values(execution_id=expired, attempt=1, path="o", size=10 * MIB,
                                                     sha256="3" * 64, object_key="o2"))
     # 3/4 MiB used; a quarter MiB more fits exactly, a byte more does not.
-    assert quota_api.post("/v1/executions", json=one("a", MIB // 4), headers=bearer(key)).status_code == 201
-    r = quota_api.post("/v1/executions", json=one("b", MIB // 4 + 1), headers=bearer(key))
+    r = quota_api.post("/v1/executions", json=one("a", MIB // 4), headers=bearer(key))
+    assert r.status_code == 201
+    pending = r.json()["id"]
+    r = quota_api.post("/v1/executions", json=one("b", 1), headers=bearer(key))
     assert r.status_code == 429
-    assert r.json()["detail"].startswith("Over your storage quota of 1 MiB: your inputs and outputs take 768 KiB, "
-                                         "and this needs 256 KiB more. Nothing was created;")
+    assert r.json()["detail"].startswith("Over your storage quota of 1 MiB: your inputs and outputs take 1 MiB, "
+                                         "and this needs 1 byte more. Nothing was created;")
     assert count(engine) == 3
+    # The upload of a run never queued counts (it sits on its staging key), canceled or not, until
+    # retention deletes it.
+    quota_api.post(f"/v1/executions/{pending}/cancel", headers=bearer(key))
+    assert quota_api.post("/v1/executions", json=one("b", 1), headers=bearer(key)).status_code == 429
+    with engine.begin() as conn:
+        conn.execute(update(Execution).where(Execution.id == pending).values(files_expired_at=lifecycle.utcnow()))
+    r = quota_api.post("/v1/executions", json=one("b", MIB // 4 + 1), headers=bearer(key))
+    assert r.status_code == 429 and "take 768 KiB, and this needs 256 KiB more" in r.json()["detail"]
     # Content the tenant already holds needs no new bytes: it is not refused.
     with engine.begin() as conn:
         conn.execute(insert(Blob).values(tenant_id="tenant-a", sha256=spec("held")["sha256"], size=MIB // 4 + 1,
