@@ -36,8 +36,9 @@ def stored_bytes(conn: Connection, tenant_id: str) -> int:
     # staging keys until retention deletes them: they count too, so creating and abandoning runs
     # cannot fill the store past the quota.
     staged = sum(spec.get("size", 0) for inputs in conn.execute(
-        select(Execution.inputs).where(Execution.tenant_id == tenant_id, Execution.queued_at.is_(None),
-                                       Execution.files_expired_at.is_(None))).scalars()
+        select(Execution.inputs).where(Execution.tenant_id == tenant_id,
+                                       Execution.status.in_((ExecutionStatus.UPLOADING, ExecutionStatus.CANCELED)),
+                                       Execution.queued_at.is_(None), Execution.files_expired_at.is_(None))).scalars()
                  for spec in inputs or [] if spec.get("upload"))
     return int(blobs) + int(outputs) + staged
 
