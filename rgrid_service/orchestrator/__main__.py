@@ -27,7 +27,7 @@ from . import connect_ray, log, metrics
 from .costs import CostRecorder
 from .dispatch import Dispatcher
 from .fleet import FleetManager
-from .health import DatabaseWatch, sweep_tick
+from .health import HearingWatch, sweep_tick
 from .retention import retention_tick
 
 
@@ -87,7 +87,7 @@ def orchestrate() -> None:
     scheduler.add_job(_safe(dispatcher.dispatch_if_changed), "interval",
                       seconds=min(settings.dispatch_poll_interval_seconds, settings.dispatch_interval_seconds),
                       max_instances=1, coalesce=True, id="dispatch")
-    watch = DatabaseWatch()
+    watch = HearingWatch()
     scheduler.add_job(_safe(lambda: sweep_tick(settings, engine, watch)), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")
     add_observers(scheduler, settings, engine)

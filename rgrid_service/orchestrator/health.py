@@ -5,8 +5,9 @@ set, so the next fleet update deletes its server; the provisioning policy adds a
 the queue (or min_workers) needs one. Runs whose runner stopped renewing, and uploads that never
 finished, are cleaned up here too. Each worker's Ray node id is recorded on its record.
 
-A sweep that cannot read the database is remembered (DatabaseWatch): nobody could beat or renew
-meanwhile, so silence is counted from the moment it could read it again (policies.health).
+A sweep that cannot read the database, or whose workers' API does not answer, is remembered
+(HearingWatch): nobody could beat or renew meanwhile, so silence is counted from the moment the
+control plane could hear again (policies.health).
 """
 from __future__ import annotations
 
@@ -22,33 +23,55 @@ from .snapshot import health_snapshot, ray_worker_nodes
 log = logging.getLogger("rgrid.orchestrator")
 
 
-class DatabaseWatch:
-    """When this orchestrator could last read its database again after it could not. Until its
-    first read it has seen nothing, so that read counts as the database coming back too: a
-    control plane that was down with its database hears a full dead_after before declaring."""
+class HearingWatch:
+    """Since when the control plane could hear its workers: the moment it last came back to its
+    database after a failed read, or the last sweep at which the API the workers beat through did
+    not answer. Silence before that is nobody's fault but ours (policies.health). Until its first
+    read it has heard nothing, so that read counts as a return too: a control plane that was down
+    with its database gives every worker a full dead_after before declaring it dead."""
 
-    def __init__(self) -> None:
+    def __init__(self, api_health_url: str | None = None, probe_timeout: float = 2.0) -> None:
+        self.api_health_url = api_health_url
+        self.probe_timeout = probe_timeout
         self.reachable_since: datetime | None = None
-        self._failing = True
+        self._db_failing = True
+        self._api_failing = False
 
     def read(self, engine, nodes):
-        """health_snapshot, remembering whether the database answered."""
+        """health_snapshot, remembering whether the database and the workers' API answered."""
+        api_down = self._api_down()
         try:
             with engine.connect() as conn:
                 now, beats = health_snapshot(conn, nodes)
         except Exception:
-            if not self._failing:
+            if not self._db_failing:
                 log.warning("the database is unreachable: no worker is declared dead and no lease expires "
                             "for silence until it is back")
-            self._failing = True
+            self._db_failing = True
             raise
-        if self._failing:
-            self._failing, self.reachable_since = False, now
-            log.info("database reachable at %s; silence before that does not count", now.strftime("%H:%M:%S"))
+        if api_down and not self._api_failing:
+            log.warning("the worker API at %s does not answer: no worker is declared dead and no lease "
+                        "expires for silence until it does", self.api_health_url)
+        if self._db_failing or api_down:
+            self.reachable_since = now
+        if self._db_failing or (self._api_failing and not api_down):
+            log.info("the control plane hears its workers again at %s; silence before that does not count",
+                     now.strftime("%H:%M:%S"))
+        self._db_failing, self._api_failing = False, api_down
         return now, beats
 
+    def _api_down(self) -> bool:
+        if not self.api_health_url:
+            return False
+        import httpx
 
-def sweep_tick(settings: ServiceSettings, engine, watch: DatabaseWatch) -> list[str]:
+        try:
+            return httpx.get(self.api_health_url, timeout=self.probe_timeout).status_code != 200
+        except httpx.HTTPError:
+            return True
+
+
+def sweep_tick(settings: ServiceSettings, engine, watch: HearingWatch) -> list[str]:
     nodes = ray_worker_nodes()
     now, beats = watch.read(engine, nodes)
     since = watch.reachable_since

@@ -1,0 +1,65 @@
+"""The sweep's HearingWatch: since when the control plane could hear its workers (a real database,
+a real HTTP server for the workers' API)."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from rgrid_service.db.session import make_engine
+from rgrid_service.orchestrator.health import HearingWatch
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"status": "ok"}')
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def api_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/health"
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1/health"
+
+
+def test_the_first_read_and_the_first_read_after_a_failed_one_count_as_returns(engine, tmp_path):
+    watch = HearingWatch()
+    first, _ = watch.read(engine, {})
+    assert watch.reachable_since == first
+    watch.read(engine, {})
+    assert watch.reachable_since == first  # reading all along: unchanged
+    away = make_engine(f"sqlite:///{tmp_path}/no/such/dir/rgrid.db")
+    with pytest.raises(Exception):
+        watch.read(away, {})
+    back, _ = watch.read(engine, {})
+    assert watch.reachable_since == back > first
+
+
+def test_silence_while_the_workers_api_does_not_answer_does_not_count(engine, api_url):
+    watch = HearingWatch(api_health_url=api_url)
+    first, _ = watch.read(engine, {})
+    watch.read(engine, {})
+    assert watch.reachable_since == first
+    watch.api_health_url = _closed_port_url()
+    down1, _ = watch.read(engine, {})
+    down2, _ = watch.read(engine, {})
+    assert watch.reachable_since == down2 > down1 > first  # it moves with every sweep while it is away
+    watch.api_health_url = api_url
+    watch.read(engine, {})
+    assert watch.reachable_since == down2  # back: silence from the last sweep it was away
