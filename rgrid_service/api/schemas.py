@@ -120,6 +120,14 @@ class WaitingView(BaseModel):
     attempt: str | None = Field(default=None, description="A provider error's try within its round: `2/3`.")
 
 
+class InputView(BaseModel):
+    """An input as a run shows it: its object key and checksums stay inside."""
+
+    name: str
+    kind: Literal["file", "dir"]
+    size: int
+
+
 class ExecutionView(BaseModel):
     id: str
     status: str
@@ -128,7 +136,7 @@ class ExecutionView(BaseModel):
     env_keys: list[str]
     runtime: str
     timeout_seconds: int
-    inputs: list[dict]
+    inputs: list[InputView]
     batch_id: str | None
     batch_parallel: int | None = None
     attempt: int
