@@ -1,5 +1,6 @@
 """A real, throwaway PostgreSQL cluster started by the tests (initdb + pg_ctl, 127.0.0.1 only,
-a free port), shared by the DB tests and the chaos suite."""
+a free port), shared by the DB tests and the chaos suite. `start_cluster` also starts one inside a
+network namespace, on that namespace's address (the chaos suite's partition scenario)."""
 from __future__ import annotations
 
 import glob
@@ -44,6 +45,8 @@ class PgServer:
     base: Path
     bindir: Path
     opts: str = ""
+    host: str = "127.0.0.1"
+    netns: str | None = None  # the network namespace its postmaster runs in
 
     @property
     def data(self) -> Path:
@@ -54,25 +57,29 @@ class PgServer:
         _run_as_owner(
             [str(self.bindir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", mode, "-D", str(self.data),
              "-l", str(self.base / "server.log"), "-o", self.opts],
-            cwd=self.base, log=self.base / "tools.log",
+            cwd=self.base, log=self.base / "tools.log", netns=self.netns,
         )
 
     def url(self, database: str = "rgrid") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
     def admin(self):
         """An autocommit psycopg connection to the `postgres` maintenance database."""
         import psycopg
 
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+            host=self.host, port=self.port, user="postgres", dbname="postgres", autocommit=True
         )
 
 
-def _run_as_owner(args: list[str], cwd: Path, log: Path, timeout: float = 120) -> None:
-    """Run a PostgreSQL tool, as the `postgres` system user when we are root (initdb refuses root)."""
+def _run_as_owner(args: list[str], cwd: Path, log: Path, timeout: float = 120, netns: str | None = None) -> None:
+    """Run a PostgreSQL tool, as the `postgres` system user when we are root (initdb refuses root);
+    with netns, inside that network namespace (entered as root, then setpriv drops to postgres)."""
     kwargs: dict = {}
-    if os.geteuid() == 0:
+    if netns:
+        args = ["ip", "netns", "exec", netns, "setpriv", "--reuid=postgres", "--regid=postgres",
+                "--clear-groups", *args]
+    elif os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
         kwargs = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
     env = dict(os.environ, LC_ALL="C", LANG="C")
@@ -90,6 +97,16 @@ def _run_as_owner(args: list[str], cwd: Path, log: Path, timeout: float = 120) -
 
 
 def pg_server_fixture():
+    pg = start_cluster()
+    try:
+        yield pg
+    finally:
+        stop_cluster(pg)
+
+
+def start_cluster(host: str = "127.0.0.1", netns: str | None = None) -> PgServer:
+    """initdb and start a cluster listening on host (inside netns when given), with a database
+    `rgrid`. Skips (fails under RGRID_REQUIRE_ALL=1) when PostgreSQL is not installed."""
     bindir = _pg_bindir()
     if bindir is None:
         message = (
@@ -123,12 +140,15 @@ def pg_server_fixture():
          "--locale=C", "--no-sync"],
         cwd=base, log=log,
     )
+    if host != "127.0.0.1":  # initdb trusts loopback only; the namespace's peers are the suite's own hosts
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {host.rsplit('.', 2)[0]}.0.0/16 trust\n")
     started = None
     last_error: Exception | None = None
     for _ in range(3):  # the free port can be taken between probing and binding: try another
         port = free_port()
         opts = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
+            f"-p {port} -c listen_addresses={host} -c unix_socket_directories={base} "
             f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             f"-c max_connections=200 -c timezone={PG_CLUSTER_TIMEZONE}"
         )
@@ -136,24 +156,27 @@ def pg_server_fixture():
             _run_as_owner(
                 [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data), "-l", str(server_log),
                  "-o", opts],
-                cwd=base, log=log,
+                cwd=base, log=log, netns=netns,
             )
-            started = PgServer(port=port, base=base, bindir=bindir, opts=opts)
+            started = PgServer(port=port, base=base, bindir=bindir, opts=opts, host=host, netns=netns)
             break
         except RuntimeError as e:
             last_error = e
     if started is None:
         shutil.rmtree(base, ignore_errors=True)
         raise RuntimeError(f"PostgreSQL did not start: {last_error}\n{server_log.read_text(errors='replace')[-4000:]}")
-
     try:
         with started.admin() as conn:
             conn.execute("CREATE DATABASE rgrid")
-        yield started
+    except BaseException:
+        stop_cluster(started)
+        raise
+    return started
+
+
+def stop_cluster(pg: PgServer) -> None:
+    try:
+        _run_as_owner([str(pg.bindir / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(pg.data)], cwd=pg.base,
+                      log=pg.base / "tools.log")
     finally:
-        try:
-            _run_as_owner([str(bindir / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(data)], cwd=base, log=log)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-
-
+        shutil.rmtree(pg.base, ignore_errors=True)

@@ -63,15 +63,15 @@ def group_alive(pgid: int) -> bool:
     return any(pg == pgid and state != "Z" for _pp, pg, _sid, state in process_table().values())
 
 
-def wait_for_port(port: int, timeout: float, what: str) -> None:
+def wait_for_port(port: int, timeout: float, what: str, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
-    raise TimeoutError(f"{what} did not start listening on 127.0.0.1:{port} within {timeout:.0f} s.")
+    raise TimeoutError(f"{what} did not start listening on {host}:{port} within {timeout:.0f} s.")
 
 
 def stop_groups(pgids: list[int], grace: float = 10.0) -> None:

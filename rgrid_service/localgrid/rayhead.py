@@ -13,12 +13,13 @@ START_TRIES = 2
 START_TIMEOUT = 120.0
 
 
-def head_command(home: Path, ray_port: int, dashboard_port: int) -> list[str]:
+def head_command(home: Path, ray_port: int, dashboard_port: int, ip: str = "127.0.0.1") -> list[str]:
+    """ip: where the head listens (loopback for the local grid; a test network namespace's address)."""
     agent_port, = free_ports(1)
     return [
         sys.executable, "-m", "rgrid_service.raynet", "start", "--head", "--block",
-        "--node-ip-address", "127.0.0.1", "--port", str(ray_port), "--num-cpus", "0",
-        "--disable-usage-stats", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+        "--node-ip-address", ip, "--port", str(ray_port), "--num-cpus", "0",
+        "--disable-usage-stats", "--dashboard-host", ip, "--dashboard-port", str(dashboard_port),
         # A free port for the dashboard agent instead of the fixed 52365, so grids share a machine.
         "--dashboard-agent-listen-port", str(agent_port),
         # Not used by the grid: no Ray client server, no autoscaler monitor.

@@ -24,9 +24,11 @@ def s3_identities(access_key: str, secret_key: str) -> str:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, indent=1) + "\n"
 
 
-def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Path) -> tuple[int, int, list[str]]:
-    """Start `weed server` with S3 on a free 127.0.0.1 port; returns (pid, s3_port, command).
-    The same command restarts it on the same ports over the same data."""
+def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Path, ip: str = "127.0.0.1",
+                  prefix: tuple[str, ...] = ()) -> tuple[int, int, list[str]]:
+    """Start `weed server` with S3 on a free port of ip (127.0.0.1; a test network namespace's
+    address, with the prefix that enters it); returns (pid, s3_port, command). The same command
+    restarts it on the same ports over the same data."""
     data_dir.mkdir(parents=True, exist_ok=True)
     identities = data_dir / "identities.json"
     identities.write_text(s3_identities(access_key, secret_key))
@@ -35,7 +37,7 @@ def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Pa
     cmd = [
         weed_binary(), "server",
         f"-dir={data_dir}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-ip={ip}", f"-ip.bind={ip}",
         f"-master.port={m}", f"-master.port.grpc={mg}",
         "-master.volumeSizeLimitMB=256",
         f"-volume.port={v}", f"-volume.port.grpc={vg}", "-volume.max=0",
@@ -45,6 +47,7 @@ def start_seaweed(data_dir: Path, access_key: str, secret_key: str, log_path: Pa
         f"-metricsPort={metrics}",
         f"-s3.config={identities}",
     ]
+    cmd = [*prefix, *cmd]
     pid = spawn(cmd, log_path)
-    wait_for_port(s3, 60, "SeaweedFS S3 gateway")
+    wait_for_port(s3, 60, "SeaweedFS S3 gateway", host=ip)
     return pid, s3, cmd
