@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,6 +14,12 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
 
     database_url: str = "sqlite:///rgrid.db"
+    # The control plane's own secret (API and orchestrator only, never a worker): worker tokens and
+    # sealed env values are derived from it (rgrid_service.secrets).
+    secret_key: SecretStr | None = None
+    # The URL workers reach the API at (their agent and runner use the worker API there): the
+    # local grid's API URL; on the control plane http://<private ip>:8000 (nginx).
+    worker_api_url: str | None = None
 
     s3_endpoint: str = "127.0.0.1:8333"
     s3_access_key: str = "rgrid"
@@ -27,6 +34,11 @@ class ServiceSettings(BaseSettings):
     # 5 GiB in one PUT; a part is at least 5 MiB except the last, and there are at most 10000).
     multipart_threshold_bytes: int = 5 * 1024 ** 3
     multipart_part_bytes: int = 512 * 1024 ** 2
+    # Endpoint the *workers* reach the store at (None: s3_public_endpoint, else s3_endpoint): a
+    # presigned URL's signature covers the Host the worker sends.
+    s3_worker_endpoint: str | None = None
+    # URLs handed to workers (inputs to fetch, outputs to put) expire soon: a worker asks again.
+    worker_presign_expiry_seconds: int = 900
 
     ray_address: str | None = None
     ray_dashboard_url: str | None = None

@@ -53,22 +53,25 @@ class ObjectStore:
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
-        # Presigned URLs must name the host the *client* will use; signing is local (no request).
+        # Presigned URLs must name the host the *client* (or the worker) will use: the signature
+        # covers it. Signing is local (no request).
         public = settings.s3_public_endpoint or settings.s3_endpoint
-        self.presigner = Minio(
-            public,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
+        self.presigner = self._signer(settings, public)
+        self.worker_expiry = timedelta(seconds=settings.worker_presign_expiry_seconds)
+        self.worker_presigner = self._signer(settings, settings.s3_worker_endpoint or public)
+
+    @staticmethod
+    def _signer(settings: ServiceSettings, endpoint: str) -> Minio:
+        return Minio(endpoint, access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
+                     secure=settings.s3_secure, region=settings.s3_region)
 
     @classmethod
     def shared(cls, settings: ServiceSettings) -> "ObjectStore":
         """One store per process and configuration, so its connections are kept alive between
         runs instead of being opened anew for every execution."""
         key = (settings.s3_endpoint, settings.s3_public_endpoint, settings.s3_access_key, settings.s3_secret_key,
-               settings.s3_secure, settings.s3_region, settings.s3_bucket, settings.presign_expiry_seconds)
+               settings.s3_secure, settings.s3_region, settings.s3_bucket, settings.presign_expiry_seconds,
+               settings.s3_worker_endpoint, settings.worker_presign_expiry_seconds)
         store = _SHARED.get(key)
         if store is None:
             store = _SHARED[key] = cls(settings)
@@ -84,6 +87,14 @@ class ObjectStore:
 
     def presign_get(self, key: str) -> str:
         return self.presigner.presigned_get_object(self.bucket, key, expires=self.expiry)
+
+    def presign_worker_get(self, key: str) -> str:
+        """A GET of one object for a worker: its endpoint, a short expiry."""
+        return self.worker_presigner.presigned_get_object(self.bucket, key, expires=self.worker_expiry)
+
+    def presign_worker_put(self, key: str) -> str:
+        """A PUT of one object for a worker: its endpoint, a short expiry."""
+        return self.worker_presigner.presigned_put_object(self.bucket, key, expires=self.worker_expiry)
 
     @_retry
     def stat(self, key: str):
