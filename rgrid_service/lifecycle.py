@@ -22,6 +22,19 @@ from rgrid_core.states import ExecutionStatus, WorkerState, sources_of
 GIVEN_UP = (WorkerState.DEAD, WorkerState.DELETING, WorkerState.DELETED)
 
 
+def token_revoked() -> dict:
+    """Spread into the .values() of every UPDATE that gives a worker up (dead, deleting, deleted):
+    its worker token stops being honoured in the same statement (an earlier revocation is kept)."""
+    from .db.models import Worker
+
+    return {"token_revoked_at": func.coalesce(Worker.token_revoked_at, utcnow())}
+
+
+# Spread into the .values() of every UPDATE that ends a run: its env values leave the database in
+# the same statement (sealed ones and plain ones of rows written before sealing alike).
+ENV_GONE = {"env_sealed": None, "env": {}}
+
+
 @dataclass(frozen=True)
 class Lease:
     execution_id: str
@@ -38,25 +51,42 @@ def db_now(conn: Connection) -> datetime:
 
 
 def _fence(lease: Lease):
+    # The worker too: an attempt number is easy to guess, so another worker's token naming it
+    # must not pass as this attempt.
     return (
         Execution.id == lease.execution_id,
         Execution.attempt == lease.attempt,
         Execution.status == ExecutionStatus.RUNNING,
+        Execution.worker_id == lease.worker_id,
     )
 
 
-# What a runner needs to start a run, read in the claim's own statement (no second query).
-RUN_SPEC = (Execution.script, Execution.args, Execution.env, Execution.runtime, Execution.timeout_seconds,
-            Execution.inputs)
+# What a runner needs to start a run, read in the claim's own statement (no second query). The env
+# values are in `env_sealed` (opened by the API, rgrid_service.secrets), or in `env` on rows
+# written before they were sealed.
+RUN_SPEC = (Execution.script, Execution.args, Execution.env, Execution.env_sealed, Execution.runtime,
+            Execution.timeout_seconds, Execution.inputs, Execution.tenant_id)
 
 
-def claim_run(engine: Engine, execution_id: str, worker_id: str):
-    """Atomically take a queued execution: (lease, the run's spec: script, args, env, runtime,
-    timeout_seconds, inputs), or None when somebody else has it (or it was canceled)."""
+def _worker_takes_runs(worker_id: str):
+    """The claiming worker is active and its token not revoked (a dead, draining or deleted one
+    takes nothing new)."""
+    from .db.models import Worker
+
+    return select(Worker.id).where(Worker.id == worker_id, Worker.state == WorkerState.ACTIVE,
+                                   Worker.token_revoked_at.is_(None)).exists()
+
+
+def claim_run(engine: Engine, execution_id: str, worker_id: str, dispatched: bool = False):
+    """Atomically take a queued execution: (lease, the run's spec: script, args, env, env_sealed,
+    runtime, timeout_seconds, inputs, tenant_id), or None when somebody else has it (or it was
+    canceled). `dispatched` (the worker API): only a run dispatched to this worker, and only while
+    the worker is active, in the same statement. The run's kept inputs are marked used."""
+    guard = (Execution.dispatched_to == worker_id, _worker_takes_runs(worker_id)) if dispatched else ()
     with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
-            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED)
+            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED, *guard)
             .values(
                 status=ExecutionStatus.RUNNING,
                 attempt=Execution.attempt + 1,
@@ -72,6 +102,7 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str):
         ).first()
         if row is None:
             return None
+        _mark_blobs_used(conn, row.tenant_id, row.inputs)
         # The runner's own record of how many runs its worker holds, this one included.
         on_worker = conn.execute(
             select(func.count()).where(Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING)
@@ -83,6 +114,16 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str):
             )
         )
     return Lease(execution_id, row.attempt, worker_id), row
+
+
+def _mark_blobs_used(conn: Connection, tenant_id: str, inputs: list[dict]) -> None:
+    """Retention keeps inputs in use: the kept blobs this run reads get their last use now."""
+    from .db.models import Blob
+
+    keys = [i["object_key"] for i in inputs or () if i.get("object_key", "").startswith("blobs/")]
+    if keys:
+        conn.execute(update(Blob).where(Blob.tenant_id == tenant_id, Blob.object_key.in_(keys))
+                     .values(last_used_at=utcnow()))
 
 
 # The attempt's stage times the runner reports (the claim itself is the start of staging).
@@ -154,7 +195,7 @@ def finish(
         done = conn.execute(
             update(Execution)
             .where(*_fence(lease))
-            .values(status=status, exit_code=exit_code, reason=reason, finished_at=utcnow())
+            .values(status=status, exit_code=exit_code, reason=reason, finished_at=utcnow(), **ENV_GONE)
             .returning(Execution.finished_at)
         ).first()
         if done is None:
@@ -204,14 +245,16 @@ def remember_blobs(conn: Connection, tenant_id: str, specs: list[dict]) -> None:
     conn.execute(upsert(Blob).on_conflict_do_nothing(), list(rows.values()))
 
 
-def forget_blob(engine: Engine, object_key: str) -> int:
+def forget_blob(engine: Engine, object_key: str, tenant_id: str | None = None) -> int:
     """A kept input turned out damaged (its sha256 did not match): forget it, so the next
-    execution that needs it is asked to upload it again instead of failing the same way."""
+    execution that needs it is asked to upload it again instead of failing the same way.
+    `tenant_id` (the worker API): only that tenant's record of it."""
     from .db.models import Blob
     from sqlalchemy import delete
 
+    only = (Blob.tenant_id == tenant_id,) if tenant_id is not None else ()
     with write_tx(engine) as conn:
-        return conn.execute(delete(Blob).where(Blob.object_key == object_key)).rowcount
+        return conn.execute(delete(Blob).where(Blob.object_key == object_key, *only)).rowcount
 
 
 def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the user") -> bool:
@@ -220,7 +263,7 @@ def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the use
         row = conn.execute(
             update(Execution)
             .where(Execution.id == execution_id, Execution.status.in_((ExecutionStatus.UPLOADING, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)))
-            .values(status=ExecutionStatus.CANCELED, reason=reason, finished_at=utcnow())
+            .values(status=ExecutionStatus.CANCELED, reason=reason, finished_at=utcnow(), **ENV_GONE)
             .returning(Execution.attempt)
         ).first()
         if row is None:
@@ -264,7 +307,7 @@ def declare_dead(engine: Engine, worker_id: str, reason: str) -> list[tuple[str,
         marked = conn.execute(
             update(Worker)
             .where(Worker.id == worker_id, Worker.state.in_(sources_of(WorkerState.DEAD)))
-            .values(state=WorkerState.DEAD, dead_at=utcnow(), dead_reason=reason)
+            .values(state=WorkerState.DEAD, dead_at=utcnow(), dead_reason=reason, **token_revoked())
         )
         if marked.rowcount != 1:
             return results
@@ -297,7 +340,7 @@ def _hand_back(conn: Connection, row, why: str) -> str:
     outcome = orphan_outcome(Orphan(row.id, row.attempt, row.max_attempts))
     values = dict(status=outcome, reason=why, dispatched_at=None, dispatched_to=None)
     if outcome == ExecutionStatus.LOST:
-        values["finished_at"] = utcnow()
+        values.update(finished_at=utcnow(), **ENV_GONE)
     else:
         # Queued again: its wait (and any provisioning for it) starts anew.
         values.update(queued_at=utcnow(), provisioning_at=None)
@@ -363,12 +406,18 @@ def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -
 
 def heartbeat(engine: Engine, worker_id: str) -> bool:
     """Record that the worker is alive and what it runs. False: it was declared dead meanwhile."""
+    return heartbeat_running(engine, worker_id) is not None
+
+
+def heartbeat_running(engine: Engine, worker_id: str) -> list[str] | None:
+    """heartbeat(), returning the runs the control plane has running on the worker; None: the
+    worker was given up on (or never registered), and its agent takes it down."""
     from .db.models import Worker, WorkerHeartbeat
 
     with write_tx(engine) as conn:
         state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
         if state not in (WorkerState.ACTIVE, WorkerState.DRAINING):
-            return False
+            return None
         running = conn.execute(
             select(Execution.id).where(Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING)
         ).scalars().all()
@@ -376,7 +425,7 @@ def heartbeat(engine: Engine, worker_id: str) -> bool:
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
             .values(last_heartbeat_at=utcnow(), running=list(running))
         )
-    return True
+    return list(running)
 
 
 def expire_uploads(engine: Engine, older_than: datetime) -> int:
@@ -385,7 +434,7 @@ def expire_uploads(engine: Engine, older_than: datetime) -> int:
         res = conn.execute(
             update(Execution)
             .where(Execution.status == ExecutionStatus.UPLOADING, Execution.created_at < older_than)
-            .values(status=ExecutionStatus.CANCELED, finished_at=utcnow(),
+            .values(status=ExecutionStatus.CANCELED, finished_at=utcnow(), **ENV_GONE,
                     reason="Its input files were never all uploaded; run it again.")
         )
         return res.rowcount
@@ -407,7 +456,7 @@ def cancel_batch(engine: Engine, tenant_id: str, batch_id: str, reason: str = CA
             update(Execution)
             .where(Execution.tenant_id == tenant_id, Execution.batch_id == batch_id,
                    Execution.status.in_(unfinished))
-            .values(status=ExecutionStatus.CANCELED, reason=reason, finished_at=utcnow())
+            .values(status=ExecutionStatus.CANCELED, reason=reason, finished_at=utcnow(), **ENV_GONE)
             .returning(Execution.id, Execution.attempt)
         ).all()
         claimed = [dict(eid=r.id, att=r.attempt) for r in rows if r.attempt > 0]

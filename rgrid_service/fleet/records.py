@@ -13,6 +13,7 @@ from rgrid_core.states import LIVE_WORKER_STATES, ExecutionStatus, WorkerState, 
 from ..db.clock import utcnow
 from ..db.models import Execution, Worker
 from ..db.session import write_tx
+from ..lifecycle import GIVEN_UP, token_revoked
 from . import Server, ServerSpec
 
 
@@ -46,6 +47,8 @@ def move(engine: Engine, worker_ids: list[str], to: WorkerState, **values) -> li
     if not worker_ids:
         return []
     guard = [Worker.retire_requested_at.is_(None)] if to == WorkerState.ACTIVE else []
+    if to in GIVEN_UP:
+        values = {**token_revoked(), **values}
     with write_tx(engine) as conn:
         moved = conn.execute(
             update(Worker)
@@ -85,7 +88,7 @@ def retire_idle(engine: Engine, worker_ids: list[str]) -> list[str]:
         moved = conn.execute(
             update(Worker)
             .where(Worker.id.in_(worker_ids), Worker.state == WorkerState.DRAINING, ~busy)
-            .values(state=WorkerState.DELETING)
+            .values(state=WorkerState.DELETING, **token_revoked())
             .returning(Worker.id)
         ).scalars().all()
         release_placements(conn, list(moved))
@@ -112,7 +115,7 @@ def record_servers(engine: Engine, provider: str, servers: list[Server]) -> dict
                              .values(state=WorkerState.BOOTING))
                 changed["booting"].append(r.id)
             elif r.id not in have and r.state in (WorkerState.DELETING, WorkerState.DEAD):
-                values = {"deleted_at": now}
+                values = {"deleted_at": now, **token_revoked()}
                 if r.state == WorkerState.DELETING:
                     values["state"] = WorkerState.DELETED
                 conn.execute(update(Worker).where(Worker.id == r.id).values(**values))
@@ -144,7 +147,7 @@ def retire_by_hand(engine: Engine, worker_id: str) -> str | None:
             return WorkerState.DRAINING
         if state in (WorkerState.REQUESTED, WorkerState.BOOTING):
             conn.execute(update(Worker).where(Worker.id == worker_id, Worker.state == state)
-                         .values(state=WorkerState.DELETING, retire_requested_at=utcnow()))
+                         .values(state=WorkerState.DELETING, retire_requested_at=utcnow(), **token_revoked()))
             return WorkerState.DELETING
         return state
 

@@ -1,4 +1,4 @@
-"""One-time set-up of a local grid's control plane: credentials, schema, API key, bucket."""
+"""One-time set-up of a local grid's control plane: credentials, its secret key, schema, API key, bucket."""
 from __future__ import annotations
 
 import json
@@ -30,6 +30,20 @@ def s3_keys(home: Path) -> tuple[str, str]:
     return keys
 
 
+def secret_key(home: Path) -> str:
+    """The control plane's secret key (rgrid_service.secrets), made once per home (mode 0600) and
+    handed to the API and the orchestrator only: workers get their token, never this."""
+    path = local_dir(home) / "secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
 def prepare_database(home: Path, database_url: str) -> str:
     """Migrate the schema, retire an earlier session's workers and return the local API key
     (made for tenant `local` on the first start). The local user operates their grid, so the key
@@ -58,8 +72,9 @@ def retire_workers(database_url: str) -> None:
     deleted through the stack when the grid stops): mark them deleted, with when, so their paid
     hours end there (policies/costs)."""
     from ..db.clock import utcnow
+    from ..lifecycle import token_revoked
 
     with write_tx(engine_for(database_url)) as conn:
         conn.execute(update(Worker).where(Worker.state.not_in((WorkerState.DEAD, WorkerState.DELETED)))
-                     .values(state=WorkerState.DELETED))
+                     .values(state=WorkerState.DELETED, **token_revoked()))
         conn.execute(update(Worker).where(Worker.deleted_at.is_(None)).values(deleted_at=utcnow()))
