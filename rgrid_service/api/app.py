@@ -5,6 +5,8 @@ take them through `deps`), the routers (`routers/`) serve the /v1 paths, and the
 live in `service` (writes) and `queries` (reads)."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -16,9 +18,22 @@ from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
 from .errors import ServiceError, validation_sentence
 from .metrics import registry_for
-from .routers import batches, cluster, executions, fleet, health, metrics, spend
+from .routers import batches, cluster, executions, fleet, health, metrics, spend, worker
 
 DB_AWAY = "The database is not reachable right now. Nothing was lost; try again in a few seconds."
+
+
+def control_plane_keys(settings: ServiceSettings):
+    """The keys for worker tokens and sealed env values; without RGRID_SECRET_KEY the API still
+    serves tenants' runs without env values, and says at start-up what it cannot do."""
+    from ..secrets import MissingSecretKey, keys_for
+
+    try:
+        return keys_for(settings)
+    except MissingSecretKey as e:
+        logging.getLogger("rgrid.api").error("%s Until then the worker API refuses every worker (501) and runs with "
+                                             "env values are refused.", e)
+        return None
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -34,6 +49,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.store = ObjectStore(settings)
     app.state.prices = load_price_table(settings.price_table)
     app.state.metrics = registry_for(app.state.engine)
+    app.state.keys = control_plane_keys(settings)
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):
@@ -51,6 +67,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise exc
         return JSONResponse(status_code=503, content={"detail": DB_AWAY}, headers={"Retry-After": "5"})
 
-    for module in (health, cluster, executions, batches, fleet, spend, metrics):
+    for module in (health, cluster, executions, batches, fleet, spend, metrics, worker):
         app.include_router(module.router)
     return app

@@ -1,5 +1,6 @@
 """The routers' dependencies: settings, engine and store (set on app.state by create_app), the
-caller an API key speaks for, and the operator scope that fleet endpoints require."""
+caller an API key speaks for, the operator scope that fleet endpoints require, and the worker a
+worker token speaks for (the worker API)."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -8,9 +9,13 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
+from rgrid_core.workerwire import TOKEN_PREFIX
+
 from ..auth import Caller, caller_for_key
 from ..settings import ServiceSettings
 from ..storage import ObjectStore
+from . import workerapi
+from .workerapi import TokenWorker
 
 
 def get_settings(request: Request) -> ServiceSettings:
@@ -40,6 +45,9 @@ def get_caller(engine: EngineDep,
     """The tenant and scope of the request's API key; 401 with a sentence without a valid one."""
     if creds is None or not creds.credentials:
         raise HTTPException(401, "An API key is required: send 'Authorization: Bearer <key>' (the CLI reads it from RGRID_API_KEY).")
+    if creds.credentials.startswith(TOKEN_PREFIX):
+        raise HTTPException(401, "That is a worker token; it is good for the worker API (/v1/worker) only. "
+                                 "Send an API key (RGRID_API_KEY) instead.")
     found = caller_for_key(engine, creds.credentials)
     if found is None:
         raise HTTPException(401, "That API key is not valid. Check RGRID_API_KEY or ask for a new key.")
@@ -62,3 +70,21 @@ def get_operator(caller: CallerDep) -> Caller:
 
 TenantDep = Annotated[str, Depends(get_tenant)]
 OperatorDep = Annotated[Caller, Depends(get_operator)]
+
+
+
+def get_worker(engine: EngineDep, request: Request,
+               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> TokenWorker:
+    """The worker a worker token speaks for, whatever its state (401 without a token the control
+    plane issued); FINISH takes it so it can clean up after a given-up worker before refusing it."""
+    return workerapi.authenticate(engine, request.app.state.keys, creds.credentials if creds else None)
+
+
+def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -> TokenWorker:
+    """A worker the control plane has not given up on (403 for a dead, deleting or deleted one, or
+    one whose token was revoked: its agent takes it down)."""
+    return workerapi.require_alive(worker)
+
+
+AnyWorkerDep = Annotated[TokenWorker, Depends(get_worker)]
+WorkerDep = Annotated[TokenWorker, Depends(get_live_worker)]

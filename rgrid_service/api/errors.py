@@ -64,6 +64,18 @@ class ProviderFailed(ServiceError):
     status_code = 424
 
 
+class Unauthorized(ServiceError):
+    """No credential, or one the control plane did not issue."""
+
+    status_code = 401
+
+
+class Forbidden(ServiceError):
+    """A valid credential that may not do this (a given-up worker, another worker's run)."""
+
+    status_code = 403
+
+
 # --- what the OpenAPI says about them -----------------------------------------------------------
 
 

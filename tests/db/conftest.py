@@ -17,6 +17,8 @@ from rgrid_service.db.session import engine_for, make_engine, upgrade_schema
 from rgrid_service.settings import ServiceSettings
 from tests.pgserver import PgServer
 
+SECRET_KEY = "test-secret-key-" + "x" * 32  # the control plane's (rgrid_service.secrets)
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
@@ -52,7 +54,7 @@ def api(db_url):
     """A test client of the API on this database (its store is unreachable: nothing here uploads)."""
     from fastapi.testclient import TestClient
 
-    app = create_app(ServiceSettings(database_url=db_url, s3_endpoint="127.0.0.1:1"))
+    app = create_app(ServiceSettings(database_url=db_url, s3_endpoint="127.0.0.1:1", secret_key=SECRET_KEY))
     cached = engine_for(db_url)  # the engine create_app took; dispose it so the database can go
     with TestClient(app) as client:
         yield client
@@ -79,3 +81,21 @@ def make_execution(engine):
         return execution_id
 
     return make
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real SeaweedFS S3 gateway on 127.0.0.1 for the session: (endpoint, access key, secret key).
+    It is a heavy process: run the tests that take it under the machine's lock (tests/db README)."""
+    import secrets
+
+    from rgrid_service.localgrid.procs import stop_groups
+    from rgrid_service.localgrid.seaweed import start_seaweed
+
+    home = tmp_path_factory.mktemp("seaweed")
+    keys = ("rgrid-" + secrets.token_hex(4), secrets.token_urlsafe(24))
+    pid, port, _cmd = start_seaweed(home / "s3", keys[0], keys[1], home / "seaweedfs.log")
+    try:
+        yield f"127.0.0.1:{port}", keys[0], keys[1]
+    finally:
+        stop_groups([pid], grace=5)

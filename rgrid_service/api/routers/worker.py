@@ -1,0 +1,93 @@
+"""The worker API (rgrid_core.workerwire): what a worker's agent and runner call with their worker
+token. The rules are in api/workerapi; this module maps paths to them and names every status."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from rgrid_core import workerwire as wire
+
+from .. import workerapi
+from ..deps import AnyWorkerDep, EngineDep, SettingsDep, StoreDep, WorkerDep
+
+router = APIRouter(tags=["worker"])
+
+
+class Refusal(BaseModel):
+    detail: str  # a sentence with the next step
+
+
+_SAID = {
+    400: "The request is malformed (an output path that could escape its folder, log data that is not base64, "
+         "outputs not in the store with their size); nothing was changed.",
+    401: "No worker token, or one this control plane did not issue (API keys are not accepted here).",
+    403: "The token's worker is given up on (dead, deleting, deleted: take the worker down), or the run or attempt "
+         "is not this worker's, or (claim) the worker is not active.",
+    404: "No such run (or no such input in it).",
+    409: "Fenced: the run is no longer this attempt's (re-queued, canceled, already finished), or (claim) it is "
+         "not queued any more.",
+    501: "This control plane has no RGRID_SECRET_KEY, so it issues no worker tokens.",
+    503: "The database or the object store is away; nothing changed: try again.",
+}
+
+
+def refusals(*codes: int) -> dict:
+    """The `responses=` of a route: each status it may refuse with, and what it means."""
+    return {code: {"model": Refusal, "description": _SAID[code]} for code in (401, 501, 503, *codes)}
+
+
+def _keys(request: Request):
+    return request.app.state.keys
+
+
+@router.post(wire.REGISTER, response_model=wire.RegisterResponse, responses=refusals(403))
+def register(body: wire.RegisterRequest, worker: WorkerDep, engine: EngineDep, settings: SettingsDep):
+    """The worker's agent announces itself; its record becomes active (a draining one stays draining)."""
+    return workerapi.register(engine, settings, worker, body)
+
+
+@router.post(wire.HEARTBEAT, response_model=wire.HeartbeatResponse, responses=refusals(403, 409))
+def heartbeat(worker: WorkerDep, engine: EngineDep):
+    """The worker is alive; the answer lists what the control plane has running on it. 403: it was
+    given up on, and its agent takes it down."""
+    return workerapi.heartbeat(engine, worker)
+
+
+@router.post(wire.CLAIM, response_model=wire.ClaimResponse, responses=refusals(403, 404, 409))
+def claim(id: str, worker: WorkerDep, engine: EngineDep, store: StoreDep, request: Request):
+    """Take a run dispatched to this worker: its spec, its env values (never log them) and a
+    presigned GET per input."""
+    return workerapi.claim(engine, store, _keys(request), worker, id)
+
+
+@router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
+def renew(id: str, attempt: int, body: wire.RenewRequest, worker: WorkerDep, engine: EngineDep):
+    """Keep the attempt's lease; append its log chunks and stage times."""
+    return workerapi.renew(engine, worker, id, attempt, body)
+
+
+@router.get(wire.INPUT_URL, response_model=wire.InputSpec, responses=refusals(403, 404, 409))
+def input_url(id: str, attempt: int, name: str, worker: WorkerDep, engine: EngineDep, store: StoreDep):
+    """A fresh presigned GET of one input of the run."""
+    return workerapi.input_url(engine, store, worker, id, attempt, name)
+
+
+@router.post(wire.DAMAGED_INPUT, responses=refusals(403, 404, 409))
+def damaged_input(id: str, attempt: int, name: str, worker: WorkerDep, engine: EngineDep) -> dict[str, bool]:
+    """The input's stored copy failed its checksum: its tenant forgets it, so the next run uploads it anew."""
+    return workerapi.damaged_input(engine, worker, id, attempt, name)
+
+
+@router.post(wire.OUTPUT_URLS, response_model=wire.OutputUrlsResponse, responses=refusals(400, 403, 404, 409))
+def output_urls(id: str, attempt: int, body: wire.OutputUrlsRequest, worker: WorkerDep, engine: EngineDep,
+                store: StoreDep):
+    """A presigned PUT per output of this attempt."""
+    return workerapi.output_urls(engine, store, worker, id, attempt, body)
+
+
+@router.post(wire.FINISH, response_model=wire.FinishResponse, responses=refusals(400, 403, 404, 409))
+def finish(id: str, attempt: int, body: wire.FinishRequest, worker: AnyWorkerDep, engine: EngineDep,
+           store: StoreDep):
+    """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
+    same status is answered the same; a refused attempt's uploaded outputs are deleted."""
+    return workerapi.finish(engine, store, worker, id, attempt, body)
