@@ -37,10 +37,32 @@ class WorkerLaunch:
     env: dict[str, str]  # added to the machine's environment
 
 
+NO_WORKER_API_URL = ("RGRID_WORKER_API_URL is not set: workers would not know where the API is. Set it to the URL "
+                     "workers reach the API at (the control plane's http://<private ip>:8000; the local grid sets it).")
+
+
+def launch_problem(settings: ServiceSettings) -> str | None:
+    """Why no worker can be started with these settings (a sentence), or None."""
+    from ..secrets import MissingSecretKey, keys_for
+
+    try:
+        keys_for(settings)
+    except MissingSecretKey as e:
+        return str(e)
+    return None if settings.worker_api_url else NO_WORKER_API_URL
+
+
 def worker_launch(worker_id: str, settings: ServiceSettings, slots: int = SLOTS_PER_WORKER) -> WorkerLaunch:
     """The command and environment of worker `worker_id`: they depend on it and on the control
-    plane's settings alone, never on the rest of the fleet."""
-    env = {"RGRID_WORKER_ID": worker_id, "RGRID_WORKER_SLOTS": str(slots)}
+    plane's settings alone, never on the rest of the fleet. Its worker token is derived from the
+    control plane's secret, so rendering it again gives the same bytes (see rgrid_service.secrets)."""
+    from ..secrets import keys_for
+
+    if not settings.worker_api_url:
+        raise ValueError(NO_WORKER_API_URL)
+    env = {"RGRID_WORKER_ID": worker_id, "RGRID_WORKER_SLOTS": str(slots),
+           "RGRID_WORKER_TOKEN": keys_for(settings).worker_token(worker_id),
+           "RGRID_API_URL": settings.worker_api_url}
     for name in WORKER_SETTINGS:
         value = getattr(settings, name)
         if name == "database_url" and settings.worker_database_url:

@@ -95,7 +95,7 @@ class ProcessFleet:
         log_path = logs_dir(self.home) / f"{worker_id}.log"
         for attempt in range(1, START_TRIES + 1):
             offset = log_path.stat().st_size if log_path.exists() else 0
-            pid = spawn(argv, log_path, env={**os.environ, **launch.env})
+            pid = spawn(argv, log_path, env={**worker_environ(), **launch.env})
             with self._record() as record:
                 record["groups"][worker_id] = pid
                 if worker_id not in record["started"]:
@@ -116,6 +116,13 @@ class ProcessFleet:
             pids = list(record["groups"].values())
             record["groups"].clear()
         stop_groups(pids, grace=8)
+
+
+def worker_environ() -> dict[str, str]:
+    """This (control-plane) process's environment without what only the control plane holds."""
+    from ..secrets import SECRET_KEY_ENV
+
+    return {k: v for k, v in os.environ.items() if k != SECRET_KEY_ENV}
 
 
 def resolve(command: str) -> str:

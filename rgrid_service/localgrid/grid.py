@@ -15,6 +15,7 @@ from rgrid_core.constants import SLOTS_PER_WORKER
 from rgrid_core.localstate import GridState, is_running, load_state
 from rgrid_core.states import WorkerState
 
+from ..secrets import SECRET_KEY_ENV
 from ..settings import ServiceSettings
 from . import bootstrap, cloud
 from .layout import logs_dir, local_dir, work_root
@@ -39,8 +40,15 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
         RGRID_LOCAL_GRID_HOME=state.home,
         RGRID_FLEET=state.fleet,
         RGRID_WORK_ROOT=str(work_root(Path(state.home))),
+        RGRID_WORKER_API_URL=state.api_url,
     )
+    env.pop(SECRET_KEY_ENV, None)  # the API's and the orchestrator's alone (control_plane_env)
     return env
+
+
+def control_plane_env(state: GridState, env: dict[str, str]) -> dict[str, str]:
+    """The API's and the orchestrator's environment: every grid process's, and the secret key."""
+    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home))}
 
 
 def service_env_for(state: GridState) -> dict[str, str]:
@@ -98,7 +106,7 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
 
         on_step("database")
         state.api_key = bootstrap.prepare_database(home, state.database_url)
-        settings = ServiceSettings(_env_file=None, **settings_from_env(env))
+        settings = ServiceSettings(_env_file=None, **settings_from_env(control_plane_env(state, env)))
         bootstrap.prepare_bucket(settings)
 
         if fleet == "process":
@@ -146,7 +154,7 @@ def start_api(state: GridState, env: dict[str, str]) -> None:
     state.pids["api"] = spawn(
         [sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", port, "--log-level", "warning"],
-        logs_dir(Path(state.home)) / "api.log", env=env,
+        logs_dir(Path(state.home)) / "api.log", env=control_plane_env(state, env),
     )
     state.save()
 
@@ -158,7 +166,8 @@ def start_orchestrator(state: GridState, env: dict[str, str]) -> None:
     if not state.orchestrator_metrics_url:
         state.orchestrator_metrics_url = f"http://127.0.0.1:{free_ports(1)[0]}/metrics"
     port = state.orchestrator_metrics_url.rsplit(":", 1)[1].removesuffix("/metrics")
-    env = {**env, "RGRID_ORCHESTRATOR_METRICS_HOST": "127.0.0.1", "RGRID_ORCHESTRATOR_METRICS_PORT": port}
+    env = {**control_plane_env(state, env), "RGRID_ORCHESTRATOR_METRICS_HOST": "127.0.0.1",
+           "RGRID_ORCHESTRATOR_METRICS_PORT": port}
     state.pids["orchestrator"] = spawn([sys.executable, "-m", "rgrid_service.orchestrator"],
                                        logs_dir(Path(state.home)) / "orchestrator.log", env=ray_process_env(env))
     state.save()

@@ -21,6 +21,7 @@ from rgrid_core.retry import retrying
 
 from ..db.session import engine_for
 from ..fleet import make_provider
+from ..fleet.launch import launch_problem
 from ..fleet.prices import load_price_table
 from ..settings import ServiceSettings, get_settings
 from . import connect_ray, log, metrics
@@ -94,6 +95,8 @@ def orchestrate() -> None:
     scheduler.add_job(_safe(lambda: retention_tick(settings, engine)), "interval",
                       seconds=settings.retention_interval_seconds, max_instances=1, coalesce=True, id="retention")
     provider = make_provider(settings)
+    if provider is not None and launch_problem(settings):
+        raise SystemExit(f"The orchestrator cannot start workers: {launch_problem(settings)}")
     if provider is not None:
         fleet = FleetManager(settings, engine, provider)
         scheduler.add_job(_safe(fleet.tick), "interval", seconds=settings.provision_interval_seconds,

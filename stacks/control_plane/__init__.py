@@ -11,10 +11,12 @@ The orchestrator on that server runs the worker_pool stack; what that stack need
 (network, firewall, head address, …) reaches it through the environment file cloud-init writes,
 and the same values are this stack's outputs: ORCHESTRATOR_SETTINGS maps one onto the other.
 Every secret (the Hetzner token, the database password, the S3 keys, the workers' join token,
-the first API key) comes from `--secret` config and stays a secret Output; the server's
-user_data, which holds them, is one too. Workers get none of the token, the API key or the
-database password from here: their user_data is the orchestrator's, and their database role
-(`rgrid_worker`, whose password is the join token) is not the control plane's.
+the first API key, the control plane's secret key) comes from `--secret` config and stays a secret
+Output; the server's user_data, which holds them, is one too. Workers get none of the token, the
+API key, the secret key or the database password from here: their user_data is the orchestrator's,
+and their database role (`rgrid_worker`, whose password is the join token) is not the control
+plane's. The secret key (worker tokens, sealed env values: rgrid_service.secrets) goes into a file
+of its own that only the API's and the orchestrator's units read.
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ class Secrets:
     s3_secret_key: pulumi.Output
     worker_join_token: pulumi.Output
     api_key: pulumi.Output
+    secret_key: pulumi.Output  # RGRID_SECRET_KEY: the API's and the orchestrator's only
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class ControlPlaneConfig:
             s3_secret_key=cfg.require_secret("s3SecretKey"),
             worker_join_token=cfg.require_secret("workerJoinToken"),
             api_key=cfg.require_secret("apiKey"),
+            secret_key=cfg.require_secret("secretKey"),
         )
         d = cls.__dataclass_fields__
         return cls(
@@ -163,6 +167,9 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         "RGRID_S3_ACCESS_KEY": s3_access_key,
         "RGRID_S3_SECRET_KEY": s3_secret_key,
         "RGRID_RAY_DASHBOARD_URL": f"http://{PRIVATE_IP}:8265",
+        # Workers reach the API through nginx on the private address, and the store directly.
+        "RGRID_WORKER_API_URL": f"http://{PRIVATE_IP}:{config.api_port}",
+        "RGRID_S3_WORKER_ENDPOINT": f"{PRIVATE_IP}:{config.s3_port}",
         "RGRID_FLEET": "pulumi",
         "RGRID_WORKER_PACKAGE": f"rgrid[service] @ git+{config.repository}@{config.ref}",
         "RGRID_HCLOUD_TOKEN": token,
@@ -197,9 +204,10 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
     s = config.secrets
 
     def build(args) -> str:
-        device, net, fw, token, db_pw, join, s3_key, s3_secret, api_key = args
+        device, net, fw, token, db_pw, join, s3_key, s3_secret, api_key, secret_key = args
         for name, value in (("hcloud:token", token), ("databasePassword", db_pw), ("workerJoinToken", join),
-                            ("s3AccessKey", s3_key), ("s3SecretKey", s3_secret), ("apiKey", api_key)):
+                            ("s3AccessKey", s3_key), ("s3SecretKey", s3_secret), ("apiKey", api_key),
+                            ("secretKey", secret_key)):
             check_secret(name, value)
         return render(ControlPlaneInit(
             service_env=orchestrator_env(config, net, fw, token, db_pw, join, s3_key, s3_secret),
@@ -214,11 +222,12 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
                 "RGRID_REF": config.ref,
                 "RGRID_GO_VERSION": GO_VERSION,
             },
+            secret_env={"RGRID_SECRET_KEY": secret_key},
             s3_access_key=s3_key, s3_secret_key=s3_secret))
 
     return pulumi.Output.secret(pulumi.Output.all(
         volume_device, network_id, worker_firewall_id, s.hcloud_token, s.database_password,
-        s.worker_join_token, s.s3_access_key, s.s3_secret_key, s.api_key).apply(build))
+        s.worker_join_token, s.s3_access_key, s.s3_secret_key, s.api_key, s.secret_key).apply(build))
 
 
 def control_plane(config: ControlPlaneConfig) -> None:

@@ -1,4 +1,4 @@
-"""The control-plane server's user_data: cloud-init/control_plane.yaml with its three files filled in.
+"""The control-plane server's user_data: cloud-init/control_plane.yaml with its four files filled in.
 
 Pure: the same values render the same bytes. The values hold secrets, so the stack wraps the
 result in a secret Output; nothing here logs or prints them.
@@ -17,6 +17,7 @@ from rgrid_service.localgrid.seaweed import s3_identities
 TEMPLATE = Path(__file__).resolve().parents[2] / "cloud-init" / "control_plane.yaml"
 SERVICE_ENV = "/etc/rgrid/control-plane.env"
 SETUP_ENV = "/etc/rgrid/setup.env"
+SECRET_ENV = "/etc/rgrid/control-plane-secret.env"  # read by the API's and the orchestrator's units only
 S3_IDENTITIES = "/etc/rgrid/s3-identities.json"
 # Secrets go into SQL and environment files unquoted: only URL-safe characters (what
 # scripts/control-plane-init.sh generates), and long enough to be worth the name.
@@ -27,6 +28,7 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{16,}")
 class ControlPlaneInit:
     service_env: dict[str, str]  # the API's, orchestrator's, store's and head's RGRID_* settings
     setup_env: dict[str, str] = field(repr=False)  # what only the set-up script reads
+    secret_env: dict[str, str] = field(repr=False, default_factory=dict)  # RGRID_SECRET_KEY
     s3_access_key: str = field(repr=False, default="")
     s3_secret_key: str = field(repr=False, default="")
 
@@ -43,6 +45,7 @@ def render(init: ControlPlaneInit) -> str:
     files = {f["path"]: f for f in doc["write_files"]}
     files[SERVICE_ENV]["content"] = env_file(init.service_env)
     files[SETUP_ENV]["content"] = env_file(init.setup_env)
+    files[SECRET_ENV]["content"] = env_file(init.secret_env)
     files[S3_IDENTITIES]["content"] = s3_identities(init.s3_access_key, init.s3_secret_key)
     return dump_cloud_config(doc)
 

@@ -12,7 +12,7 @@ import pytest
 
 from stacks.control_plane import (ANYWHERE, ORCHESTRATOR_SETTINGS, POOL, PRIVATE_IP, ControlPlaneConfig, Secrets,
                                   control_plane)
-from stacks.control_plane.cloud_init import SERVICE_ENV, SETUP_ENV, files_of
+from stacks.control_plane.cloud_init import SECRET_ENV, SERVICE_ENV, SETUP_ENV, files_of
 from tests.conftest import missing
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine protocol marks a secret value
@@ -28,7 +28,7 @@ def plain(value):
 
 SECRETS = {"token": "h" * 64, "db": "dbpass-0123456789abcdef", "s3_key": "s3key-0123456789abcdef",
            "s3_secret": "s3secret-0123456789abcdef", "join": "join-0123456789abcdef",
-           "api_key": "rg_apikey-0123456789abcdef"}
+           "api_key": "rg_apikey-0123456789abcdef", "secret_key": "secretkey-0123456789abcdef0123456789"}
 IDS = {"hcloud:index/network:Network": "11", "hcloud:index/firewall:Firewall": None,
        "hcloud:index/volume:Volume": "33", "hcloud:index/server:Server": "44"}
 
@@ -54,7 +54,7 @@ class Mocks(pulumi.runtime.Mocks):
 
 def config(**overrides) -> ControlPlaneConfig:
     secrets = Secrets(*(pulumi.Output.secret(SECRETS[k]) for k in ("token", "db", "s3_key", "s3_secret", "join",
-                                                                    "api_key")))
+                                                                    "api_key", "secret_key")))
     return ControlPlaneConfig(secrets=secrets, repository="https://git.example.org/rgrid.git", **overrides)
 
 
@@ -255,7 +255,8 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     from rgrid_service.settings import ServiceSettings
 
     created, _ = run(config())
-    env = _env(files_of(plain(created["control-plane"].inputs["userData"]))[SERVICE_ENV])
+    files = files_of(plain(created["control-plane"].inputs["userData"]))
+    env = {**_env(files[SERVICE_ENV]), **_env(files[SECRET_ENV])}  # as the orchestrator's unit reads them
     settings = ServiceSettings(_env_file=None, **{k[len("RGRID_"):].lower(): v for k, v in env.items()})
     assert (settings.fleet, settings.hcloud_network_id, settings.hcloud_firewall_id) == ("pulumi", 11, 22)
     fleet = PulumiFleet(settings, Engine(tmp_path, tmp_path), settings.hcloud_token, settings.hcloud_endpoint)
@@ -280,8 +281,26 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     assert f"RGRID_RAY_ADDRESS={PRIVATE_IP}:6379" in worker_data
     installs = [cmd for cmd in yaml.safe_load(worker_data)["runcmd"] if "install" in cmd]
     assert installs[0][-1] == settings.worker_package  # the control plane's own repository and ref
-    for name in ("token", "db", "api_key"):
+    for name in ("token", "db", "api_key", "secret_key"):
         assert SECRETS[name] not in worker_data, name
+    # Its own worker token instead, and where the API is: nginx on the private address.
+    from rgrid_service.secrets import keys_for
+
+    launch = _env(files_of(worker_data)["/etc/rgrid/worker.env"])
+    assert keys_for(settings).token_worker(launch["RGRID_WORKER_TOKEN"]) == "w-1"
+    assert launch["RGRID_API_URL"] == f"http://{PRIVATE_IP}:8000"
+
+
+def test_the_secret_key_is_read_by_the_api_and_the_orchestrator_only():
+    created, _ = run(config())
+    files = files_of(plain(created["control-plane"].inputs["userData"]))
+    assert _env(files[SECRET_ENV]) == {"RGRID_SECRET_KEY": SECRETS["secret_key"]}
+    assert not any(SECRETS["secret_key"] in text for path, text in files.items() if path != SECRET_ENV)
+    readers = sorted(path for path, text in files.items() if SECRET_ENV in text)
+    assert readers == ["/etc/systemd/system/rgrid-api.service", "/etc/systemd/system/rgrid-orchestrator.service"]
+    env = _env(files[SERVICE_ENV])
+    assert env["RGRID_WORKER_API_URL"] == f"http://{PRIVATE_IP}:8000"
+    assert env["RGRID_S3_WORKER_ENDPOINT"] == f"{PRIVATE_IP}:8333"
 
 
 def test_a_location_outside_the_network_zone_is_refused_with_a_sentence():

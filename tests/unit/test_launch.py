@@ -7,13 +7,15 @@ import subprocess
 import pytest
 import yaml
 
-from rgrid_service.fleet.launch import ENV_FILE, UNIT_FILE, launch_from_cloud_init, render_cloud_init, worker_launch
+from rgrid_service.fleet.launch import (ENV_FILE, UNIT_FILE, launch_from_cloud_init, launch_problem, render_cloud_init,
+                                        worker_launch)
+from rgrid_service.secrets import MissingSecretKey, keys_for
 from rgrid_service.settings import ServiceSettings
 from tests.conftest import missing
 
 SETTINGS = ServiceSettings(_env_file=None, database_url="postgresql://rgrid:pw@10.0.0.2/rgrid",
                            s3_endpoint="10.0.0.2:8333", ray_address="10.0.0.2:6379", heartbeat_interval_seconds=7,
-                           sandbox_niceness=5)
+                           sandbox_niceness=5, secret_key="k" * 32, worker_api_url="http://10.0.0.2:8000")
 
 
 def test_cloud_init_starts_the_same_command_with_the_same_environment():
@@ -29,7 +31,9 @@ def test_user_data_depends_on_the_worker_alone_and_is_deterministic():
     one, again, other = (render_cloud_init(worker_launch(w, SETTINGS)) for w in ("w-1", "w-1", "w-2"))
     assert one == again
     changed = [(a.strip(), b.strip()) for a, b in zip(one.splitlines(), other.splitlines()) if a != b]
-    assert changed == [("RGRID_WORKER_ID=w-1", "RGRID_WORKER_ID=w-2")]
+    token = {w: keys_for(SETTINGS).worker_token(w) for w in ("w-1", "w-2")}
+    assert changed == [("RGRID_WORKER_ID=w-1", "RGRID_WORKER_ID=w-2"),
+                       (f"RGRID_WORKER_TOKEN={token['w-1']}", f"RGRID_WORKER_TOKEN={token['w-2']}")]
 
 
 def test_user_data_shape():
@@ -42,7 +46,23 @@ def test_user_data_shape():
 
 def test_a_value_that_cannot_go_into_an_environment_file_is_refused():
     with pytest.raises(ValueError, match="newline"):
-        render_cloud_init(worker_launch("w-1", ServiceSettings(_env_file=None, database_url="sqlite:///a\nb")))
+        render_cloud_init(worker_launch("w-1", SETTINGS.model_copy(update={"database_url": "sqlite:///a\nb"})))
+
+
+def test_no_worker_starts_without_the_secret_key_or_the_api_url():
+    for missing_one in ({"secret_key": None}, {"worker_api_url": None}):
+        settings = SETTINGS.model_copy(update=missing_one)
+        assert "RGRID_" in launch_problem(settings)
+        with pytest.raises((ValueError, MissingSecretKey), match="is not set"):
+            worker_launch("w-1", settings)
+    assert launch_problem(SETTINGS) is None
+
+
+def test_the_worker_gets_its_token_and_the_api_url_but_never_the_secret_key():
+    env = worker_launch("w-1", SETTINGS).env
+    assert keys_for(SETTINGS).token_worker(env["RGRID_WORKER_TOKEN"]) == "w-1"
+    assert env["RGRID_API_URL"] == "http://10.0.0.2:8000"
+    assert not any("k" * 32 in v for v in env.values()) and "RGRID_SECRET_KEY" not in env
 
 
 def test_rendered_cloud_init_passes_the_cloud_init_schema(tmp_path):

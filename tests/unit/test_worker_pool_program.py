@@ -8,7 +8,7 @@ from rgrid_service.settings import ServiceSettings
 from stacks.worker_pool import PoolConfig, WorkerRecord, private_ip, worker_pool
 
 SETTINGS = ServiceSettings(_env_file=None, database_url="postgresql://rgrid@10.0.0.2/rgrid", s3_endpoint="10.0.0.2:8333",
-                           ray_address="10.0.0.2:6379")
+                           ray_address="10.0.0.2:6379", secret_key="k" * 32, worker_api_url="http://10.0.0.2:8000")
 TOKEN = "t" * 64
 
 
