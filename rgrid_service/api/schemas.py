@@ -165,8 +165,10 @@ class ExecutionView(BaseModel):
         if current is None:
             current = next((a for a in attempts if a.attempt == ex.attempt), None)
         steps = timeline(ex, current)
+        # Rows written before env values were sealed name them in `env` (migration 0008 wrote their env_keys).
+        env_keys = ex.env_keys if ex.env_keys is not None else list(ex.env or {})
         return cls(
-            id=ex.id, status=ex.status, script=ex.script, args=ex.args, env_keys=sorted(ex.env or {}),
+            id=ex.id, status=ex.status, script=ex.script, args=ex.args, env_keys=sorted(env_keys),
             runtime=ex.runtime, timeout_seconds=ex.timeout_seconds,
             inputs=[{k: i[k] for k in ("name", "kind", "size")} for i in ex.inputs or []],
             batch_id=ex.batch_id, batch_parallel=ex.batch_parallel, attempt=ex.attempt,

@@ -118,7 +118,7 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
             id=execution_id, tenant_id=tenant_id, created_at=utcnow(),  # milliseconds on SQLite too
             status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
             queued_at=utcnow() if queue_now else None, script=body.script,
-            args=body.args, env=body.env, runtime=body.runtime,
+            args=body.args, env=body.env, env_keys=sorted(body.env), runtime=body.runtime,
             timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
             inputs=specs, batch_id=body.batch_id,
             batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,

@@ -49,7 +49,7 @@ def test_a_worker_token_acts_on_no_other_workers_runs(plane):
     victim_out = victim.upload(theirs, 1, {"out.txt": b"victim's"})
     queued_for_victim = plane.submit(tenant="tenant-b")
     plane.dispatch(queued_for_victim, victim)
-    before = plane.row(theirs)
+    before, kept = plane.row(theirs), blobs(plane)
 
     attempts = {
         "claim a run dispatched elsewhere": mallory.claim(queued_for_victim),
@@ -72,7 +72,7 @@ def test_a_worker_token_acts_on_no_other_workers_runs(plane):
     assert plane.row(queued_for_victim).status == "queued"
     assert log_count(plane, theirs) == 0
     assert plane.store.stat(f"executions/{theirs}/outputs/a1/out.txt") is not None, "the victim's upload is untouched"
-    assert len(blobs(plane)) == 2
+    assert blobs(plane) == kept
     assert victim.finish(theirs, 1, outputs=victim_out).status_code == 200
 
 
@@ -84,8 +84,9 @@ def test_a_worker_reaches_only_its_own_runs_objects(plane):
     sha = hashlib.sha256(SHARED).hexdigest()
     assert ("tenant-a", sha) in kept and ("tenant-b", sha) in kept
 
-    for name in ("secret.txt", "..", "job.py.bak"):
+    for name in ("secret.txt", "job.py.bak", "data.csv%2F..%2F..%2Fjob.py"):
         assert refused(mallory.get(wire.INPUT_URL, id=mine, attempt=1, name=name), 404), name
+    assert mallory.get(wire.INPUT_URL, id=mine, attempt=1, name="..").status_code == 404  # no route at all
     assert refused(mallory.post(wire.DAMAGED_INPUT, id=mine, attempt=1, name="nonesuch"), 404)
 
     # Its own run's damaged input: only its tenant's record is forgotten, never the other tenant's.
