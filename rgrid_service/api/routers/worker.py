@@ -3,23 +3,17 @@ token. The rules are in api/workerapi; this module maps paths to them and names 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 
 from rgrid_core import workerwire as wire
 
 from .. import workerapi
 from ..deps import AnyWorkerDep, EngineDep, SettingsDep, StoreDep, WorkerDep
+from ..errors import responses
 
-router = APIRouter(tags=["worker"])
-
-
-class Refusal(BaseModel):
-    detail: str  # a sentence with the next step
-
-
-_SAID = {
+# What each status means to a worker (rgrid_core.workerwire's docstring), for the OpenAPI.
+WHY = {
     400: "The request is malformed (an output path that could escape its folder, log data that is not base64, "
-         "outputs not in the store with their size); nothing was changed.",
+         "outputs not in the store with their declared size); nothing was changed.",
     401: "No worker token, or one this control plane did not issue (API keys are not accepted here).",
     403: "The token's worker is given up on (dead, deleting, deleted: take the worker down), or the run or attempt "
          "is not this worker's, or (claim) the worker is not active.",
@@ -31,9 +25,12 @@ _SAID = {
 }
 
 
-def refusals(*codes: int) -> dict:
-    """The `responses=` of a route: each status it may refuse with, and what it means."""
-    return {code: {"model": Refusal, "description": _SAID[code]} for code in (401, 501, 503, *codes)}
+def refusals(*statuses: int) -> dict:
+    """The `responses=` of a worker route: every worker route may answer 401, 422, 501 and 503."""
+    return responses(401, 422, 501, 503, *statuses, why=WHY)
+
+
+router = APIRouter(tags=["worker"])
 
 
 def _keys(request: Request):
