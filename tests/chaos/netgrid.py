@@ -59,6 +59,8 @@ class NetGrid(ChaosGrid):
 def start_net_grid(workers: int) -> NetGrid:
     """Build the namespaces and start the grid in them. On any failure everything built so far is
     torn down before the error goes up."""
+    from rgrid_service.db.session import engine_for
+    from rgrid_service.fleet import records
     from rgrid_service.fleet.launch import worker_launch
     from rgrid_service.fleet.process import resolve
     from rgrid_service.localgrid import bootstrap, rayhead
@@ -94,8 +96,9 @@ def start_net_grid(workers: int) -> NetGrid:
                "RGRID_DATABASE_URL": state.database_url, "RGRID_S3_ENDPOINT": state.s3_endpoint,
                "RGRID_S3_ACCESS_KEY": keys[0], "RGRID_S3_SECRET_KEY": keys[1], "RGRID_S3_BUCKET": "rgrid",
                "RGRID_RAY_ADDRESS": state.ray_address, "RGRID_RAY_DASHBOARD_URL": state.dashboard_url,
-               "RGRID_WORK_ROOT": str(work_root(home)), "RGRID_MIN_WORKERS": "0", "RGRID_MAX_WORKERS": "0"}
-        for var in ("RGRID_LOCAL_GRID_HOME", "RGRID_FLEET", "RGRID_API_URL", "RGRID_API_KEY"):
+               "RGRID_WORK_ROOT": str(work_root(home)), "RGRID_MIN_WORKERS": "0", "RGRID_MAX_WORKERS": "0",
+               "RGRID_WORKER_API_URL": state.api_url}
+        for var in ("RGRID_LOCAL_GRID_HOME", "RGRID_FLEET", "RGRID_API_URL", "RGRID_API_KEY", "RGRID_SECRET_KEY"):
             env.pop(var, None)  # no fleet to manage: the workers are the suite's
         grid.service_env = env
         ray_env = rayhead.ray_process_env(env)
@@ -109,12 +112,15 @@ def start_net_grid(workers: int) -> NetGrid:
                              pid=state.pids["ray-head"])
 
         state.api_key = bootstrap.prepare_database(home, state.database_url)
-        settings = ServiceSettings(_env_file=None, **settings_from_env(env))
+        # The control plane's secret key: the API's and the orchestrator's environment only.
+        cp_env = {**env, "RGRID_SECRET_KEY": bootstrap.secret_key(home)}
+        settings = ServiceSettings(_env_file=None, **settings_from_env(cp_env))
         bootstrap.prepare_bucket(settings)
 
-        # The workers one at a time (a 2-core machine can miss Ray's registration window otherwise).
-        for n in range(1, workers + 1):
-            worker_id = f"w-{n}"
+        # The workers one at a time (a 2-core machine can miss Ray's registration window otherwise),
+        # each with its record first (a worker token is issued with its record).
+        ids = records.request_workers(engine_for(state.database_url), workers, "local", "local", "local", 2)
+        for n, worker_id in enumerate(ids, start=1):
             launch = worker_launch(worker_id, settings)
             log = logs / f"{worker_id}.log"
             state.pids[worker_id] = spawn([*topo.exec_in(topo.worker_ns(n)), resolve(launch.argv[0]), *launch.argv[1:]],
@@ -127,9 +133,9 @@ def start_net_grid(workers: int) -> NetGrid:
         # scenario reads what the cut-off worker asked after the heal, and what it was answered.
         state.pids["api"] = spawn(
             [*cp, sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
-             "--host", SERVICE_IP, "--port", str(api_port), "--log-level", "info"], logs / "api.log", env=env)
+             "--host", SERVICE_IP, "--port", str(api_port), "--log-level", "info"], logs / "api.log", env=cp_env)
         state.pids["orchestrator"] = spawn([*cp, sys.executable, "-m", "rgrid_service.orchestrator"],
-                                           logs / "orchestrator.log", env=ray_env)
+                                           logs / "orchestrator.log", env=rayhead.ray_process_env(cp_env))
         state.save()
         wait_for_port(api_port, 60, "The API", host=SERVICE_IP)
         return grid
