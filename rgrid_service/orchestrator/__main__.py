@@ -88,7 +88,10 @@ def orchestrate() -> None:
     scheduler.add_job(_safe(dispatcher.dispatch_if_changed), "interval",
                       seconds=min(settings.dispatch_poll_interval_seconds, settings.dispatch_interval_seconds),
                       max_instances=1, coalesce=True, id="dispatch")
-    watch = HearingWatch()
+    # The workers beat and renew through the worker API: while it does not answer, their silence
+    # is not theirs (HearingWatch).
+    api = settings.worker_api_url
+    watch = HearingWatch(api_health_url=f"{api.rstrip('/')}/v1/health" if api else None)
     scheduler.add_job(_safe(lambda: sweep_tick(settings, engine, watch)), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")
     add_observers(scheduler, settings, engine)
