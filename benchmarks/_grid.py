@@ -259,6 +259,11 @@ def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None 
             os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
         print(f"  grid: up in {time.monotonic() - started:.1f} s at {home} ({workers} worker node(s), "
               f"{workers * SLOTS_PER_WORKER} slots)", flush=True)
+        if ray_jobs:  # Ray's Jobs API client (the dashboard) authenticates with the grid's Ray token
+            from rgrid_service.localgrid.layout import ray_token_file
+            from rgrid_service.raynet import use_token
+
+            use_token(ray_token_file(home))
         grid = BenchGrid(home, state, timings, overrides)
         _wait_ready(grid, workers)
         yield grid

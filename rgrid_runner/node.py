@@ -7,16 +7,25 @@ start a worker as a local process group (the `process` fleet) and as a systemd u
 server's cloud-init (the `pulumi` fleet): see rgrid_service.fleet.launch. The agent runs in the
 background in this process group; this process then becomes the Ray node, so stopping the group
 stops the worker.
+
+The Ray cluster's token (RGRID_RAY_AUTH_TOKEN) is moved into a file of mode 0600 in a private folder
+under the work root and taken out of the environment: the Ray node and its worker processes read
+it from there (RAY_AUTH_TOKEN_PATH), the agent never gets it, and a sandbox sees neither.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
 
@@ -47,6 +56,44 @@ def ray_node_command(worker_id: str, head: str, slots: int, ip: str) -> list[str
             "--disable-usage-stats"]
 
 
+RAY_TOKEN_VAR = "RGRID_RAY_AUTH_TOKEN"
+# The environment variables that name or hold a Ray token: the agent gets none of them.
+RAY_TOKEN_VARS = (RAY_TOKEN_VAR, "RGRID_RAY_TOKEN_FILE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
+
+
+def token_to_file(env: dict[str, str]) -> Path:
+    """Move the Ray token out of `env` into `<work root>/.ray-token-XXXX/token` (folder 0700, file
+    0600), name that file in env's RGRID_RAY_TOKEN_FILE, and return the folder (removed on exit)."""
+    token = env.pop(RAY_TOKEN_VAR, "").strip()
+    if not token:
+        raise SystemExit(f"{RAY_TOKEN_VAR} is not set: this worker cannot join the Ray cluster, which runs with "
+                         "token authentication. The control plane puts the token into the worker's launch "
+                         "environment from its RGRID_RAY_TOKEN_FILE; set that there and start the worker again.")
+    from rgrid_service.raynet import write_token
+    from rgrid_service.settings import ServiceSettings
+
+    root = Path(env.get("RGRID_WORK_ROOT") or ServiceSettings.model_fields["work_root"].default)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".ray-token-", dir=root))
+    write_token(folder / "token", token)
+    env["RGRID_RAY_TOKEN_FILE"] = str(folder / "token")
+    return folder
+
+
+def remove_on_exit(folder: Path) -> None:
+    """Remove the token's folder when this process ends, by SIGTERM (a stopped worker) too."""
+    def remove() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def on_term(signum, _frame) -> None:
+        remove()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    atexit.register(remove)
+    signal.signal(signal.SIGTERM, on_term)
+
+
 START_TRIES = 3
 START_WINDOW = 90.0  # a Ray node that ends sooner than this after its start failed to start
 REJOIN_TRIES = 6  # failed starts in a row before a worker whose node once ran gives up
@@ -74,11 +121,14 @@ def main() -> None:
     worker_id = os.environ["RGRID_WORKER_ID"]
     head = os.environ["RGRID_RAY_ADDRESS"]
     slots = int(os.environ.get("RGRID_WORKER_SLOTS", "2"))
-    env = ray_process_env(dict(os.environ))
+    base = dict(os.environ)
+    remove_on_exit(token_to_file(base))
+    env = ray_process_env(base)
+    agent_env = {k: v for k, v in env.items() if k not in RAY_TOKEN_VARS}
     # The agent shares this process's output (the worker's log file, or the unit's journal). It
     # keeps beating while the Ray node re-joins a restarted head.
     subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
-                     env=env, stdin=subprocess.DEVNULL)
+                     env=agent_env, stdin=subprocess.DEVNULL)
     ip = node_ip(head)
     failures, joined = 0, False
     while True:

@@ -1,15 +1,27 @@
-"""Keep every Ray process of a loopback cluster on 127.0.0.1.
+"""Every Ray process we start: on 127.0.0.1 when the cluster is on loopback, and with Ray's token
+authentication on.
 
-Ray rewrites a node IP of 127.0.0.1 into "the remotely reachable address" (the machine's other
+Token: the cluster has one random token (the local grid's `<home>/local/ray-token`, the control
+plane's `/etc/rgrid/ray-token`), named by RGRID_RAY_TOKEN_FILE. Every head, worker node and
+driver runs with RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH pointing at such a file, so a process
+without it (a script that got out of its sandbox, anything on the network) cannot join the cluster,
+submit tasks or call the dashboard. The token travels only in files, never in an environment
+variable a Ray worker process (and so a runner) would carry.
+
+Loopback: Ray rewrites a node IP of 127.0.0.1 into "the remotely reachable address" (the machine's other
 interface). The local grid and the tests must never leave loopback, so processes we start pin the
 address resolution to loopback before Ray reads it. Production nodes pass their private-network IP
 and are untouched (the pin only applies when the requested address is loopback).
 """
 from __future__ import annotations
 
+import os
+import secrets
 import sys
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+TOKEN_FILE_VAR = "RGRID_RAY_TOKEN_FILE"
 
 
 def pin_loopback() -> None:
@@ -53,13 +65,50 @@ def main() -> None:
 
 
 
+def new_token() -> str:
+    """A cluster token as Ray makes one (`ray get-auth-token --generate`): 256 random bits, hex."""
+    return secrets.token_hex(32)
+
+
+def write_token(path: Path, token: str) -> None:
+    """The token into `path`, readable by its owner only from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    tmp.replace(path)
+
+
+def token_env(token_file: str | Path) -> dict[str, str]:
+    """What turns Ray's token authentication on for a process (Ray reads these at start)."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+
+
+def use_token(token_file: str | Path) -> None:
+    """Token authentication for this process's own driver (ray.init), even if Ray was imported
+    (and its configuration read) before: what Ray itself does when it turns token mode on."""
+    os.environ.update(token_env(token_file))
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 def ray_process_env(base: dict[str, str]) -> dict[str, str]:
-    """Environment for every Ray process we start: no usage stats, and no way off the machine.
+    """Environment for every Ray process we start: token authentication (the token file that
+    `base` names in RGRID_RAY_TOKEN_FILE), no usage stats, and no way off the machine.
 
     Ray's dashboard probes cloud metadata (169.254.169.254) over `requests` even with usage stats
     off; pointing HTTP(S) proxies at a closed loopback port makes such probes fail on 127.0.0.1.
     """
+    if not base.get(TOKEN_FILE_VAR):
+        raise ValueError(f"{TOKEN_FILE_VAR} is not set: every Ray process of the grid runs with Ray's token "
+                         "authentication, so name the file holding the cluster's token.")
     env = dict(base)
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.update(token_env(base[TOKEN_FILE_VAR]))
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     dead = "http://127.0.0.1:9"
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):

@@ -42,6 +42,9 @@ class ServiceSettings(BaseSettings):
 
     ray_address: str | None = None
     ray_dashboard_url: str | None = None
+    # The file holding the Ray cluster's token (token authentication is always on): the head's and
+    # the orchestrator's RAY_AUTH_TOKEN_PATH; workers get its content in their launch environment.
+    ray_token_file: str | None = None
     # Set by the local grid: where its state and logs are.
     local_grid_home: str | None = None
 

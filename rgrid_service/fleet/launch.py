@@ -21,6 +21,7 @@ WORKER_COMMAND = ("python3", "-m", "rgrid_runner.node")
 ENV_FILE = "/etc/rgrid/worker.env"
 UNIT_FILE = "/etc/systemd/system/rgrid-worker.service"
 INSTALL_DIR = "/opt/rgrid/venv"
+RAY_TOKEN_VAR = "RGRID_RAY_AUTH_TOKEN"
 
 # The settings a worker reads (agent, runner, sandbox); nothing that only the control plane needs.
 WORKER_SETTINGS = (
@@ -69,6 +70,8 @@ def worker_launch(worker_id: str, settings: ServiceSettings, slots: int = SLOTS_
             value = settings.worker_database_url  # the workers' own role, not the control plane's
         if value is not None:
             env[f"RGRID_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    if settings.ray_token_file:  # the Ray cluster's token: rgrid_runner.node moves it into a 0600 file
+        env[RAY_TOKEN_VAR] = Path(settings.ray_token_file).read_text().strip()
     return WorkerLaunch(WORKER_COMMAND, env)
 
 

@@ -15,7 +15,8 @@ from ..db.models import Worker
 from ..db.session import engine_for, upgrade_schema, write_tx
 from ..settings import ServiceSettings
 from ..storage import ObjectStore
-from .layout import local_dir
+from ..raynet import new_token, write_token
+from .layout import local_dir, ray_token_file
 
 
 def s3_keys(home: Path) -> tuple[str, str]:
@@ -42,6 +43,14 @@ def secret_key(home: Path) -> str:
     path.write_text(key)
     path.chmod(0o600)
     return key
+
+
+def ray_token(home: Path) -> Path:
+    """The grid's Ray token file, made once per home (mode 0600); returns its path."""
+    path = ray_token_file(home)
+    if not path.exists():
+        write_token(path, new_token())
+    return path
 
 
 def prepare_database(home: Path, database_url: str) -> str:

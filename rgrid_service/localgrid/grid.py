@@ -18,7 +18,7 @@ from rgrid_core.states import WorkerState
 from ..secrets import SECRET_KEY_ENV
 from ..settings import ServiceSettings
 from . import bootstrap, cloud
-from .layout import logs_dir, local_dir, work_root
+from .layout import logs_dir, local_dir, ray_token_file, work_root
 from .procs import free_ports, spawn, stop_groups, wait_for_port
 from .rayhead import start_head
 from .seaweed import start_seaweed
@@ -37,6 +37,7 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
         RGRID_S3_BUCKET="rgrid",
         RGRID_RAY_ADDRESS=state.ray_address,
         RGRID_RAY_DASHBOARD_URL=state.dashboard_url,
+        RGRID_RAY_TOKEN_FILE=str(ray_token_file(Path(state.home))),
         RGRID_LOCAL_GRID_HOME=state.home,
         RGRID_FLEET=state.fleet,
         RGRID_WORK_ROOT=str(work_root(Path(state.home))),
@@ -76,6 +77,7 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
         stop_groups(list(old.pids.values()), grace=5)
     logs_dir(home).mkdir(parents=True, exist_ok=True)
     keys = bootstrap.s3_keys(home)
+    bootstrap.ray_token(home)
     api_port, ray_port, dash_port = free_ports(3)
     state = GridState(
         home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",

@@ -36,6 +36,11 @@ def ray_temp_dir(home: Path) -> Path:
     return path
 
 
+def ray_token_file(home: Path) -> Path:
+    """The grid's Ray token (made once, mode 0600): every Ray process of the grid authenticates with it."""
+    return local_dir(home) / "ray-token"
+
+
 def work_root(home: Path) -> Path:
     """Where runners stage /work. The sandbox runs as an unprivileged uid that must be able to reach
     it, so it lives under the system temp dir rather than inside a possibly private home."""

@@ -16,11 +16,16 @@ import logging
 log = logging.getLogger("rgrid.orchestrator")
 
 
-def connect_ray(address: str) -> None:
+def connect_ray(address: str, token_file: str | None) -> None:
+    """Join the Ray cluster at `address` as a driver, authenticated with the cluster's token file."""
+    if not token_file:
+        raise ValueError("RGRID_RAY_TOKEN_FILE is not set: the Ray cluster runs with token authentication, "
+                         "so name the file holding its token.")
     import ray
 
-    from ..raynet import pin_loopback
+    from ..raynet import pin_loopback, use_token
 
+    use_token(token_file)
     kwargs = {}
     if address.startswith(("127.", "localhost")):
         pin_loopback()

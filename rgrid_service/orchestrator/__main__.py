@@ -81,7 +81,11 @@ def orchestrate() -> None:
     if not settings.ray_address:
         log.error("RGRID_RAY_ADDRESS is not set: the orchestrator needs the Ray head's address.")
         sys.exit(CONFIG_ERROR)
-    retrying(lambda: connect_ray(settings.ray_address), seconds=120, first_wait=0.5, max_wait=1, log=log)
+    if not settings.ray_token_file:
+        log.error("RGRID_RAY_TOKEN_FILE is not set: the orchestrator needs the file holding the Ray cluster's token.")
+        sys.exit(CONFIG_ERROR)
+    retrying(lambda: connect_ray(settings.ray_address, settings.ray_token_file), seconds=120, first_wait=0.5,
+             max_wait=1, log=log)
     engine = engine_for(settings.database_url)
     dispatcher = Dispatcher(settings, engine)
     scheduler = BlockingScheduler()

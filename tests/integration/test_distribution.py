@@ -66,9 +66,10 @@ def test_hundred_jobs_all_complete_once_within_slot_limits(grid):
 def ray_driver(grid):
     import ray
 
+    from rgrid_service.localgrid.layout import ray_token_file
     from rgrid_service.orchestrator import connect_ray
 
-    connect_ray(grid.state.ray_address)
+    connect_ray(grid.state.ray_address, str(ray_token_file(grid.home)))
     yield ray
     ray.shutdown()
 

@@ -48,9 +48,10 @@ def test_workers_show_slots_in_use_and_ray_nodes(views_grid: Grid):
     workers = wait_until(both_with_nodes, 60, "both workers active with a Ray node recorded", step=1)
     import ray  # the grid's Ray: the recorded ids are the nodes that carry the workers' labels
 
+    from rgrid_service.localgrid.layout import ray_token_file
     from rgrid_service.orchestrator import connect_ray
 
-    connect_ray(grid.state.ray_address)
+    connect_ray(grid.state.ray_address, str(ray_token_file(grid.home)))
     try:
         labelled = {n["Labels"].get("rgrid-worker"): n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:

@@ -27,6 +27,13 @@ def test_cloud_init_starts_the_same_command_with_the_same_environment():
     assert "RGRID_LOCAL_GRID_HOME" not in launch.env and "RGRID_MAX_WORKERS" not in launch.env
 
 
+def test_a_worker_gets_the_ray_token_in_its_launch_environment(tmp_path):
+    (tmp_path / "ray-token").write_text("abc123\n")
+    settings = SETTINGS.model_copy(update={"ray_token_file": str(tmp_path / "ray-token")})
+    assert worker_launch("w-1", settings).env["RGRID_RAY_AUTH_TOKEN"] == "abc123"
+    assert "RGRID_RAY_TOKEN_FILE" not in worker_launch("w-1", settings).env
+
+
 def test_user_data_depends_on_the_worker_alone_and_is_deterministic():
     one, again, other = (render_cloud_init(worker_launch(w, SETTINGS)) for w in ("w-1", "w-1", "w-2"))
     assert one == again
