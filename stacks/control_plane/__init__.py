@@ -11,7 +11,7 @@ The orchestrator on that server runs the worker_pool stack; what that stack need
 (network, firewall, head address, …) reaches it through the environment file cloud-init writes,
 and the same values are this stack's outputs: ORCHESTRATOR_SETTINGS maps one onto the other.
 Every secret (the Hetzner token, the database password, the S3 keys, the workers' join token,
-the first API key, the control plane's secret key) comes from `--secret` config and stays a secret
+the first API key, the control plane's secret key, the Ray cluster's token) comes from `--secret` config and stays a secret
 Output; the server's user_data, which holds them, is one too. Workers get none of the token, the
 API key, the secret key or the database password from here: their user_data is the orchestrator's,
 and their database role (`rgrid_worker`, whose password is the join token) is not the control
@@ -28,7 +28,7 @@ import pulumi_hcloud as hcloud
 
 from stacks.worker_pool import ROLE_LABEL, PoolConfig, worker_firewall_rules
 
-from .cloud_init import ControlPlaneInit, check_secret, render
+from .cloud_init import RAY_TOKEN, ControlPlaneInit, check_secret, render
 
 POOL = PoolConfig(token="")  # the worker_pool stack's addressing: this stack makes what it expects
 PRIVATE_IP = "10.10.0.2"  # the control plane's address; workers start at 10.10.1.2 (private_ip())
@@ -66,6 +66,7 @@ class Secrets:
     worker_join_token: pulumi.Output
     api_key: pulumi.Output
     secret_key: pulumi.Output  # RGRID_SECRET_KEY: the API's and the orchestrator's only
+    ray_token: pulumi.Output  # Ray's token authentication: the head, the orchestrator and every worker node
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class ControlPlaneConfig:
             worker_join_token=cfg.require_secret("workerJoinToken"),
             api_key=cfg.require_secret("apiKey"),
             secret_key=cfg.require_secret("secretKey"),
+            ray_token=cfg.require_secret("rayToken"),
         )
         d = cls.__dataclass_fields__
         return cls(
@@ -170,6 +172,7 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         # Workers reach the API through nginx on the private address, and the store directly.
         "RGRID_WORKER_API_URL": f"http://{PRIVATE_IP}:{config.api_port}",
         "RGRID_S3_WORKER_ENDPOINT": f"{PRIVATE_IP}:{config.s3_port}",
+        "RGRID_RAY_TOKEN_FILE": RAY_TOKEN,
         "RGRID_FLEET": "pulumi",
         "RGRID_WORKER_PACKAGE": f"rgrid[service] @ git+{config.repository}@{config.ref}",
         "RGRID_HCLOUD_TOKEN": token,
@@ -204,10 +207,10 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
     s = config.secrets
 
     def build(args) -> str:
-        device, net, fw, token, db_pw, join, s3_key, s3_secret, api_key, secret_key = args
+        device, net, fw, token, db_pw, join, s3_key, s3_secret, api_key, secret_key, ray_token = args
         for name, value in (("hcloud:token", token), ("databasePassword", db_pw), ("workerJoinToken", join),
                             ("s3AccessKey", s3_key), ("s3SecretKey", s3_secret), ("apiKey", api_key),
-                            ("secretKey", secret_key)):
+                            ("secretKey", secret_key), ("rayToken", ray_token)):
             check_secret(name, value)
         return render(ControlPlaneInit(
             service_env=orchestrator_env(config, net, fw, token, db_pw, join, s3_key, s3_secret),
@@ -223,11 +226,12 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
                 "RGRID_GO_VERSION": GO_VERSION,
             },
             secret_env={"RGRID_SECRET_KEY": secret_key},
-            s3_access_key=s3_key, s3_secret_key=s3_secret))
+            s3_access_key=s3_key, s3_secret_key=s3_secret, ray_token=ray_token))
 
     return pulumi.Output.secret(pulumi.Output.all(
         volume_device, network_id, worker_firewall_id, s.hcloud_token, s.database_password,
-        s.worker_join_token, s.s3_access_key, s.s3_secret_key, s.api_key, s.secret_key).apply(build))
+        s.worker_join_token, s.s3_access_key, s.s3_secret_key, s.api_key, s.secret_key,
+        s.ray_token).apply(build))
 
 
 def control_plane(config: ControlPlaneConfig) -> None:

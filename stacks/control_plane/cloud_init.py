@@ -1,4 +1,4 @@
-"""The control-plane server's user_data: cloud-init/control_plane.yaml with its four files filled in.
+"""The control-plane server's user_data: cloud-init/control_plane.yaml with its five files filled in.
 
 Pure: the same values render the same bytes. The values hold secrets, so the stack wraps the
 result in a secret Output; nothing here logs or prints them.
@@ -19,6 +19,7 @@ SERVICE_ENV = "/etc/rgrid/control-plane.env"
 SETUP_ENV = "/etc/rgrid/setup.env"
 SECRET_ENV = "/etc/rgrid/control-plane-secret.env"  # read by the API's and the orchestrator's units only
 S3_IDENTITIES = "/etc/rgrid/s3-identities.json"
+RAY_TOKEN = "/etc/rgrid/ray-token"  # the Ray cluster's token (RAY_AUTH_TOKEN_PATH of the head and the orchestrator)
 # Secrets go into SQL and environment files unquoted: only URL-safe characters (what
 # scripts/control-plane-init.sh generates), and long enough to be worth the name.
 _SECRET = re.compile(r"[A-Za-z0-9_-]{16,}")
@@ -31,6 +32,7 @@ class ControlPlaneInit:
     secret_env: dict[str, str] = field(repr=False, default_factory=dict)  # RGRID_SECRET_KEY
     s3_access_key: str = field(repr=False, default="")
     s3_secret_key: str = field(repr=False, default="")
+    ray_token: str = field(repr=False, default="")
 
 
 def check_secret(name: str, value: str) -> str:
@@ -47,6 +49,7 @@ def render(init: ControlPlaneInit) -> str:
     files[SETUP_ENV]["content"] = env_file(init.setup_env)
     files[SECRET_ENV]["content"] = env_file(init.secret_env)
     files[S3_IDENTITIES]["content"] = s3_identities(init.s3_access_key, init.s3_secret_key)
+    files[RAY_TOKEN]["content"] = init.ray_token
     return dump_cloud_config(doc)
 
 

@@ -28,7 +28,8 @@ def plain(value):
 
 SECRETS = {"token": "h" * 64, "db": "dbpass-0123456789abcdef", "s3_key": "s3key-0123456789abcdef",
            "s3_secret": "s3secret-0123456789abcdef", "join": "join-0123456789abcdef",
-           "api_key": "rg_apikey-0123456789abcdef", "secret_key": "secretkey-0123456789abcdef0123456789"}
+           "api_key": "rg_apikey-0123456789abcdef", "secret_key": "secretkey-0123456789abcdef0123456789",
+           "ray": "raytoken-0123456789abcdef"}
 IDS = {"hcloud:index/network:Network": "11", "hcloud:index/firewall:Firewall": None,
        "hcloud:index/volume:Volume": "33", "hcloud:index/server:Server": "44"}
 
@@ -54,7 +55,7 @@ class Mocks(pulumi.runtime.Mocks):
 
 def config(**overrides) -> ControlPlaneConfig:
     secrets = Secrets(*(pulumi.Output.secret(SECRETS[k]) for k in ("token", "db", "s3_key", "s3_secret", "join",
-                                                                    "api_key", "secret_key")))
+                                                                    "api_key", "secret_key", "ray")))
     return ControlPlaneConfig(secrets=secrets, repository="https://git.example.org/rgrid.git", **overrides)
 
 
@@ -196,6 +197,22 @@ def test_secrets_are_secret_outputs_and_user_data_is_secret():
     assert SECRETS["db"] not in env["RGRID_WORKER_DATABASE_URL"]
 
 
+def test_ray_runs_with_token_authentication():
+    """The head and the orchestrator run in Ray's token mode with the token file cloud-init writes
+    (owned by the services' user). (A worker gets the token in its launch environment: see
+    test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_without_its_secrets.)"""
+    from stacks.control_plane.cloud_init import RAY_TOKEN
+
+    created, _ = run(config())
+    files = files_of(plain(created["control-plane"].inputs["userData"]))
+    assert files[RAY_TOKEN] == SECRETS["ray"]
+    assert _env(files[SERVICE_ENV])["RGRID_RAY_TOKEN_FILE"] == RAY_TOKEN
+    for unit in ("rgrid-ray-head", "rgrid-orchestrator"):
+        text = files[f"/etc/systemd/system/{unit}.service"]
+        assert f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={RAY_TOKEN}" in text, unit
+    assert f"chown rgrid:rgrid {RAY_TOKEN}" in files["/usr/local/sbin/rgrid-control-plane-setup"]
+
+
 def test_a_weak_secret_is_refused_with_a_sentence():
     # The program checks every secret this way before rendering user_data (an apply, so a weak one
     # fails the update with this sentence).
@@ -257,6 +274,8 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     created, _ = run(config())
     files = files_of(plain(created["control-plane"].inputs["userData"]))
     env = {**_env(files[SERVICE_ENV]), **_env(files[SECRET_ENV])}  # as the orchestrator's unit reads them
+    (tmp_path / "ray-token").write_text(files[env["RGRID_RAY_TOKEN_FILE"]])  # where cloud-init writes it
+    env["RGRID_RAY_TOKEN_FILE"] = str(tmp_path / "ray-token")
     settings = ServiceSettings(_env_file=None, **{k[len("RGRID_"):].lower(): v for k, v in env.items()})
     assert (settings.fleet, settings.hcloud_network_id, settings.hcloud_firewall_id) == ("pulumi", 11, 22)
     fleet = PulumiFleet(settings, Engine(tmp_path, tmp_path), settings.hcloud_token, settings.hcloud_endpoint)
@@ -289,6 +308,7 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     launch = _env(files_of(worker_data)["/etc/rgrid/worker.env"])
     assert keys_for(settings).token_worker(launch["RGRID_WORKER_TOKEN"]) == "w-1"
     assert launch["RGRID_API_URL"] == f"http://{PRIVATE_IP}:8000"
+    assert launch["RGRID_RAY_AUTH_TOKEN"] == SECRETS["ray"]  # to join the Ray cluster
 
 
 def test_the_secret_key_is_read_by_the_api_and_the_orchestrator_only():
