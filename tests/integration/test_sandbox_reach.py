@@ -6,7 +6,6 @@ inside means the sandbox, not a closed port."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 from pathlib import Path
@@ -83,11 +82,13 @@ def probe(grid, tmp_path_factory):
         "api": [host_port(grid.state.api_url)],
         "s3": [host_port(grid.state.s3_endpoint)],
     }
-    token_files = [str(ray_token_file(grid.home)), *map(str, sorted(work_root(grid.home).glob(".ray-token-*/token")))]
+    # The grid's token file and each worker's, with what they hold (read from outside, now).
+    token_files = {str(p): p.read_text().strip()
+                   for p in (ray_token_file(grid.home), *sorted(work_root(grid.home).glob(".ray-token-*/token")))}
     secrets = worker_secrets(grid)
     wd = tmp_path_factory.mktemp("probe")
     (wd / "probe.py").write_text(PROBE)
-    r = grid.rgrid("run", "probe.py", json.dumps(targets), json.dumps(token_files), cwd=wd)
+    r = grid.rgrid("run", "probe.py", json.dumps(targets), json.dumps(list(token_files)), cwd=wd)
     assert r.returncode == 0, r.stderr.decode()
     line = next(x for x in r.stdout.decode().splitlines() if x.startswith("PROBE "))
     with grid.api() as api:
@@ -121,6 +122,6 @@ def test_a_sandboxed_script_finds_no_token(probe):
     assert not leaked, leaked
     assert "1/environ" in probe["seen"]["proc"] and not any("RAY_AUTH" in k for k in probe["seen"]["env"])
     assert len(probe["token_files"]) >= 4  # the grid's and one per worker, all readable from outside
-    for path in probe["token_files"]:
-        assert Path(path).read_text().strip() == secrets["grid's ray token"]
+    for path, content in probe["token_files"].items():
+        assert content == secrets["grid's ray token"]
         assert not probe["seen"]["files"][path].startswith("read: "), probe["seen"]["files"][path]
