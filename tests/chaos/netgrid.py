@@ -97,7 +97,8 @@ def start_net_grid(workers: int) -> NetGrid:
                "RGRID_S3_ACCESS_KEY": keys[0], "RGRID_S3_SECRET_KEY": keys[1], "RGRID_S3_BUCKET": "rgrid",
                "RGRID_RAY_ADDRESS": state.ray_address, "RGRID_RAY_DASHBOARD_URL": state.dashboard_url,
                "RGRID_WORK_ROOT": str(work_root(home)), "RGRID_MIN_WORKERS": "0", "RGRID_MAX_WORKERS": "0",
-               "RGRID_WORKER_API_URL": state.api_url}
+               "RGRID_WORKER_API_URL": state.api_url,
+               "RGRID_RAY_TOKEN_FILE": str(bootstrap.ray_token(home))}  # Ray's token authentication
         for var in ("RGRID_LOCAL_GRID_HOME", "RGRID_FLEET", "RGRID_API_URL", "RGRID_API_KEY", "RGRID_SECRET_KEY"):
             env.pop(var, None)  # no fleet to manage: the workers are the suite's
         grid.service_env = env
