@@ -55,7 +55,7 @@ def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) 
             # the next submission uploads it again.
             damaged = e.key
             if damaged.startswith("blobs/"):
-                _db_retrying(settings, lambda: lifecycle.forget_blob(engine, damaged))
+                _db_retrying(settings, lambda: lifecycle.forget_blob(engine, damaged, store=store))
             _finish(engine, settings, lease, ExecutionStatus.FAILED, None,
                     f"An input file's stored copy is damaged ({e}); run it again and it will be uploaded anew.", [])
             return "staging-failed"

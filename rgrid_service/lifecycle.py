@@ -6,6 +6,7 @@ back can no longer touch the execution (zero rows updated means "you are fenced 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,8 @@ from .db.clock import utcago, utcnow
 from .db.session import write_tx
 from .db.models import Execution, ExecutionAttempt, ExecutionOutput, LogChunk
 from rgrid_core.states import ExecutionStatus, WorkerState, sources_of
+
+log = logging.getLogger("rgrid.lifecycle")
 
 
 # Worker states the control plane has given up on: such a worker's agent takes it down.
@@ -245,16 +248,25 @@ def remember_blobs(conn: Connection, tenant_id: str, specs: list[dict]) -> None:
     conn.execute(upsert(Blob).on_conflict_do_nothing(), list(rows.values()))
 
 
-def forget_blob(engine: Engine, object_key: str, tenant_id: str | None = None) -> int:
+def forget_blob(engine: Engine, object_key: str, tenant_id: str | None = None, store=None) -> int:
     """A kept input turned out damaged (its sha256 did not match): forget it, so the next
     execution that needs it is asked to upload it again instead of failing the same way.
-    `tenant_id` (the worker API): only that tenant's record of it."""
+    `tenant_id` (the worker API): only that tenant's record of it. `store` given: its object
+    goes too once no row names it (else it would stay, counted by no quota and seen by no
+    retention); one that fails to go is an orphan retention's sweep removes later."""
     from .db.models import Blob
     from sqlalchemy import delete
 
     only = (Blob.tenant_id == tenant_id,) if tenant_id is not None else ()
     with write_tx(engine) as conn:
-        return conn.execute(delete(Blob).where(Blob.object_key == object_key, *only)).rowcount
+        forgotten = conn.execute(delete(Blob).where(Blob.object_key == object_key, *only)).rowcount
+        named = conn.execute(select(Blob.sha256).where(Blob.object_key == object_key).limit(1)).first()
+    if forgotten and store is not None and named is None:
+        try:
+            store.client.remove_object(store.bucket, object_key)
+        except Exception as e:  # noqa: BLE001 - the row is gone; retention's orphan sweep finishes it
+            log.warning("could not delete the damaged object %s (%s); retention will", object_key, e)
+    return forgotten
 
 
 def cancel(engine: Engine, execution_id: str, reason: str = "canceled by the user") -> bool:

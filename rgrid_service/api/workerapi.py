@@ -211,12 +211,13 @@ def _named_input(run, execution_id: str, name: str) -> dict:
     return spec
 
 
-def damaged_input(engine: Engine, worker: TokenWorker, execution_id: str, attempt: int, name: str) -> dict:
-    """The stored copy of one of this run's inputs failed its sha256: that tenant forgets it (so its
-    next run uploads it again). No other tenant's record is touched."""
+def damaged_input(engine: Engine, worker: TokenWorker, execution_id: str, attempt: int, name: str,
+                  store: ObjectStore | None = None) -> dict:
+    """The stored copy of one of this run's inputs failed its sha256: that tenant forgets it and its
+    object (so its next run uploads it again). No other tenant's record is touched."""
     run = _held(engine, worker, execution_id, attempt)
     key = _input_key(execution_id, _named_input(run, execution_id, name))
-    forgotten = lifecycle.forget_blob(engine, key, tenant_id=run.tenant_id) if key.startswith("blobs/") else 0
+    forgotten = lifecycle.forget_blob(engine, key, tenant_id=run.tenant_id, store=store) if key.startswith("blobs/") else 0
     log.warning("worker %s found input %r of %s damaged; forgot %d kept copy", worker.id, name, execution_id, forgotten)
     return {"forgotten": forgotten > 0}
 

@@ -2,12 +2,17 @@
 ago and kept inputs nobody used for as long (the rule: policies.retention), a batch per pass.
 
 A run's files are deleted first and marked expired after (files_expired_at), so a pass that fails
-half-way is simply done again. A blob's row is deleted first, conditionally (still unused since
+half-way is simply done again; a run whose files the store refuses is logged and left for the next
+pass, the others go on. A blob's row is deleted first, conditionally (still unused since
 the snapshot), and its object after: a create that reuses it at the same moment either marks it
-used first (and it stays) or finds it gone and says so (api.service.still_kept).
+used first (and it stays) or finds it gone and says so (api.service.still_kept). An object left
+without its row (a crash between the two deletes, a damaged input forgotten whose object could not
+be deleted, a submit that lost its race after copying) is found by a sweep of blobs/ (a window per
+pass) and deleted once older than the retention time.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import datetime, timedelta
 
@@ -44,10 +49,17 @@ def expire_runs(engine: Engine, store: ObjectStore, retention: timedelta, batch:
         ).all()
     done = expired_runs(now, retention, [EndedRun(r.id, r.finished_at) for r in rows])
     inputs = {r.id: r.inputs or [] for r in rows}
+    failed = []
     for execution_id in done:
-        abort_uploads(store, inputs[execution_id])
-        store.delete_prefix(f"executions/{execution_id}/")
-        store.delete_prefix(staging_prefix(execution_id))
+        try:
+            abort_uploads(store, inputs[execution_id])
+            store.delete_prefix(f"executions/{execution_id}/")
+            store.delete_prefix(staging_prefix(execution_id))
+        except Exception as e:  # noqa: BLE001 - one run the store refuses must not stall every pass
+            log.warning("retention: could not delete the files of %s (%s); the next pass tries again",
+                        execution_id, e)
+            failed.append(execution_id)
+    done = [e for e in done if e not in failed]
     if done:
         with write_tx(engine) as conn:
             conn.execute(update(Execution).where(Execution.id.in_(done), Execution.files_expired_at.is_(None))
@@ -64,9 +76,10 @@ def abort_uploads(store: ObjectStore, inputs: list[dict]) -> None:
         if spec.get("upload_id"):
             try:
                 store.client._abort_multipart_upload(store.bucket, spec["object_key"], spec["upload_id"])
-            except S3Error as e:
+            except S3Error as e:  # one upload the store refuses to abort must not stall the pass
                 if e.code != "NoSuchUpload":
-                    raise
+                    log.warning("retention: could not abort the upload of %s (%s); its parts stay",
+                                spec["object_key"], e)
 
 
 def expire_blobs(engine: Engine, store: ObjectStore, retention: timedelta, batch: int) -> list[str]:
@@ -95,6 +108,36 @@ def expire_blobs(engine: Engine, store: ObjectStore, retention: timedelta, batch
     return gone
 
 
+_orphan_cursor: dict[str, str | None] = {"after": None}
+
+
+def expire_orphans(engine: Engine, store: ObjectStore, grace: timedelta, batch: int) -> list[str]:
+    """Delete objects under blobs/ that no row names and that are older than `grace` (a submit
+    copies an input there just before its row commits): left by a crash between a row's delete
+    and its object's, a failed delete, or a submit that lost its race. A window of `batch`
+    objects per pass, resumed where the last pass stopped; their keys."""
+    listed = list(itertools.islice(store.client.list_objects(
+        store.bucket, prefix="blobs/", recursive=True, start_after=_orphan_cursor["after"]), batch))
+    _orphan_cursor["after"] = listed[-1].object_name if len(listed) == batch else None
+    if not listed:
+        return []
+    with engine.connect() as conn:
+        now = lifecycle.db_now(conn)
+        named = set(conn.execute(select(Blob.object_key).where(
+            Blob.object_key.in_([o.object_name for o in listed]))).scalars())
+    cutoff = _naive(now) - grace
+    gone = []
+    for obj in listed:
+        if obj.object_name in named or obj.last_modified is None or _naive(obj.last_modified) > cutoff:
+            continue
+        try:
+            store.client.remove_object(store.bucket, obj.object_name)
+            gone.append(obj.object_name)
+        except Exception as e:  # noqa: BLE001 - the next round tries again
+            log.warning("retention: could not delete the orphaned object %s (%s)", obj.object_name, e)
+    return gone
+
+
 def _naive(value) -> datetime:
     if isinstance(value, str):  # SQLite returns coalesce() of times as text
         value = datetime.fromisoformat(value)
@@ -106,6 +149,8 @@ def retention_tick(settings: ServiceSettings, engine: Engine, store: ObjectStore
     store = store or ObjectStore.shared(settings)
     runs = expire_runs(engine, store, settings.retention, settings.retention_batch)
     blobs = expire_blobs(engine, store, settings.retention, settings.retention_batch)
-    if runs or blobs:
-        log.info("retention: deleted the files of %d ended run(s) and %d unused input(s)", len(runs), len(blobs))
+    orphans = expire_orphans(engine, store, settings.retention, settings.retention_batch)
+    if runs or blobs or orphans:
+        log.info("retention: deleted the files of %d ended run(s), %d unused input(s) and %d object(s) no "
+                 "record named", len(runs), len(blobs), len(orphans))
     return len(runs), len(blobs)

@@ -12,7 +12,9 @@ from rgrid_core.states import ExecutionStatus as S
 from rgrid_service import auth
 from rgrid_service.db.clock import utcago
 from rgrid_service.db.models import Blob, Execution
-from rgrid_service.orchestrator.retention import expire_blobs, expire_runs, retention_tick
+from rgrid_service import lifecycle
+from rgrid_service.orchestrator import retention
+from rgrid_service.orchestrator.retention import expire_blobs, expire_orphans, expire_runs, retention_tick
 from rgrid_service.settings import ServiceSettings
 from tests.db.test_db_auth_api import bearer, is_sentence
 
@@ -22,15 +24,25 @@ class RecordingStore:
 
     bucket = "rgrid"
 
-    def __init__(self):
+    def __init__(self, objects: dict[str, float] | None = None):
         self.prefixes, self.keys, self.aborted = [], [], []
+        self.objects = objects or {}  # key -> seconds since it was written (what a listing shows)
         self.client = self
+
+    def list_objects(self, bucket: str, prefix: str, recursive: bool, start_after: str | None = None):
+        from datetime import datetime, timezone
+        from types import SimpleNamespace
+
+        for key in sorted(self.objects):
+            if key.startswith(prefix) and (start_after is None or key > start_after):
+                yield SimpleNamespace(object_name=key, last_modified=datetime.now(timezone.utc) - timedelta(seconds=self.objects[key]))
 
     def delete_prefix(self, prefix: str) -> None:
         self.prefixes.append(prefix)
 
     def remove_object(self, bucket: str, key: str) -> None:
         self.keys.append(key)
+        self.objects.pop(key, None)
 
     def _abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self.aborted.append((key, upload_id))
@@ -117,3 +129,51 @@ def test_outputs_of_an_expired_run_answer_410_with_a_sentence(api, engine, make_
     assert detail == (f"The files of {ex} were deleted on {day:%Y-%m-%d} after 7 days of retention; "
                       "run it again to get them.")
     assert is_sentence(detail)
+
+
+def test_a_damaged_input_forgotten_loses_its_object_too(engine, make_execution):
+    make_execution(S.SUCCEEDED)  # the tenants
+    make_execution(S.SUCCEEDED, tenant_id="tenant-b")
+    key = blob(engine, "tenant-a", "5" * 64, used_ago=None)
+    other = blob(engine, "tenant-b", "5" * 64, used_ago=None)
+    store = RecordingStore({key: 1, other: 1})
+    assert lifecycle.forget_blob(engine, key, tenant_id="tenant-a", store=store) == 1
+    assert store.keys == [key] and list(store.objects) == [other]
+    # Nothing forgotten (already gone): the store is not asked.
+    assert lifecycle.forget_blob(engine, key, tenant_id="tenant-a", store=store) == 0
+    assert store.keys == [key]
+
+
+def test_objects_under_blobs_that_no_row_names_are_swept_a_window_per_pass(engine, make_execution, monkeypatch):
+    make_execution(S.SUCCEEDED)  # the tenant
+    monkeypatch.setitem(retention._orphan_cursor, "after", None)
+    kept = blob(engine, "tenant-a", "6" * 64, used_ago=None)
+    orphans = [f"blobs/tenant-a/{c * 64}" for c in "789"]
+    young = "blobs/tenant-a/" + "a" * 64  # a submit's copy whose row is about to commit
+    store = RecordingStore({kept: 600, **{k: 600 for k in orphans}, young: 1, "executions/x/outputs/a1/o": 600})
+    assert expire_orphans(engine, store, timedelta(seconds=60), 2) == orphans[:1]  # window: kept, orphan 7
+    assert expire_orphans(engine, store, timedelta(seconds=60), 2) == orphans[1:]  # then 8, 9
+    assert expire_orphans(engine, store, timedelta(seconds=60), 2) == []  # a and the end: round again
+    assert sorted(store.objects) == sorted([kept, young, "executions/x/outputs/a1/o"])
+
+
+def test_a_run_whose_files_the_store_refuses_does_not_stall_the_others(engine, make_execution):
+    from minio.error import S3Error
+
+    stuck = make_execution(S.CANCELED, finished_at=utcago(300), inputs=[
+        {"name": "big", "upload": True, "object_key": "uploads/s/big", "upload_id": "u-9", "parts": [5]}])
+    refused = make_execution(S.CANCELED, finished_at=utcago(250))
+    fine = make_execution(S.SUCCEEDED, finished_at=utcago(200))
+
+    class RefusingStore(RecordingStore):
+        def _abort_multipart_upload(self, bucket, key, upload_id):
+            raise S3Error(None, "AccessDenied", "denied", key, "r", "h")
+
+        def delete_prefix(self, prefix):
+            if refused in prefix:
+                raise S3Error(None, "InternalError", "down", prefix, "r", "h")
+            super().delete_prefix(prefix)
+
+    assert expire_runs(engine, RefusingStore(), timedelta(seconds=60), 100) == [stuck, fine]
+    # The refused run is tried again by the next pass, and goes once the store takes it.
+    assert expire_runs(engine, RecordingStore(), timedelta(seconds=60), 100) == [refused]

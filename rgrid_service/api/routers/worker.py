@@ -70,9 +70,11 @@ def input_url(id: str, attempt: int, name: str, worker: WorkerDep, engine: Engin
 
 
 @router.post(wire.DAMAGED_INPUT, responses=refusals(403, 404, 409))
-def damaged_input(id: str, attempt: int, name: str, worker: WorkerDep, engine: EngineDep) -> dict[str, bool]:
-    """The input's stored copy failed its checksum: its tenant forgets it, so the next run uploads it anew."""
-    return workerapi.damaged_input(engine, worker, id, attempt, name)
+def damaged_input(id: str, attempt: int, name: str, worker: WorkerDep, engine: EngineDep,
+                  store: StoreDep) -> dict[str, bool]:
+    """The input's stored copy failed its checksum: its tenant forgets it and its object, so the next
+    run uploads it anew."""
+    return workerapi.damaged_input(engine, worker, id, attempt, name, store)
 
 
 @router.post(wire.OUTPUT_URLS, response_model=wire.OutputUrlsResponse, responses=refusals(400, 403, 404, 409))
