@@ -150,15 +150,16 @@ def quota_before_multipart(engine: Engine, settings: ServiceSettings, tenant_id:
                            bodies: list[schemas.CreateExecution], kept: dict[tuple, str]) -> None:
     """When an input goes up by multipart (the store starts an upload for it at create), check the
     quota first, so a refused create starts none. The check in create's transaction still rules."""
-    new = {i.sha256: i.size for b in bodies for i in b.inputs if (i.sha256, i.size, i.md5) not in kept}
-    if any(size > settings.multipart_threshold_bytes for size in new.values()):
+    new = [i.size for b in bodies for i in b.inputs if (i.sha256, i.size, i.md5) not in kept]
+    if any(size > settings.multipart_threshold_bytes for size in new):
         with engine.connect() as conn:
-            quotas.check(conn, settings, tenant_id, len(bodies), sum(new.values()))
+            quotas.check(conn, settings, tenant_id, len(bodies), sum(new))
 
 
 def upload_bytes(rows: list[dict]) -> int:
-    """Bytes the new rows ask to upload (each content once): what they add to the stored bytes."""
-    return sum({s["sha256"]: s["size"] for row in rows for s in row["inputs"] if s.get("upload")}.values())
+    """Bytes the new rows ask to upload: every staged upload, the same content in many runs too (each
+    run has its own staging key until submit), as quotas.stored_bytes counts them."""
+    return sum(s["size"] for row in rows for s in row["inputs"] if s.get("upload"))
 
 
 # --- submit and cancel --------------------------------------------------------------------------

@@ -210,3 +210,14 @@ def test_a_multipart_input_over_quota_is_refused_before_the_store_is_asked(db_ur
     engine_for(db_url).dispose()
     assert r.status_code == 429 and "storage quota of 1 MiB" in r.json()["detail"]
     assert count(engine) == 0
+
+
+def test_the_same_new_content_in_many_runs_of_a_bulk_create_counts_once_per_run(quota_api, engine):
+    """Each run gets its own staging key for it, so each upload counts (as stored_bytes does)."""
+    key = auth.create_key(engine, "tenant-a")
+    r = quota_api.post("/v1/executions/bulk", json={"executions": [one("same", MIB // 2) for _ in range(3)]},
+                       headers=bearer(key))
+    assert r.status_code == 429 and "storage quota of 1 MiB" in r.json()["detail"], r.text
+    assert count(engine) == 0
+    assert quota_api.post("/v1/executions/bulk", json={"executions": [one("same", MIB // 2) for _ in range(2)]},
+                          headers=bearer(key)).status_code == 201
