@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 
 from rgrid_core.states import ExecutionStatus
 
-from ..db.models import Blob, Execution, ExecutionOutput, TenantQuota
+from ..db.models import Blob, Execution, ExecutionOutput, Tenant, TenantQuota
 from ..policies.quotas import Limits, Usage, effective, refusal
 from ..settings import ServiceSettings
 from .errors import OverQuota
@@ -51,8 +51,18 @@ def usage(conn: Connection, tenant_id: str, with_bytes: bool = True) -> Usage:
     return Usage(queued_runs=int(queued), stored_bytes=stored_bytes(conn, tenant_id) if with_bytes else 0)
 
 
+def lock_tenant(conn: Connection, tenant_id: str) -> None:
+    """Creates of one tenant check and insert one after another: on PostgreSQL (READ COMMITTED) two
+    at once would each miss the other's runs and both pass a limit, so the tenant's row is locked
+    until the transaction ends. SQLite's write transactions (BEGIN IMMEDIATE) are serial already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+
+
 def check(conn: Connection, settings: ServiceSettings, tenant_id: str, new_runs: int, new_bytes: int) -> None:
-    """Raise OverQuota (429, a sentence) when the create would go over a limit."""
+    """Raise OverQuota (429, a sentence) when the create would go over a limit. Takes the tenant's
+    lock first (lock_tenant), held until the caller's transaction ends."""
+    lock_tenant(conn, tenant_id)
     lim = limits(conn, settings, tenant_id)
     use = usage(conn, tenant_id, with_bytes=lim.stored_bytes is not None and new_bytes > 0)
     problem = refusal(lim, use, new_runs, new_bytes)

@@ -221,3 +221,31 @@ def test_the_same_new_content_in_many_runs_of_a_bulk_create_counts_once_per_run(
     assert count(engine) == 0
     assert quota_api.post("/v1/executions/bulk", json={"executions": [one("same", MIB // 2) for _ in range(2)]},
                           headers=bearer(key)).status_code == 201
+
+
+def test_a_create_waits_for_another_create_of_its_tenant_and_sees_its_runs(quota_api, engine, make_execution):
+    """Two creates at once cannot both pass a limit: the second checks only after the first's
+    transaction ended (the tenant's row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite)."""
+    import threading
+    import time
+
+    from rgrid_service.api import quotas
+    from rgrid_service.db.session import write_tx
+
+    make_execution(S.QUEUED)
+    make_execution(S.QUEUED)  # 2 of 3
+    key = auth.create_key(engine, "tenant-a")
+    settings = ServiceSettings(database_url="x", quota_max_queued_runs=3)
+    answers = []
+    with write_tx(engine) as conn:  # another create, between its check and its commit
+        quotas.check(conn, settings, "tenant-a", 1, 0)
+        conn.execute(insert(Execution).values(id="ex-other", tenant_id="tenant-a", status=S.QUEUED, script="s.py",
+                                              args=[], env={}, runtime="python:3.11", timeout_seconds=60, inputs=[]))
+        second = threading.Thread(target=lambda: answers.append(
+            quota_api.post("/v1/executions", json=one("b"), headers=bearer(key))))
+        second.start()
+        time.sleep(0.5)  # the second create reaches its check meanwhile (or, without a lock, passes it)
+    second.join(30)
+    assert answers[0].status_code == 429, answers[0].text
+    assert "would make 4" in answers[0].json()["detail"]
+    assert count(engine) == 3
