@@ -1,8 +1,8 @@
 """What a script in the sandbox cannot reach, on the real local grid: no Ray port (the head's GCS
 and dashboard, its own worker's raylet and object manager), not the API, not the object store, and
-no token (the Ray token, the worker's secrets) in its environment, in /proc or at the token files'
-paths. Every port is also tried from outside the sandbox, where it answers, so that a refusal
-inside means the sandbox, not a closed port."""
+no secret (the Ray token, the worker's own token, any other secret of the worker) in its
+environment, in /proc or at the token files' paths. Every port is also tried from outside the
+sandbox, where it answers, so that a refusal inside means the sandbox, not a closed port."""
 from __future__ import annotations
 
 import json
@@ -117,7 +117,8 @@ def test_the_sandbox_has_no_network_interface_but_its_own_loopback(probe):
 
 def test_a_sandboxed_script_finds_no_token(probe):
     secrets = probe["secrets"]
-    assert any(k.endswith("RGRID_RAY_AUTH_TOKEN") for k in secrets), sorted(secrets)  # not vacuous
+    for name in ("RGRID_RAY_AUTH_TOKEN", "RGRID_WORKER_TOKEN"):  # not vacuous: the worker holds both
+        assert any(k.endswith(name) for k in secrets), sorted(secrets)
     leaked = [name for name, value in secrets.items() if value in probe["stdout"]]
     assert not leaked, leaked
     assert "1/environ" in probe["seen"]["proc"] and not any("RAY_AUTH" in k for k in probe["seen"]["env"])
