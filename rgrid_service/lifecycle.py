@@ -440,14 +440,33 @@ def heartbeat_running(engine: Engine, worker_id: str) -> list[str] | None:
     return list(running)
 
 
+UPLOADS_EXPIRED = "Its input files were never all uploaded; run it again."
+
+
+def submit_started(engine: Engine, execution_id: str, started: bool = True) -> bool:
+    """Mark (or unmark) a submit in progress on an uploading run: its queued_at is set to now
+    before the run is queued, so expire_uploads leaves it alone while the submit verifies and
+    copies; a submit that refuses unmarks it. False when the run is no longer uploading."""
+    with write_tx(engine) as conn:
+        return conn.execute(
+            update(Execution)
+            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.UPLOADING)
+            .values(queued_at=utcnow() if started else None)
+        ).rowcount == 1
+
+
 def expire_uploads(engine: Engine, older_than: datetime) -> int:
-    """Executions whose client vanished mid-upload: canceled, so nothing waits on them forever."""
+    """Executions whose client vanished mid-upload: canceled, so nothing waits on them forever.
+    One whose submit started (submit_started) is left to it, unless that submit is as old."""
+    from sqlalchemy import or_
+
     with write_tx(engine) as conn:
         res = conn.execute(
             update(Execution)
-            .where(Execution.status == ExecutionStatus.UPLOADING, Execution.created_at < older_than)
+            .where(Execution.status == ExecutionStatus.UPLOADING, Execution.created_at < older_than,
+                   or_(Execution.queued_at.is_(None), Execution.queued_at < older_than))
             .values(status=ExecutionStatus.CANCELED, finished_at=utcnow(), **ENV_GONE,
-                    reason="Its input files were never all uploaded; run it again.")
+                    reason=UPLOADS_EXPIRED)
         )
         return res.rowcount
 

@@ -20,7 +20,7 @@ from ..db.clock import utcnow
 from ..db.models import Blob, Execution
 from ..db.session import write_tx
 from ..settings import ServiceSettings
-from ..storage import ObjectStore
+from ..storage import ObjectStore, blob_key
 from . import quotas, schemas, uploads
 from .errors import Conflict, Gone, Invalid
 from .queries import batch_totals, no_batch, owned, summary
@@ -84,6 +84,26 @@ def kept_inputs(engine: Engine, tenant_id: str, inputs: list[schemas.InputSpec])
         }
 
 
+def declared_otherwise(engine: Engine, tenant_id: str, inputs: list) -> str | None:
+    """The sentence when an input names a sha256 this tenant keeps with another size or MD5: one
+    sha256 is one content, so the declaration is wrong (and the kept blob must not be replaced)."""
+    shas = {i["sha256"] if isinstance(i, dict) else i.sha256 for i in inputs}
+    if not shas:
+        return None
+    with engine.connect() as conn:
+        held = {b.sha256: b for b in conn.execute(select(Blob.sha256, Blob.size, Blob.md5).where(
+            Blob.tenant_id == tenant_id, Blob.sha256.in_(shas)))}
+    for i in inputs:
+        name, sha, size, md5 = ((i["name"], i["sha256"], i["size"], i["md5"]) if isinstance(i, dict)
+                                else (i.name, i.sha256, i.size, i.md5))
+        b = held.get(sha)
+        if b is not None and (b.size, b.md5) != (size, md5):
+            return (f"Input {name!r} declares sha256 {sha[:12]}… with {size} bytes and MD5 {md5}, but the file "
+                    f"with that sha256 you uploaded before has {b.size} bytes and MD5 {b.md5}; send the "
+                    f"checksums and size of the file itself.")
+    return None
+
+
 def kept_or_to_upload(store: ObjectStore, settings: ServiceSettings, tenant_id: str, execution_id: str,
                       inputs: list[schemas.InputSpec], kept: dict[tuple, str]):
     """Each input's stored spec with its object key, the uploads still needed (to the execution's
@@ -107,6 +127,9 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
            bodies: list[schemas.CreateExecution]) -> list[schemas.Created]:
     """Insert the (already checked) executions in one transaction: all of them or, on any error,
     none. With `submit` and nothing left to upload, one is inserted `queued` instead of `uploading`."""
+    problem = declared_otherwise(engine, tenant_id, [i for b in bodies for i in b.inputs])
+    if problem:
+        raise Invalid(problem + " Nothing was created.")
     kept = kept_inputs(engine, tenant_id, [i for b in bodies for i in b.inputs])
     quota_before_multipart(engine, settings, tenant_id, bodies, kept)
     rows, created = [], []
@@ -170,19 +193,39 @@ def submit(engine: Engine, store: ObjectStore, tenant_id: str, execution_id: str
     tenant's inputs are kept by content, the run's inputs name that copy, and it is kept for reuse
     in the same transaction as the queueing (lifecycle.submit). See api.uploads."""
     ex = owned(engine, tenant_id, execution_id)
-    if ex.status != ExecutionStatus.UPLOADING:
+    if ex.status != ExecutionStatus.UPLOADING or not lifecycle.submit_started(engine, execution_id):
+        ex = owned(engine, tenant_id, execution_id)
         raise Conflict(f"Execution {execution_id} was already submitted (it is {ex.status}).")
+    try:
+        return _submit(engine, store, tenant_id, ex)
+    except Exception:
+        lifecycle.submit_started(engine, execution_id, started=False)  # refused: expiry may cancel it again
+        raise
+
+
+def _submit(engine: Engine, store: ObjectStore, tenant_id: str, ex: Execution) -> Execution:
+    execution_id = ex.id
     uploaded = [spec for spec in ex.inputs if spec.get("upload")]
     problems = [p for p in (uploads.verify(store, spec) for spec in uploaded) if p]
     if problems:
         raise Conflict("Not queued: " + "; ".join(problems) + ". Upload again and resubmit.")
     staged = [spec for spec in uploaded if spec["object_key"].startswith("uploads/")]
-    held = kept_inputs(engine, tenant_id, [schemas.InputSpec(**{k: s[k] for k in ("name", "kind", "size", "sha256",
-                                                                                  "md5")}) for s in staged])
-    copied = {id(s) for s in staged}
-    inputs = [uploads.keep(store, tenant_id, s, (s["sha256"], s["size"], s["md5"]) in held)
-              if id(s) in copied else s for s in ex.inputs]
-    lifecycle.submit(engine, execution_id, [s for s in inputs if s.get("upload")], tenant_id, inputs=inputs)
+    problem = declared_otherwise(engine, tenant_id, staged)
+    if problem:  # another run kept this sha256 since this one was created
+        raise Conflict(f"Not queued: {problem} Cancel this run and create it again.")
+    held = {k[0] for k in kept_inputs(engine, tenant_id, [schemas.InputSpec(**{k: s[k] for k in (
+        "name", "kind", "size", "sha256", "md5")}) for s in staged])}
+    staging = {id(s) for s in staged}
+    # A blob key any row names is never copied over: held means any row for the sha256.
+    copies = {blob_key(tenant_id, s["sha256"]) for s in staged if s["sha256"] not in held}
+    inputs = [uploads.keep(store, tenant_id, s, s["sha256"] in held) if id(s) in staging else s
+              for s in ex.inputs]
+    if not lifecycle.submit(engine, execution_id, [s for s in inputs if s.get("upload")], tenant_id, inputs=inputs):
+        uploads.drop_unrecorded(engine, store, tenant_id, copies)
+        now = owned(engine, tenant_id, execution_id)
+        why = (now.reason or "it changed meanwhile").rstrip(".")
+        raise Conflict(f"Not queued: {execution_id} was {now.status} while it was being submitted ({why}); "
+                       f"create it again to run it.")
     uploads.forget(store, staged)
     return owned(engine, tenant_id, execution_id)
 

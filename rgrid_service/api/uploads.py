@@ -105,7 +105,7 @@ def verify(store: ObjectStore, spec: dict) -> str | None:
 
 def keep(store: ObjectStore, tenant_id: str, spec: dict, held: bool) -> dict:
     """Copy a verified staging object to where the tenant's inputs are kept by content (unless
-    `held`: a verified copy is already there) and point the spec at it. The staging object is
+    `held`: a row names that key, whose object is never copied over) and point the spec at it. The staging object is
     deleted after the submit (forget)."""
     target = blob_key(tenant_id, spec["sha256"])
     if not held:
@@ -122,4 +122,24 @@ def forget(store: ObjectStore, specs: list[dict]) -> None:
         try:
             store.client.remove_object(store.bucket, spec["object_key"])
         except Exception:  # noqa: BLE001 - a leftover staging object is harmless and swept later
+            pass
+
+
+def drop_unrecorded(engine, store: ObjectStore, tenant_id: str, keys: set[str]) -> None:
+    """A submit that lost (its run was canceled meanwhile) deletes the blob copies it made that no
+    row names (a concurrent submit may have recorded the same key since: that one stays). Best
+    effort: retention's sweep of blobs/ deletes what is left."""
+    from sqlalchemy import select
+
+    from ..db.models import Blob
+
+    if not keys:
+        return
+    with engine.connect() as conn:
+        named = set(conn.execute(select(Blob.object_key).where(Blob.tenant_id == tenant_id,
+                                                                Blob.object_key.in_(keys))).scalars())
+    for key in keys - named:
+        try:
+            store.client.remove_object(store.bucket, key)
+        except Exception:  # noqa: BLE001 - swept by retention later
             pass
