@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -82,6 +83,7 @@ def test_10_network_partition_past_dead_after_then_healed(net_grid: NetGrid):
     api_offset = grid.api_log_offset()
     healed_at = grid.db_now()
     healed = time.monotonic()
+    healed_wall = datetime.now()  # the agent's log lines carry local wall-clock times
     grid.topo.heal(n)
 
     # The cut-off worker learns it was declared dead and takes itself down.
@@ -134,6 +136,9 @@ def test_10_network_partition_past_dead_after_then_healed(net_grid: NetGrid):
         refused = ", ".join(sorted({f"{line.split('?')[0]} -> {code}" for line, code in asked}))
     else:  # workers still on the database: its refusal is the agent's "declared dead"
         refused = "heartbeat refused: declared dead"
+    told = said_at(agent_log, f"{victim} was declared dead by the control plane")
+    if told is not None:
+        rep.notes.append(f"heal -> its agent told it was declared dead {(told - healed_wall).total_seconds():.1f} s")
     lost_at = tries[0].finished_at
     rep.notes.append(f"cut -> attempt 1 declared lost {(lost_at - fault_at).total_seconds():.1f} s -> dispatched "
                      f"again {(redispatched - fault_at).total_seconds():.1f} s -> attempt 2 started "
@@ -142,6 +147,17 @@ def test_10_network_partition_past_dead_after_then_healed(net_grid: NetGrid):
                      f"{gone - healed:.1f} s; after the heal it was refused: {refused}; attempt 1: "
                      f"{len(first)} log chunks, all before the heal, no outputs, nothing under a1/ in the store")
     print(f"\n{rep.line()}; scenario wall time {time.monotonic() - started:.0f} s", flush=True)
+
+
+def said_at(log_text: str, sentence: str) -> datetime | None:
+    """When the last log line holding sentence was written (its leading asctime), if it has one."""
+    for line in reversed(log_text.splitlines()):
+        if sentence in line:
+            try:
+                return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            except ValueError:
+                return None
+    return None
 
 
 def pids_left(grid: NetGrid, n: int) -> bool:
