@@ -121,11 +121,13 @@ def start_net_grid(workers: int) -> NetGrid:
         # The workers one at a time (a 2-core machine can miss Ray's registration window otherwise),
         # each with its record first (a worker token is issued with its record).
         ids = records.request_workers(engine_for(state.database_url), workers, "local", "local", "local", 2)
+        # A worker gets its launch environment and none of the control plane's RGRID_* settings.
+        worker_env = {k: v for k, v in env.items() if not k.startswith("RGRID_")}
         for n, worker_id in enumerate(ids, start=1):
             launch = worker_launch(worker_id, settings)
             log = logs / f"{worker_id}.log"
             state.pids[worker_id] = spawn([*topo.exec_in(topo.worker_ns(n)), resolve(launch.argv[0]), *launch.argv[1:]],
-                                          log, env={**env, **launch.env})
+                                          log, env={**worker_env, **launch.env})
             grid.worker_ns[worker_id] = n
             state.save()
             rayhead.wait_for_log(log, "Ray runtime started", 90, f"Worker node {worker_id}", pid=state.pids[worker_id])
