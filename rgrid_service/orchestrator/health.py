@@ -65,8 +65,11 @@ class HearingWatch:
             return False
         import httpx
 
+        # trust_env=False: the orchestrator runs with ray_process_env, whose HTTP proxies point at a
+        # closed port, so a probe of an API off loopback through them always failed, and with it
+        # every worker's silence stopped counting (found by chaos scenario 10).
         try:
-            return httpx.get(self.api_health_url, timeout=self.probe_timeout).status_code != 200
+            return httpx.get(self.api_health_url, timeout=self.probe_timeout, trust_env=False).status_code != 200
         except httpx.HTTPError:
             return True
 
