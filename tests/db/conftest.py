@@ -86,7 +86,8 @@ def make_execution(engine):
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """A real SeaweedFS S3 gateway on 127.0.0.1 for the session: (endpoint, access key, secret key).
-    It is a heavy process: run the tests that take it under the machine's lock (tests/db README)."""
+    A heavy process on a shared machine: run the tests that take it (test_db_worker_api.py,
+    test_db_worker_attack.py) under /tmp/rgrid-heavy.lock, as grids are."""
     import secrets
 
     from rgrid_service.localgrid.procs import stop_groups
