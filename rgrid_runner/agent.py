@@ -1,11 +1,12 @@
 """The worker agent: registers the worker and sends its heartbeat, in a process of its own.
 
 It runs beside the worker's Ray node (same process group on the local grid, a systemd unit on a
-server), so heartbeats never wait behind a script or an event loop. When the control plane has
-declared this worker dead, the agent takes the whole worker down: a worker that comes back must
-re-register under a new id.
+server), so heartbeats never wait behind a script or an event loop. It talks to the control plane
+through the worker API with the worker's token alone. When the control plane has given this
+worker up (declared it dead, is deleting it, or no longer knows its token), the agent takes the
+whole worker down: a worker that comes back must re-register under a new id and token.
 
-    python -m rgrid_runner.agent --worker-id w-1 --slots 2
+    python -m rgrid_runner.agent --slots 2
 """
 from __future__ import annotations
 
@@ -15,31 +16,30 @@ import os
 import signal
 import time
 
-from rgrid_core.retry import retrying
-from rgrid_service import lifecycle
-from rgrid_service.db.session import engine_for
-from rgrid_service.settings import ServiceSettings
+from .settings import WorkerSettings
+from .workerclient import Refused, WorkerClient
 
 log = logging.getLogger("rgrid.agent")
 
 
-def run(worker_id: str, slots: int, provider: str, settings: ServiceSettings) -> None:
-    engine = engine_for(settings.database_url)
-    # The database may be away for a while: keep trying (a worker that never registers is
+def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClient | None = None) -> None:
+    client = client or WorkerClient.for_settings(settings)
+    # The control plane may be away for a while: keep trying (a worker that never registers is
     # declared dead by the control plane's boot timeout).
-    registered = retrying(lambda: lifecycle.register_worker(engine, worker_id, provider, slots),
-                          seconds=float("inf"), first_wait=0.5, max_wait=2, log=log)
-    if not registered:
-        _take_worker_down(f"{worker_id} was given up by the control plane earlier; it must come back under a new id")
-    log.info("worker %s registered (%d slots); heartbeat every %.1f s", worker_id, slots,
-             settings.heartbeat_interval_seconds)
+    try:
+        registered = client.register(slots, provider, budget=float("inf"))
+    except Refused as e:
+        _take_worker_down(f"the control plane refused to register this worker: {e}")
+    interval = registered.heartbeat_interval_seconds or settings.heartbeat_interval_seconds
+    log.info("worker %s registered (%d slots); heartbeat every %.1f s", registered.worker_id, slots, interval)
     while True:
         try:
-            if not lifecycle.heartbeat(engine, worker_id):
-                _take_worker_down(f"{worker_id} was declared dead by the control plane")
+            client.heartbeat()
+        except Refused as e:
+            _take_worker_down(f"{registered.worker_id} was given up by the control plane: {e}")
         except Exception as e:  # noqa: BLE001 - a missed beat is what dead_after is for
             log.warning("heartbeat failed: %s", e)
-        time.sleep(settings.heartbeat_interval_seconds)
+        time.sleep(interval)
 
 
 def _take_worker_down(reason: str) -> None:
@@ -52,11 +52,11 @@ def _take_worker_down(reason: str) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ap = argparse.ArgumentParser()
-    ap.add_argument("--worker-id", required=True)
+    ap.add_argument("--worker-id", help="for the log only: the token says which worker this is")
     ap.add_argument("--slots", type=int, default=2)
     ap.add_argument("--provider", default="local")
     opts = ap.parse_args()
-    run(opts.worker_id, opts.slots, opts.provider, ServiceSettings())
+    run(opts.slots, opts.provider, WorkerSettings())
 
 
 if __name__ == "__main__":

@@ -1,74 +1,88 @@
 """One execution on one worker: claim, stage, run in the sandbox, upload, commit.
 
-Every write after the claim goes through the fencing token, so a run that was canceled or
-re-queued behind its back can neither log, nor commit outputs, nor set a final status.
+Every call after the claim carries the attempt (the fencing token) and goes through the worker
+API, so a run that was canceled or re-queued behind its back can neither log, nor commit outputs,
+nor set a final status: the API answers 409 and the runner stops. Outputs of an attempt that was
+fenced off are the control plane's to delete.
 """
 from __future__ import annotations
 
 import logging
 import os
-import select as io_select  # sqlalchemy.select is `select` here
+import select
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
-
-from rgrid_service import lifecycle
-from rgrid_service.db.models import Execution
-from rgrid_core.retry import retrying
 from rgrid_core.states import ExecutionStatus
-from rgrid_service.db.session import engine_for
-from rgrid_service.settings import ServiceSettings
-from rgrid_service.storage import ChecksumMismatch, ObjectStore
+from rgrid_core.workerwire import CommittedOutput, FinishRequest, InputSpec
 
 from . import sandbox, staging
 from .inputcache import InputCache
 from .logpump import LogPump
+from .settings import WorkerSettings
+from .workerclient import ChecksumMismatch, Refused, Unreachable, WorkerClient
 
 log = logging.getLogger("rgrid.runner")
 
 
-def run_execution(execution_id: str, worker_id: str, settings: ServiceSettings) -> str:
+@dataclass(frozen=True)
+class Lease:
+    execution_id: str
+    attempt: int
+
+
+def run_execution(execution_id: str, client: WorkerClient, settings: WorkerSettings) -> str:
     """Run execution_id if we win the claim. Returns what happened, for the orchestrator's log."""
-    engine = engine_for(settings.database_url)
-    claimed = lifecycle.claim_run(engine, execution_id, worker_id)
-    if claimed is None:
+    try:
+        ex = client.claim(execution_id)
+    except (Refused, Unreachable) as e:
+        log.warning("claim of %s not made: %s", execution_id, e)
         return "not-claimed"
-    lease, ex = claimed
+    if ex is None:
+        return "not-claimed"
+    lease = Lease(execution_id, ex.attempt)
     root = Path(settings.work_root) / f"{execution_id}-a{lease.attempt}"
     workdir = root / "work"
-    store = ObjectStore.shared(settings)
     try:
         shutil.rmtree(root, ignore_errors=True)
         workdir.mkdir(parents=True)
         os.chmod(settings.work_root, 0o755)  # the sandbox's own uid must reach /work
         try:
-            with LeaseKeeper(engine, lease, settings):
-                staging.stage_inputs(store, execution_id, ex.inputs, workdir, InputCache.for_settings(settings))
+            with LeaseKeeper(client, lease, settings):
+                staging.stage_inputs(_fetcher(client, lease), ex.inputs, workdir, InputCache.for_settings(settings))
         except ChecksumMismatch as e:
-            # A damaged stored input must not fail every later run that reuses it: forget it, so
-            # the next submission uploads it again.
-            damaged = e.key
-            if damaged.startswith("blobs/"):
-                _db_retrying(settings, lambda: lifecycle.forget_blob(engine, damaged, store=store))
-            _finish(engine, settings, lease, ExecutionStatus.FAILED, None,
+            # A damaged stored input must not fail every later run that reuses it: the control
+            # plane forgets it, so the next submission uploads it again.
+            try:
+                client.damaged_input(lease.execution_id, lease.attempt, e.name)
+            except Exception:  # noqa: BLE001 - the run fails with its sentence either way
+                log.exception("could not report the damaged input %s of %s", e.name, execution_id)
+            _finish(client, lease, ExecutionStatus.FAILED, None,
                     f"An input file's stored copy is damaged ({e}); run it again and it will be uploaded anew.", [])
             return "staging-failed"
         except Exception as e:  # noqa: BLE001 - every staging failure becomes a sentence
-            _finish(engine, settings, lease, ExecutionStatus.FAILED, None, f"Could not stage the input files on the worker: {e}", [])
+            _finish(client, lease, ExecutionStatus.FAILED, None, f"Could not stage the input files on the worker: {e}", [])
             return "staging-failed"
-        return _run_staged(engine, store, settings, lease, ex, workdir)
+        return _run_staged(client, settings, lease, ex, workdir)
     except Exception as e:  # noqa: BLE001
         log.exception("runner failed for %s", execution_id)
-        _finish(engine, settings, lease, ExecutionStatus.FAILED, None, f"The worker failed while running it: {e}", [])
+        _finish(client, lease, ExecutionStatus.FAILED, None, f"The worker failed while running it: {e}", [])
         return "runner-error"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _fetcher(client: WorkerClient, lease: Lease) -> staging.Fetch:
+    """Downloads through the claim's presigned URL; an expired one is exchanged for a fresh one."""
+    def fetch(spec: InputSpec, dest: Path) -> None:
+        client.download(spec.url, dest, spec.sha256, spec.name,
+                        fresh_url=lambda: client.input_url(lease.execution_id, lease.attempt, spec.name))
+    return fetch
 
 
 class StageClock:
@@ -92,7 +106,7 @@ class StageClock:
         self._written.update(stages)
 
 
-def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
+def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex, workdir: Path) -> str:
     before = staging.snapshot(workdir)
     stages = StageClock()
     try:
@@ -101,7 +115,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
         env = sandbox.script_env(dict(ex.env or {}))
         env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
     except sandbox.SandboxError as e:
-        _finish(engine, settings, lease, ExecutionStatus.FAILED, None, str(e), [])
+        _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
     uid = sandbox.sandbox_uid()
     limits = sandbox.Limits(
@@ -114,7 +128,7 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     try:
         cmd = sandbox.limited_command(cmd, limits, uid)
     except sandbox.SandboxError as e:
-        _finish(engine, settings, lease, ExecutionStatus.FAILED, None, str(e), [])
+        _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
     sandbox.hand_over(workdir, uid)
     if settings.sandbox_niceness is not None:
@@ -138,14 +152,14 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     tail = bytearray()  # last stderr bytes, to explain a failure in one line
 
     try:
-        fenced, timed_out = _supervise(engine, settings, lease, proc, pump, limits, tail, stages)
+        fenced, timed_out = _supervise(client, settings, lease, proc, pump, limits, tail, stages)
     finally:
         _kill(proc)  # whatever happened above, no sandbox outlives its runner loop
     proc.wait()
     if fenced:
         return "fenced"
     if pump.dropped:
-        _renew_retrying(engine, lease, [("system", pump.truncation_note())], settings)
+        _renew_retrying(client, lease, [("system", pump.truncation_note())], settings)
 
     code = proc.returncode
     if timed_out:
@@ -157,40 +171,41 @@ def _run_staged(engine, store, settings, lease, ex, workdir: Path) -> str:
     try:
         stages.begin("uploading")
         paths = staging.changed_files(workdir, before)
-        with LeaseKeeper(engine, lease, settings, stages):
-            outputs = staging.upload_outputs(store, lease.execution_id, lease.attempt, workdir, paths)
+        with LeaseKeeper(client, lease, settings, stages):
+            outputs = staging.upload_outputs(client, lease.execution_id, lease.attempt, workdir, paths)
     except Exception as e:  # noqa: BLE001
-        _finish(engine, settings, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [],
+        _finish(client, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [],
                 stages)
         return "upload-failed"
-    if not _finish(engine, settings, lease, status, exit_code, reason, outputs, stages):
-        store.delete_prefix(f"executions/{lease.execution_id}/outputs/a{lease.attempt}/")
-        return "fenced"
+    if not _finish(client, lease, status, exit_code, reason, outputs, stages):
+        return "fenced"  # the control plane deletes the outputs of an attempt it fenced off
     return status
 
 
 class LeaseKeeper:
     """Renews the lease while the runner is busy with a transfer, so a slow or retrying upload is
-    not mistaken for a dead runner. A refused renew is left for the next fenced write (finish) to
+    not mistaken for a dead runner. A refused renew is left for the next fenced call (finish) to
     discover.
 
     One daemon thread per runner process serves every keeper: starting a thread for each transfer
     cost a measurable share of a short run, and most transfers (a cached input, no outputs) are
-    over long before the first renew is due."""
+    over long before the first renew is due. Each renew is tried once (an unreachable API is tried
+    again next interval), so one keeper never holds up the others."""
 
     _lock = threading.Lock()
-    _held: dict = {}  # Lease -> (engine, renew interval, last renew, StageClock or None)
+    _held: dict = {}  # Lease -> (client, renew interval, last renew, StageClock or None)
     _thread: threading.Thread | None = None
     _wake = threading.Event()  # a new lease: the thread recomputes its sleep at once
 
-    def __init__(self, engine, lease, settings, stages: "StageClock | None" = None):
-        self.engine, self.lease, self.interval = engine, lease, settings.lease_check_interval_seconds
+    def __init__(self, client: WorkerClient, lease: Lease, settings: WorkerSettings,
+                 stages: "StageClock | None" = None):
+        self.client, self.lease, self.interval = client, lease, settings.lease_check_interval_seconds
         self.stages = stages  # its renews also carry the stage times not written yet
 
     def __enter__(self):
         cls = type(self)
         with cls._lock:
-            cls._held[self.lease] = (self.engine, self.interval, time.monotonic(), self.stages)
+            cls._held[self.lease] = (self.client, self.interval, time.monotonic(), self.stages)
             cls._wake.set()
             if cls._thread is None or not cls._thread.is_alive():
                 cls._thread = threading.Thread(target=cls._run, daemon=True, name="lease-keeper")
@@ -208,21 +223,21 @@ class LeaseKeeper:
                 held = dict(cls._held)
             now = time.monotonic()
             wait = 1.0
-            for lease, (engine, interval, last, stages) in held.items():
+            for lease, (client, interval, last, stages) in held.items():
                 if now - last < interval:
                     wait = min(wait, interval - (now - last))
                     continue
                 times = stages.pending() if stages else None
                 try:
-                    kept = lifecycle.renew(engine, lease, stages=times)
+                    kept = client.renew(lease.execution_id, lease.attempt, stages=times, budget=0)
                     if kept and stages:
                         stages.written(times)
-                except Exception:  # noqa: BLE001 - database blip: try again next interval
+                except Exception:  # noqa: BLE001 - the API away for a moment: try again next interval
                     kept = True
                 with cls._lock:
                     if lease in cls._held:
                         if kept:
-                            cls._held[lease] = (engine, interval, time.monotonic(), stages)
+                            cls._held[lease] = (client, interval, time.monotonic(), stages)
                         else:
                             del cls._held[lease]
                 wait = min(wait, interval)
@@ -247,7 +262,7 @@ class ExitWatch:
 
     def wait(self, timeout: float) -> None:
         if self.fd is not None:
-            io_select.select([self.fd], [], [], timeout)
+            select.select([self.fd], [], [], timeout)
             return
         try:
             self.proc.wait(timeout=timeout)
@@ -260,17 +275,17 @@ class ExitWatch:
             self.fd = None
 
 
-def _supervise(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
+def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
                stages: StageClock):
     """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out)."""
     watch = ExitWatch(proc)
     try:
-        return _supervise_loop(engine, settings, lease, proc, pump, limits, tail, watch, stages)
+        return _supervise_loop(client, settings, lease, proc, pump, limits, tail, watch, stages)
     finally:
         watch.close()
 
 
-def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
+def _supervise_loop(client, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
                     watch: ExitWatch, stages: StageClock):
     started = time.monotonic()
     last_renew = started  # the claim itself just renewed the lease
@@ -292,7 +307,7 @@ def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbo
             # The first renew of the run also records when the script started (a script that ends
             # before any renew has it recorded by finish).
             times = stages.pending()
-            if not _renew_retrying(engine, lease, chunks, settings, truncated=newly_truncated, stages=times):
+            if not _renew_retrying(client, lease, chunks, settings, truncated=newly_truncated, stages=times):
                 return True, timed_out
             stages.written(times)
             last_renew = now
@@ -305,51 +320,29 @@ def _supervise_loop(engine, settings, lease, proc, pump: LogPump, limits: sandbo
             watch.wait(settings.log_flush_interval_seconds)
 
 
-def _outage_budget(settings) -> float:
-    """How long a runner rides out a database outage before it gives the run up: past that the
-    sweep will hand the execution to another worker, so it must not keep running it."""
-    return max(30.0, settings.dead_after_seconds / 2)
-
-
-def _renew_retrying(engine, lease, chunks, settings, truncated: bool = False, stages=None) -> bool:
-    """renew() through a short database outage; False (fenced off) after a longer one."""
+def _renew_retrying(client: WorkerClient, lease: Lease, chunks, settings, truncated: bool = False,
+                    stages=None) -> bool:
+    """renew() through an API outage as long as the outage budget; False (fenced off) after a
+    longer one: by then the control plane may have handed the run to another worker."""
     try:
-        return retrying(lambda: lifecycle.renew(engine, lease, chunks, truncated=truncated, stages=stages),
-                        seconds=_outage_budget(settings), first_wait=0.5, max_wait=1, log=log)
+        return client.renew(lease.execution_id, lease.attempt, chunks, truncated=truncated, stages=stages)
     except Exception:  # noqa: BLE001
-        log.exception("database unreachable for too long; giving up %s", lease.execution_id)
+        log.exception("the control plane was unreachable for too long; giving up %s", lease.execution_id)
         return False
 
 
-def _db_away(e: BaseException) -> bool:
-    return isinstance(e, DBAPIError) and (isinstance(e, OperationalError) or e.connection_invalidated)
-
-
-def _db_retrying(settings, fn):
-    """fn() through a short database outage (the budget renew has); other errors pass at once."""
-    return retrying(fn, seconds=_outage_budget(settings), when=_db_away, first_wait=0.5, max_wait=1, log=log)
-
-
-def _finish(engine, settings, lease, status, exit_code, reason, outputs, stages: StageClock | None = None) -> bool:
-    """finish() through a short database outage. A try whose COMMIT went through but whose answer
-    was lost is recognised by the next one (the row then carries our attempt and status) rather
-    than mistaken for being fenced off. Without this, an outage at the wrong moment escaped the
-    runner and left the execution `running` on a live worker, where nothing re-queues it."""
-    tried = False
-
-    def attempt() -> bool:
-        nonlocal tried
-        if tried:
-            with engine.connect() as conn:
-                row = conn.execute(select(Execution.attempt, Execution.status)
-                                   .where(Execution.id == lease.execution_id)).one()
-            if row.attempt == lease.attempt and row.status == status:
-                return True
-        tried = True
-        return lifecycle.finish(engine, lease, status, exit_code, reason, outputs,
-                                stages.pending() if stages else None)
-
-    return _db_retrying(settings, attempt)
+def _finish(client: WorkerClient, lease: Lease, status: str, exit_code: int | None, reason: str | None,
+            outputs: list[CommittedOutput], stages: StageClock | None = None) -> bool:
+    """finish() through an API outage as long as the outage budget. The API answers a repeated
+    finish as the first, so a try whose answer was lost is simply made again rather than taken
+    for being fenced off. False: fenced off (or given up), nothing committed."""
+    request = FinishRequest(status=status, exit_code=exit_code, reason=reason[:4000] if reason else None,
+                            outputs=outputs, stages=stages.pending() if stages else {})
+    try:
+        return client.finish(lease.execution_id, lease.attempt, request)
+    except Exception:  # noqa: BLE001 - nothing more a runner can do; the lease expires and the sweep decides
+        log.exception("could not finish %s attempt %d", lease.execution_id, lease.attempt)
+        return False
 
 
 def _kill(proc: subprocess.Popen) -> None:

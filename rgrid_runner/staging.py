@@ -1,49 +1,53 @@
-"""Files in and out of /work: verified downloads of inputs, detection and upload of outputs."""
+"""Files in and out of /work: verified downloads of inputs, detection and upload of outputs.
+
+Both go through presigned URLs the control plane hands out per run (rgrid_runner.workerclient):
+the worker never holds store keys.
+"""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 from rgrid_core.names import input_name_problem, output_path_problem
-from rgrid_service.storage import ObjectStore, output_key
+from rgrid_core.workerwire import CommittedOutput, InputSpec
 
 from .inputcache import InputCache
 
 Snapshot = dict[str, tuple[int, int]]
+# Downloads one input to a path, checking its sha256 (workerclient.ChecksumMismatch when it differs).
+Fetch = Callable[[InputSpec, Path], None]
 
 
 class StagingError(Exception):
     pass
 
 
-def stage_inputs(store: ObjectStore, execution_id: str, inputs: list[dict], workdir: Path,
-                 cache: InputCache | None = None) -> int:
+def stage_inputs(fetch: Fetch, inputs: list[InputSpec], workdir: Path, cache: InputCache | None = None) -> int:
     """Put every input into workdir, checking its sha256; folders arrive as tar and are unpacked.
 
-    Inputs come from the worker's cache when it holds them, else from the store (and then join
+    Inputs come from the worker's cache when it holds them, else through fetch (and then join
     the cache). Returns how many bytes were fetched from the store."""
     fetched = 0
     for spec in inputs:
-        name = spec["name"]
+        name = spec.name
         if input_name_problem(name):
             raise StagingError(f"refusing input name {name!r}")
-        key = spec["object_key"]
-        sha256, size = spec["sha256"], int(spec.get("size") or 0)
-        if spec.get("kind") == "dir":
+        sha256, size = spec.sha256, int(spec.size or 0)
+        if spec.kind == "dir":
             archive = cache.path_if_valid(sha256) if cache else None
             if archive is None:
-                archive, fetched = _fetch(store, key, sha256, size, cache, workdir.parent / f"{name}.tar"), fetched + size
+                archive, fetched = _fetch(fetch, spec, cache, workdir.parent / f"{name}.tar"), fetched + size
             target = workdir / name
             target.mkdir()
             try:
                 tar = tarfile.open(archive)  # once open, an eviction cannot take it away
             except FileNotFoundError:  # evicted at once by a concurrent run: fetch it again
                 archive = workdir.parent / f"{name}.tar"
-                store.download_verified(key, archive, sha256)
+                fetch(spec, archive)
                 fetched += size
                 tar = tarfile.open(archive)
             with tar:
@@ -54,29 +58,29 @@ def stage_inputs(store: ObjectStore, execution_id: str, inputs: list[dict], work
             dest = workdir / name
             if cache and cache.copy_out(sha256, dest):
                 continue
-            source = _fetch(store, key, sha256, size, cache, dest)
+            source = _fetch(fetch, spec, cache, dest)
             fetched += size
             if source != dest:
                 try:
                     shutil.copyfile(source, dest)  # fetched and checked just now
                 except FileNotFoundError:  # evicted at once by a concurrent run: fetch it again
-                    store.download_verified(key, dest, sha256)
+                    fetch(spec, dest)
     return fetched
 
 
-def _fetch(store: ObjectStore, key: str, sha256: str, size: int, cache: InputCache | None, dest: Path) -> Path:
-    """Download key, checking its sha256, into the cache when it is worth keeping, else to dest.
-    Returns where the verified file now is."""
-    if cache is None or not cache.worth_caching(size):
-        store.download_verified(key, dest, sha256)
+def _fetch(fetch: Fetch, spec: InputSpec, cache: InputCache | None, dest: Path) -> Path:
+    """Download one input, checking its sha256, into the cache when it is worth keeping, else to
+    dest. Returns where the verified file now is."""
+    if cache is None or not cache.worth_caching(spec.size):
+        fetch(spec, dest)
         return dest
-    part = cache.new_entry_path(sha256)
+    part = cache.new_entry_path(spec.sha256)
     try:
-        store.download_verified(key, part, sha256)
+        fetch(spec, part)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return cache.add(sha256, part)
+    return cache.add(spec.sha256, part)
 
 
 def snapshot(workdir: Path) -> Snapshot:
@@ -104,18 +108,22 @@ def _regular_files(root: Path):
                 yield os.path.relpath(full, root), st
 
 
-def upload_outputs(store: ObjectStore, execution_id: str, attempt: int, workdir: Path, paths: list[str]) -> list[dict]:
-    """Upload each changed file; returns the rows to commit with the final status."""
-    rows = []
+def upload_outputs(client, execution_id: str, attempt: int, workdir: Path, paths: list[str]) -> list[CommittedOutput]:
+    """Upload each changed file through the presigned PUTs the control plane hands out (one
+    request for all of them); returns what to commit with the final status."""
+    files = []
     for rel in paths:
         if output_path_problem(rel):
             continue  # a name we could not safely hand back; never uploaded
-        full = workdir / rel
-        digest = hashlib.sha256()
-        with open(full, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as fh:
-            for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-                digest.update(chunk)
-        key = output_key(execution_id, attempt, rel)
-        store.upload_file(key, full)
-        rows.append(dict(path=rel, size=full.stat().st_size, sha256=digest.hexdigest(), object_key=key))
+        files.append((rel, (workdir / rel).lstat().st_size))
+    if not files:
+        return []
+    urls = client.output_urls(execution_id, attempt, files)
+    rows = []
+    for rel, size in files:
+        def fresh(rel=rel, size=size) -> str:
+            return client.output_urls(execution_id, attempt, [(rel, size)])[rel]
+
+        sent, sha256 = client.upload(urls[rel], workdir / rel, fresh_url=fresh)
+        rows.append(CommittedOutput(path=rel, size=sent, sha256=sha256))
     return rows

@@ -8,28 +8,29 @@ from functools import lru_cache
 
 import ray
 
-from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
-from rgrid_service.settings import ServiceSettings
+from rgrid_core.constants import SLOT_RESOURCE
+
+from .settings import WorkerSettings
 
 
 @lru_cache(maxsize=1)
-def worker_settings() -> ServiceSettings:
+def worker_settings() -> WorkerSettings:
     """Read once per Ray worker process: its environment is fixed when the worker node starts,
     and parsing it again for every execution cost more than a no-op script's whole run."""
-    return ServiceSettings()
+    return WorkerSettings()
 
 
-def current_worker_id(settings: ServiceSettings) -> str:
-    """RGRID_WORKER_ID (set on the worker server), else the node's rgrid-worker label."""
-    if settings.worker_id:
-        return settings.worker_id
-    labels = ray.get_runtime_context().get_node_labels()
-    return labels.get(WORKER_LABEL) or ray.get_runtime_context().get_node_id()[:12]
+@lru_cache(maxsize=1)
+def worker_client():
+    """One API client per Ray worker process, kept for its life: its connections stay open, so
+    a run pays no connection set-up."""
+    from .workerclient import WorkerClient
+
+    return WorkerClient.for_settings(worker_settings())
 
 
 @ray.remote(max_retries=0, num_cpus=0, resources={SLOT_RESOURCE: 1})
 def execute(execution_id: str) -> str:
     from .runner import run_execution
 
-    settings = worker_settings()
-    return run_execution(execution_id, current_worker_id(settings), settings)
+    return run_execution(execution_id, worker_client(), worker_settings())

@@ -1,7 +1,8 @@
 """rgrid_runner.inputcache and its use by staging.stage_inputs: inputs kept on the worker by sha256.
 
-The real object store is exercised by tests/integration; CountingStore below only keeps objects in
-memory, checks the sha256 exactly as ObjectStore.download_verified does, and counts fetches per key.
+The real object store and its presigned URLs are exercised by tests/integration (and the client's
+download by test_workerclient); CountingStore below only keeps objects in memory, checks the sha256
+exactly as WorkerClient.download does, and counts fetches per key.
 """
 import hashlib
 import io
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from rgrid_runner.inputcache import InputCache
-from rgrid_runner.staging import stage_inputs
-from rgrid_service.settings import ServiceSettings
-from rgrid_service.storage import ChecksumMismatch
+from rgrid_core.workerwire import InputSpec
+from rgrid_runner import staging
+from rgrid_runner.settings import WorkerSettings
+from rgrid_runner.workerclient import ChecksumMismatch
 
 MB = 1024 * 1024
 
@@ -28,15 +30,22 @@ class CountingStore:
         self.objects = dict(objects or {})
         self.fetches: Counter = Counter()
 
-    def download_verified(self, key: str, dest: Path, sha256: str | None) -> str:
+    def fetch(self, spec: InputSpec, dest: Path) -> None:
+        key = spec.url
         self.fetches[key] += 1
         data = self.objects[key]
         with open(dest, "wb") as f:
             f.write(data)
         got = hashlib.sha256(data).hexdigest()
-        if sha256 and got != sha256:
-            raise ChecksumMismatch(f"{key}: expected sha256 {sha256}, got {got}", key)
-        return got
+        if got != spec.sha256:
+            raise ChecksumMismatch(f"{spec.name}: expected sha256 {spec.sha256}, got {got}", spec.name)
+
+
+def stage_inputs(store: CountingStore, execution_id: str, specs: list[dict], workdir: Path, cache) -> int:
+    """staging.stage_inputs with the specs a claim would carry (the URL is the store's key here)."""
+    inputs = [InputSpec(name=s["name"], kind=s["kind"], sha256=s["sha256"], size=s["size"], url=s["object_key"])
+              for s in specs]
+    return staging.stage_inputs(store.fetch, inputs, workdir, cache)
 
 
 def _sha(data: bytes) -> str:
@@ -242,7 +251,7 @@ def test_a_checksum_mismatch_propagates_and_leaves_nothing_in_the_cache(tmp_path
     cache = _cache(tmp_path)
     with pytest.raises(ChecksumMismatch) as err:
         stage_inputs(store, "ex", [spec], _new_workdir(tmp_path, "run"), cache)
-    assert err.value.key == "k"
+    assert err.value.name == "in"
     assert _entries(cache) == []  # neither an entry nor a .part file
     assert cache.path_if_valid(spec["sha256"]) is None
 
@@ -318,8 +327,8 @@ def test_the_cache_directory_is_private(tmp_path):
 
 
 def test_for_settings_turns_the_cache_off_at_zero_and_puts_it_beside_the_runs(tmp_path):
-    assert InputCache.for_settings(ServiceSettings(input_cache_mb=0, work_root=str(tmp_path))) is None
-    cache = InputCache.for_settings(ServiceSettings(input_cache_mb=3, work_root=str(tmp_path)))
+    assert InputCache.for_settings(WorkerSettings(input_cache_mb=0, work_root=str(tmp_path))) is None
+    cache = InputCache.for_settings(WorkerSettings(input_cache_mb=3, work_root=str(tmp_path)))
     assert cache.root == tmp_path / ".input-cache"
     assert cache.limit == 3 * MB
 

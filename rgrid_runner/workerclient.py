@@ -1,0 +1,267 @@
+"""The worker's one way to the control plane: the worker API (rgrid_core.workerwire) and the
+presigned URLs it hands out. A worker holds its token and nothing else.
+
+One client per process, kept for the process's life: its connections stay open (keep-alive), so a
+run costs the same round trips it did when the runner wrote to the database (claim, renews,
+finish; an output-urls call only when the script wrote files).
+
+Transient trouble (no connection, a timeout, 502/503/504: the API restarting or its database
+away) is tried again for the outage budget; then the last error is raised as Unreachable. 409 is
+Fenced (the run is no longer this attempt's), 401/403/404 Refused with the server's sentence.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
+
+import httpx
+
+from rgrid_core import workerwire as wire
+from rgrid_core.retry import retrying
+
+log = logging.getLogger("rgrid.workerclient")
+
+CHUNK = 1024 * 1024
+TRANSIENT = (502, 503, 504)
+STORE_TRANSIENT = (500, 502, 503, 504)
+# A presigned URL past its expiry: S3 answers 403 (SeaweedFS and AWS alike; some stores say 400).
+EXPIRED = (400, 403)
+
+
+class Fenced(Exception):
+    """409: the run is no longer this attempt's (re-queued, canceled, finished)."""
+
+
+class Refused(Exception):
+    """401/403/404: the control plane will not let this worker do it; the message is its sentence."""
+
+    def __init__(self, status: int, sentence: str):
+        super().__init__(sentence)
+        self.status = status
+
+
+class Unreachable(Exception):
+    """The API (or the store) stayed away for the whole outage budget."""
+
+
+class ChecksumMismatch(Exception):
+    """A downloaded input is not what its sha256 says: the stored copy is damaged."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
+class _Transient(Exception):
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if isinstance(detail, str):
+            return detail
+        if detail is not None:
+            return str(detail)
+    except ValueError:
+        pass
+    return (r.text or r.reason_phrase or "")[:300]
+
+
+def _is_transient(e: BaseException) -> bool:
+    return isinstance(e, (httpx.TransportError, _Transient))
+
+
+def _closing(r: httpx.Response) -> httpx.Response:
+    r.close()
+    return r
+
+
+class WorkerClient:
+    """Every worker-API call and every presigned transfer, through two keep-alive clients: one
+    for the API (with the token), one for the store (no token: a presigned URL carries its own)."""
+
+    def __init__(self, api_url: str, token: str, outage_budget: float, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None):
+        self.api_url = api_url.rstrip("/")
+        self.budget = outage_budget
+        # trust_env=False: a Ray process's environment points HTTP proxies at a closed port (see
+        # rgrid_service.raynet.ray_process_env); the API and the store are reached directly.
+        self.http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                                 trust_env=False, transport=transport)
+        self.files = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), trust_env=False, transport=transport)
+
+    @classmethod
+    def for_settings(cls, settings) -> "WorkerClient":
+        return cls(settings.api_url, settings.worker_token, settings.outage_budget, settings.api_timeout_seconds)
+
+    def close(self) -> None:
+        self.http.close()
+        self.files.close()
+
+    # ---- the API -----------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body=None, budget: float | None = None):
+        """One API call, tried again through transient trouble for `budget` seconds (default the
+        outage budget; 0: once). Returns the JSON answer."""
+        payload = body.model_dump(mode="json") if body is not None else None
+
+        def once() -> httpx.Response:
+            r = self.http.request(method, path, json=payload)
+            if r.status_code in TRANSIENT:
+                raise _Transient(r.status_code, _detail(_closing(r)))
+            return r
+
+        seconds = self.budget if budget is None else budget
+        try:
+            r = retrying(once, seconds=seconds, when=_is_transient, first_wait=0.2, max_wait=2, log=log) \
+                if seconds > 0 else once()
+        except (httpx.TransportError, _Transient) as e:
+            raise Unreachable(f"The control plane at {self.api_url} could not be reached for {seconds:.0f} s "
+                              f"({type(e).__name__}: {e}).") from e
+        if r.status_code == 409:
+            raise Fenced(_detail(r))
+        if r.status_code in (401, 403, 404):
+            raise Refused(r.status_code, _detail(r))
+        if r.status_code >= 400:
+            raise RuntimeError(f"The control plane answered {method} {path} with HTTP {r.status_code}: {_detail(r)}")
+        return r.json() if r.content else None
+
+    def register(self, slots: int, provider: str, budget: float | None = None) -> wire.RegisterResponse:
+        body = wire.RegisterRequest(slots=slots, provider=provider)
+        return wire.RegisterResponse.model_validate(self._call("POST", wire.REGISTER, body, budget))
+
+    def heartbeat(self, budget: float | None = 0) -> wire.HeartbeatResponse:
+        return wire.HeartbeatResponse.model_validate(self._call("POST", wire.HEARTBEAT, budget=budget))
+
+    def claim(self, execution_id: str) -> wire.ClaimResponse | None:
+        """The run's spec, or None when it is not queued any more (somebody else has it, or it was
+        canceled)."""
+        try:
+            return wire.ClaimResponse.model_validate(self._call("POST", wire.CLAIM.format(id=execution_id)))
+        except Fenced:
+            return None
+
+    def renew(self, execution_id: str, attempt: int, chunks=(), truncated: bool = False,
+              stages: dict[str, float] | None = None, budget: float | None = None) -> bool:
+        """Heartbeat the run and append log chunks ((stream, bytes) pairs). False: fenced off or
+        refused (the worker's token no longer acts on it)."""
+        body = wire.RenewRequest(
+            logs=[wire.LogChunkIn(stream=s, data_b64=base64.b64encode(d).decode()) for s, d in chunks],
+            truncated=truncated, stages=stages or {})
+        try:
+            self._call("POST", wire.RENEW.format(id=execution_id, attempt=attempt), body, budget)
+            return True
+        except Fenced:
+            return False
+        except Refused as e:
+            log.warning("renew of %s refused: %s", execution_id, e)
+            return False
+
+    def input_url(self, execution_id: str, attempt: int, name: str) -> str:
+        """A fresh presigned GET for one input (the one from the claim expired)."""
+        path = wire.INPUT_URL.format(id=execution_id, attempt=attempt, name=quote(name, safe=""))
+        return wire.InputSpec.model_validate(self._call("GET", path)).url
+
+    def damaged_input(self, execution_id: str, attempt: int, name: str) -> None:
+        """Tell the control plane an input's stored copy is damaged, so it is forgotten and the next
+        submission uploads it anew."""
+        self._call("POST", wire.DAMAGED_INPUT.format(id=execution_id, attempt=attempt, name=quote(name, safe="")))
+
+    def output_urls(self, execution_id: str, attempt: int, files: list[tuple[str, int]]) -> dict[str, str]:
+        """path -> presigned PUT, for (path, size) of each output file."""
+        urls: dict[str, str] = {}
+        limit = wire.OutputUrlsRequest.model_fields["files"].metadata[0].max_length
+        for i in range(0, len(files), limit):
+            body = wire.OutputUrlsRequest(files=[wire.OutputFile(path=p, size=s) for p, s in files[i:i + limit]])
+            answer = wire.OutputUrlsResponse.model_validate(
+                self._call("POST", wire.OUTPUT_URLS.format(id=execution_id, attempt=attempt), body))
+            urls.update((u.path, u.url) for u in answer.urls)
+        return urls
+
+    def finish(self, execution_id: str, attempt: int, request: wire.FinishRequest) -> bool:
+        """Commit the result. The server answers a repeated finish the same way, so a lost answer is
+        simply asked again. False: fenced off (or refused), nothing committed."""
+        try:
+            self._call("POST", wire.FINISH.format(id=execution_id, attempt=attempt), request)
+            return True
+        except Fenced:
+            return False
+        except Refused as e:
+            log.warning("finish of %s refused: %s", execution_id, e)
+            return False
+
+    # ---- presigned transfers -----------------------------------------------------------------
+
+    def download(self, url: str, dest: Path, sha256: str, name: str,
+                 fresh_url: Callable[[], str] | None = None) -> None:
+        """Stream a presigned GET into dest with constant memory, checking its sha256
+        (ChecksumMismatch). An expired URL is swapped once for fresh_url()."""
+        state = {"url": url, "refreshed": False}
+
+        def once() -> str:
+            digest = hashlib.sha256()
+            with self.files.stream("GET", state["url"]) as r:
+                if r.status_code in EXPIRED and fresh_url is not None and not state["refreshed"]:
+                    r.read()
+                    state["url"], state["refreshed"] = fresh_url(), True
+                    raise _Transient(r.status_code, "the presigned URL expired; asked for a fresh one")
+                if r.status_code in STORE_TRANSIENT:
+                    r.read()
+                    raise _Transient(r.status_code, r.text[:200])
+                if r.status_code != 200:
+                    r.read()
+                    raise RuntimeError(f"the object store refused input {name!r} (HTTP {r.status_code}: "
+                                       f"{r.text[:200]})")
+                with open(dest, "wb") as f:
+                    for chunk in r.iter_raw(CHUNK):
+                        f.write(chunk)
+                        digest.update(chunk)
+            return digest.hexdigest()
+
+        got = self._store_retrying(once, f"input {name!r}")
+        if got != sha256:
+            raise ChecksumMismatch(f"{name}: expected sha256 {sha256}, got {got}", name)
+
+    def upload(self, url: str, path: Path, fresh_url: Callable[[], str] | None = None) -> tuple[int, str]:
+        """Stream a file to a presigned PUT (with its Content-Length); returns (size, sha256) of
+        what went up. The file is never followed through a symlink (a script could plant one)."""
+        state = {"url": url, "refreshed": False}
+
+        def once() -> tuple[int, str]:
+            digest = hashlib.sha256()
+            with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as fh:
+                size = os.fstat(fh.fileno()).st_size
+
+                def body():
+                    for chunk in iter(lambda: fh.read(CHUNK), b""):
+                        digest.update(chunk)
+                        yield chunk
+
+                r = self.files.put(state["url"], content=body(), headers={"Content-Length": str(size)})
+            if r.status_code in EXPIRED and fresh_url is not None and not state["refreshed"]:
+                state["url"], state["refreshed"] = fresh_url(), True
+                raise _Transient(r.status_code, "the presigned URL expired; asked for a fresh one")
+            if r.status_code in STORE_TRANSIENT:
+                raise _Transient(r.status_code, r.text[:200])
+            if r.status_code not in (200, 201, 204):
+                raise RuntimeError(f"the object store refused the upload (HTTP {r.status_code}: {r.text[:200]})")
+            return size, digest.hexdigest()
+
+        return self._store_retrying(once, f"output {path.name!r}")
+
+    def _store_retrying(self, fn, what: str):
+        try:
+            return retrying(fn, seconds=self.budget, when=_is_transient, first_wait=0.5, max_wait=2, log=log)
+        except (httpx.TransportError, _Transient) as e:
+            raise Unreachable(f"The object store did not serve {what} for {self.budget:.0f} s "
+                              f"({type(e).__name__}: {e}).") from e
