@@ -1,97 +1,23 @@
 """rgrid_runner.workerclient over real HTTP: statuses, retries through an outage, presigned
 transfers with their sha256, and one kept-alive connection.
 
-The server here is a small scripted HTTP/1.1 server on 127.0.0.1 standing in for the API and the
-store; the real API and SeaweedFS are exercised by tests/integration.
+The server is tests/httpstandin's scripted HTTP/1.1 server on 127.0.0.1, standing in for the API
+and the store; the real API and SeaweedFS are exercised by tests/integration.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from rgrid_core import workerwire as wire
 from rgrid_runner.settings import WorkerSettings
 from rgrid_runner.workerclient import ChecksumMismatch, Refused, Unreachable, WorkerClient
+from tests.httpstandin import server  # noqa: F401 - the fixture
 
 TOKEN = "rgw_test-token"
-
-
-class Scripted(ThreadingHTTPServer):
-    """Answers each (method, path) from a list of scripted answers (the last one repeats), and
-    records every request: its headers, body and the client port it came from."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.answers: dict[tuple[str, str], list] = defaultdict(list)
-        self.seen: list[dict] = []
-        self.objects: dict[str, bytes] = {}
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def answer(self, method: str, path: str, *answers) -> None:
-        """Each answer: (status, JSON body or bytes)."""
-        self.answers[(method, path)].extend(answers)
-
-    def requests(self, method: str, path: str) -> list[dict]:
-        return [r for r in self.seen if r["method"] == method and r["path"] == path]
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn and S3 do
-
-    def log_message(self, *args):
-        pass
-
-    def _serve(self, method: str):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        srv: Scripted = self.server
-        srv.seen.append(dict(method=method, path=self.path, headers=dict(self.headers), body=body,
-                             port=self.client_address[1]))
-        queue = srv.answers.get((method, self.path))
-        if queue:
-            status, payload = queue.pop(0) if len(queue) > 1 else queue[0]
-        elif method == "GET" and self.path in srv.objects:
-            status, payload = 200, srv.objects[self.path]
-        elif method == "PUT":
-            srv.objects[self.path] = body
-            status, payload = 200, b""
-        else:
-            status, payload = 404, {"detail": f"nothing scripted for {method} {self.path}"}
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._serve("GET")
-
-    def do_POST(self):
-        self._serve("POST")
-
-    def do_PUT(self):
-        self._serve("PUT")
-
-
-@pytest.fixture
-def server():
-    srv = Scripted()
-    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.fixture
@@ -261,3 +187,31 @@ def test_settings_outage_budget_defaults_to_three_dead_afters():
     assert WorkerSettings(dead_after_seconds=120).outage_budget == 360
     assert WorkerSettings(dead_after_seconds=4).outage_budget == 30
     assert WorkerSettings(dead_after_seconds=120, api_outage_budget_seconds=7).outage_budget == 7
+
+
+def test_lease_keeper_renews_during_a_long_transfer_and_stops_after(server, client):
+    from rgrid_runner.runner import Lease, LeaseKeeper
+
+    settings = WorkerSettings(lease_check_interval_seconds=0.2)
+    lease, other = Lease("ex1", 1), Lease("ex2", 1)
+    for l in (lease, other):
+        server.answer("POST", wire.RENEW.format(id=l.execution_id, attempt=1), (200, {"kept": True}))
+    renews = lambda l: len(server.requests("POST", wire.RENEW.format(id=l.execution_id, attempt=1)))  # noqa: E731
+    with LeaseKeeper(client, lease, settings), LeaseKeeper(client, other, settings):
+        time.sleep(1.5)  # "a slow upload": the shared keeper thread renews both meanwhile
+        assert renews(lease) >= 3 and renews(other) >= 3
+    time.sleep(0.6)  # let a renew already under way land
+    after = renews(lease)
+    time.sleep(1.0)
+    assert renews(lease) == after  # no longer kept
+
+
+def test_lease_keeper_drops_a_fenced_lease(server, client):
+    from rgrid_runner.runner import Lease, LeaseKeeper
+
+    lease = Lease("ex3", 2)
+    server.answer("POST", wire.RENEW.format(id="ex3", attempt=2), (409, {"detail": "Run ex3 was canceled."}))
+    with LeaseKeeper(client, lease, WorkerSettings(lease_check_interval_seconds=0.2)):
+        time.sleep(1.0)
+        assert lease not in LeaseKeeper._held  # the refused renew ended the keeping
+    assert len(server.requests("POST", wire.RENEW.format(id="ex3", attempt=2))) == 1

@@ -1,0 +1,110 @@
+"""rgrid_runner.runner end to end over HTTP: claim, stage through a presigned GET, run in the real
+sandbox, upload through presigned PUTs, finish; and what it does when fenced or handed a damaged
+input. tests/httpstandin stands in for the API and the store (the real ones: tests/integration)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from rgrid_core import workerwire as wire
+from rgrid_runner.runner import run_execution
+from rgrid_runner.settings import WorkerSettings
+from rgrid_runner.workerclient import WorkerClient
+from tests.httpstandin import server  # noqa: F401 - the fixture
+from tests.unit.test_sandbox import need_bwrap
+
+SCRIPT = b"""import os, sys
+data = open("in.txt").read()
+os.makedirs("out", exist_ok=True)
+open("out/result.txt", "w").write(data.upper())
+print("read", len(data), "bytes")
+print("to stderr", file=sys.stderr)
+"""
+DATA = b"hello worker api\n"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def work_root():
+    # Not pytest's tmp_path: the sandbox's own uid must reach the run folder (its parents are 0700).
+    with tempfile.TemporaryDirectory(prefix="rgrid-runner-test-", dir="/tmp") as d:
+        yield Path(d)
+
+
+def _grid(server, work_root: Path, stored_input: bytes = DATA):
+    server.objects["/blobs/script"] = SCRIPT
+    server.objects["/blobs/in"] = stored_input
+    claim = dict(attempt=1, script="s.py", args=[], env={"SECRET": "v"}, runtime="python:3.11", timeout_seconds=60,
+                 inputs=[dict(name="s.py", sha256=_sha(SCRIPT), size=len(SCRIPT), url=server.url + "/blobs/script"),
+                         dict(name="in.txt", sha256=_sha(DATA), size=len(DATA), url=server.url + "/blobs/in")])
+    server.answer("POST", wire.CLAIM.format(id="ex1"), (200, claim))
+    server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (200, {"kept": True}))
+    server.answer("POST", wire.OUTPUT_URLS.format(id="ex1", attempt=1),
+                  (200, {"urls": [{"path": "out/result.txt", "url": server.url + "/outputs/a1/out/result.txt"}]}))
+    settings = WorkerSettings(work_root=str(work_root), input_cache_mb=0, lease_check_interval_seconds=0.2)
+    return WorkerClient(server.url, "rgw_t", outage_budget=3.0), settings
+
+
+def _finish_body(server) -> dict:
+    finishes = server.requests("POST", wire.FINISH.format(id="ex1", attempt=1))
+    assert len(finishes) == 1
+    return json.loads(finishes[0]["body"])
+
+
+def _logs(server) -> bytes:
+    out = b""
+    for r in server.requests("POST", wire.RENEW.format(id="ex1", attempt=1)):
+        for chunk in json.loads(r["body"])["logs"]:
+            out += base64.b64decode(chunk["data_b64"])
+    return out
+
+
+def test_a_run_goes_through_the_worker_api_and_presigned_urls(server, work_root):
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (200, {"committed": True}))
+    assert run_execution("ex1", client, settings) == "succeeded"
+    assert server.objects["/outputs/a1/out/result.txt"] == DATA.upper()
+    body = _finish_body(server)
+    assert body["status"] == "succeeded" and body["exit_code"] == 0
+    assert body["outputs"] == [{"path": "out/result.txt", "size": len(DATA), "sha256": _sha(DATA.upper())}]
+    assert set(body["stages"]) <= {"running", "uploading"} and "uploading" in body["stages"]
+    assert b"read 17 bytes" in _logs(server) and b"to stderr" in _logs(server)
+    # One kept-alive connection to the API and the store (the same server here) for the whole run.
+    assert len({r["port"] for r in server.seen if r["method"] == "POST"}) == 1
+    assert list(work_root.iterdir()) == []  # the run's folder is gone
+
+
+def test_a_fenced_finish_commits_nothing_and_deletes_nothing(server, work_root):
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (409, {"detail": "Run ex1 was canceled."}))
+    assert run_execution("ex1", client, settings) == "fenced"
+    assert {r["method"] for r in server.seen} <= {"GET", "POST", "PUT"}  # the API deletes, never the worker
+
+
+def test_a_damaged_input_is_reported_and_the_run_fails_with_a_sentence(server, work_root):
+    client, settings = _grid(server, work_root, stored_input=b"bit rot")
+    server.answer("POST", wire.DAMAGED_INPUT.format(id="ex1", attempt=1, name="in.txt"), (200, {"forgotten": True}))
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (200, {"committed": True}))
+    assert run_execution("ex1", client, settings) == "staging-failed"
+    assert len(server.requests("POST", wire.DAMAGED_INPUT.format(id="ex1", attempt=1, name="in.txt"))) == 1
+    body = _finish_body(server)
+    assert body["status"] == "failed"
+    assert body["reason"].startswith("An input file's stored copy is damaged (in.txt: expected sha256")
+    assert body["reason"].endswith("run it again and it will be uploaded anew.")
+
+
+def test_a_claim_lost_to_another_runner_does_nothing(server, work_root):
+    client, settings = _grid(server, work_root)
+    server.answers[("POST", wire.CLAIM.format(id="ex1"))] = [(409, {"detail": "It is not queued any more."})]
+    assert run_execution("ex1", client, settings) == "not-claimed"
+    assert [r["path"] for r in server.seen] == [wire.CLAIM.format(id="ex1")]
