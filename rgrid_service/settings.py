@@ -77,8 +77,6 @@ class ServiceSettings(BaseSettings):
     # them); None: the worker_pool stack makes its own.
     hcloud_network_id: int | None = None
     hcloud_firewall_id: int | None = None
-    # The database URL workers get (a role of their own); None: database_url.
-    worker_database_url: str | None = None
     # A JSON price table replacing the built-in one (rgrid_service/fleet/prices.py).
     price_table: str | None = None
     # How often the orchestrator prices the attempts that ended (policies/costs).
@@ -107,6 +105,9 @@ class ServiceSettings(BaseSettings):
 
     # Worker agent.
     heartbeat_interval_seconds: float = 30.0
+    # How long a worker's runner and agent ride out an unreachable API before giving a run up
+    # (rgrid_runner.settings); None: max(30, 3 x dead_after_seconds).
+    api_outage_budget_seconds: float | None = None
 
     # Runner timings and limits.
     log_flush_interval_seconds: float = 0.2

@@ -23,11 +23,12 @@ UNIT_FILE = "/etc/systemd/system/rgrid-worker.service"
 INSTALL_DIR = "/opt/rgrid/venv"
 RAY_TOKEN_VAR = "RGRID_RAY_AUTH_TOKEN"
 
-# The settings a worker reads (agent, runner, sandbox); nothing that only the control plane needs.
+# The settings a worker reads (rgrid_runner.settings.WorkerSettings: agent, runner, sandbox); nothing
+# that only the control plane needs. No database URL, no store keys: a worker reaches the worker API
+# with its own token and moves files through presigned URLs.
 WORKER_SETTINGS = (
-    "database_url", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket", "s3_secure", "s3_region",
-    "ray_address", "heartbeat_interval_seconds", "dead_after_seconds", "log_flush_interval_seconds",
-    "lease_check_interval_seconds", "log_limit_bytes", "default_timeout_seconds", "sandbox_memory_mb",
+    "ray_address", "heartbeat_interval_seconds", "dead_after_seconds", "api_outage_budget_seconds",
+    "log_flush_interval_seconds", "lease_check_interval_seconds", "log_limit_bytes", "sandbox_memory_mb",
     "sandbox_max_processes", "sandbox_max_file_mb", "sandbox_niceness", "work_root", "input_cache_mb",
 )
 
@@ -66,8 +67,6 @@ def worker_launch(worker_id: str, settings: ServiceSettings, slots: int = SLOTS_
            "RGRID_API_URL": settings.worker_api_url}
     for name in WORKER_SETTINGS:
         value = getattr(settings, name)
-        if name == "database_url" and settings.worker_database_url:
-            value = settings.worker_database_url  # the workers' own role, not the control plane's
         if value is not None:
             env[f"RGRID_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     if settings.ray_token_file:  # the Ray cluster's token: rgrid_runner.node moves it into a 0600 file

@@ -11,12 +11,12 @@ The orchestrator on that server runs the worker_pool stack; what that stack need
 (network, firewall, head address, …) reaches it through the environment file cloud-init writes,
 and the same values are this stack's outputs: ORCHESTRATOR_SETTINGS maps one onto the other.
 Every secret (the Hetzner token, the database password, the S3 keys, the workers' join token,
-the first API key, the control plane's secret key, the Ray cluster's token) comes from `--secret` config and stays a secret
-Output; the server's user_data, which holds them, is one too. Workers get none of the token, the
-API key, the secret key or the database password from here: their user_data is the orchestrator's,
-and their database role (`rgrid_worker`, whose password is the join token) is not the control
-plane's. The secret key (worker tokens, sealed env values: rgrid_service.secrets) goes into a file
-of its own that only the API's and the orchestrator's units read.
+the first API key, the control plane's secret key, the Ray cluster's token) comes from `--secret`
+config and stays a secret Output; the server's user_data, which holds them, is one too. Workers
+get none of them but the Ray token (their Ray node joins with it): their user_data is the
+orchestrator's, and a worker holds its own worker token for the worker API (no database role, no
+store keys). The secret key (worker tokens, sealed env values: rgrid_service.secrets) goes into a
+file of its own that only the API's and the orchestrator's units read.
 """
 from __future__ import annotations
 
@@ -165,7 +165,6 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         "RGRID_S3_PORT": str(config.s3_port),
         "RGRID_RAY_PORT": str(config.ray_port),
         "RGRID_DATABASE_URL": f"postgresql://rgrid:{database_password}@{db}",
-        "RGRID_WORKER_DATABASE_URL": f"postgresql://rgrid_worker:{worker_join_token}@{db}",
         "RGRID_S3_ACCESS_KEY": s3_access_key,
         "RGRID_S3_SECRET_KEY": s3_secret_key,
         "RGRID_RAY_DASHBOARD_URL": f"http://{PRIVATE_IP}:8265",
@@ -216,7 +215,6 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
             service_env=orchestrator_env(config, net, fw, token, db_pw, join, s3_key, s3_secret),
             setup_env={
                 "RGRID_VOLUME_DEVICE": device,
-                "RGRID_PRIVATE_RANGE": POOL.ip_range,
                 "RGRID_DB_PASSWORD": db_pw,
                 "RGRID_WORKER_JOIN_TOKEN": join,
                 "RGRID_API_KEY_SHA256": hashlib.sha256(api_key.encode()).hexdigest(),

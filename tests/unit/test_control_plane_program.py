@@ -192,9 +192,8 @@ def test_secrets_are_secret_outputs_and_user_data_is_secret():
     assert setup["RGRID_API_KEY_SHA256"] == hashlib.sha256(SECRETS["api_key"].encode()).hexdigest()
     assert SECRETS["api_key"] not in plain(user_data)  # the server holds only the key's hash
     env = _env(files[SERVICE_ENV])
-    # Workers get their own database role (the join token), never the control plane's password.
-    assert env["RGRID_WORKER_DATABASE_URL"] == f"postgresql://rgrid_worker:{SECRETS['join']}@{PRIVATE_IP}:5432/rgrid"
-    assert SECRETS["db"] not in env["RGRID_WORKER_DATABASE_URL"]
+    # No database URL for workers: they reach the worker API with their own token.
+    assert not any("WORKER_DATABASE" in k or "rgrid_worker" in v for k, v in env.items())
 
 
 def test_ray_runs_with_token_authentication():
@@ -296,11 +295,12 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     assert worker["networks"][0]["networkId"] == 11 and worker["firewallIds"] == [22]
     assert (worker["serverType"], worker["location"]) == ("cx23", "fsn1")
     worker_data = plain(worker["userData"])
-    assert f"rgrid_worker:{SECRETS['join']}@{PRIVATE_IP}" in worker_data
+    assert "DATABASE_URL" not in worker_data and "S3_ACCESS_KEY" not in worker_data
+    assert "S3_SECRET_KEY" not in worker_data and "postgresql://" not in worker_data
     assert f"RGRID_RAY_ADDRESS={PRIVATE_IP}:6379" in worker_data
     installs = [cmd for cmd in yaml.safe_load(worker_data)["runcmd"] if "install" in cmd]
     assert installs[0][-1] == settings.worker_package  # the control plane's own repository and ref
-    for name in ("token", "db", "api_key", "secret_key"):
+    for name in ("token", "db", "api_key", "secret_key", "s3_key", "s3_secret", "join"):
         assert SECRETS[name] not in worker_data, name
     # Its own worker token instead, and where the API is: nginx on the private address.
     from rgrid_service.secrets import keys_for

@@ -23,7 +23,7 @@ def test_cloud_init_starts_the_same_command_with_the_same_environment():
     assert launch_from_cloud_init(render_cloud_init(launch)) == launch
     assert launch.env["RGRID_WORKER_ID"] == "w-7"
     assert launch.env["RGRID_HEARTBEAT_INTERVAL_SECONDS"] == "7.0"
-    assert launch.env["RGRID_S3_SECURE"] == "false"
+    assert launch.env["RGRID_SANDBOX_NICENESS"] == "5"
     assert "RGRID_LOCAL_GRID_HOME" not in launch.env and "RGRID_MAX_WORKERS" not in launch.env
 
 
@@ -53,7 +53,7 @@ def test_user_data_shape():
 
 def test_a_value_that_cannot_go_into_an_environment_file_is_refused():
     with pytest.raises(ValueError, match="newline"):
-        render_cloud_init(worker_launch("w-1", SETTINGS.model_copy(update={"database_url": "sqlite:///a\nb"})))
+        render_cloud_init(worker_launch("w-1", SETTINGS.model_copy(update={"work_root": "/tmp/a\nb"})))
 
 
 def test_no_worker_starts_without_the_secret_key_or_the_api_url():
@@ -80,3 +80,17 @@ def test_rendered_cloud_init_passes_the_cloud_init_schema(tmp_path):
     done = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Valid" in done.stdout + done.stderr
+
+
+def test_a_worker_is_launched_with_no_database_url_no_store_keys_and_no_control_plane_secret():
+    """A worker runs strangers' scripts: it holds only its own token (the worker API) and gets
+    files through presigned URLs, so neither its environment file nor its unit names anything else."""
+    settings = SETTINGS.model_copy(update=dict(database_url="postgresql://rgrid:db-password@10.0.0.2/rgrid",
+                                               s3_access_key="s3-access", s3_secret_key="s3-secret"))
+    launch = worker_launch("w-1", settings)
+    user_data = render_cloud_init(launch)
+    for env in (launch.env, launch_from_cloud_init(user_data).env):
+        assert not [k for k in env if "DATABASE" in k or k.startswith("RGRID_S3_") or "SECRET" in k]
+        assert sorted(k for k in env if "TOKEN" in k or "KEY" in k) == ["RGRID_WORKER_TOKEN"]  # its own only
+    for secret in ("db-password", "postgresql://", "s3-access", "s3-secret", "k" * 32):
+        assert secret not in user_data
