@@ -17,19 +17,14 @@ import signal
 import time
 
 from .settings import WorkerSettings
-from .workerclient import Refused, WorkerClient
+from .workerclient import Fenced, Refused, WorkerClient
 
 log = logging.getLogger("rgrid.agent")
 
 
 def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClient | None = None) -> None:
     client = client or WorkerClient.for_settings(settings)
-    # The control plane may be away for a while: keep trying (a worker that never registers is
-    # declared dead by the control plane's boot timeout).
-    try:
-        registered = client.register(slots, provider, budget=float("inf"))
-    except Refused as e:
-        _take_worker_down(f"the control plane refused to register this worker: {e}")
+    registered = _register(client, slots, provider)
     interval = registered.heartbeat_interval_seconds or settings.heartbeat_interval_seconds
     log.info("worker %s registered (%d slots); heartbeat every %.1f s", registered.worker_id, slots, interval)
     while True:
@@ -37,9 +32,25 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
             client.heartbeat()
         except Refused as e:
             _take_worker_down(f"{registered.worker_id} was given up by the control plane: {e}")
+        except Fenced as e:  # the control plane has no registration of this worker (yet): register again
+            log.warning("heartbeat refused (%s); registering again", e)
+            _register(client, slots, provider)
         except Exception as e:  # noqa: BLE001 - a missed beat is what dead_after is for
             log.warning("heartbeat failed: %s", e)
         time.sleep(interval)
+
+
+def _register(client: WorkerClient, slots: int, provider: str):
+    """Register, however long the control plane is away (a worker that never registers is declared
+    dead by the control plane's boot timeout); a refusal takes the worker down."""
+    while True:
+        try:
+            return client.register(slots, provider, budget=600)
+        except Refused as e:
+            _take_worker_down(f"the control plane refused to register this worker: {e}")
+        except Exception as e:  # noqa: BLE001 - away, or an answer we cannot use: keep trying
+            log.warning("could not register yet: %s", e)
+            time.sleep(2)
 
 
 def _take_worker_down(reason: str) -> None:

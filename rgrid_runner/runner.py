@@ -25,7 +25,7 @@ from . import sandbox, staging
 from .inputcache import InputCache
 from .logpump import LogPump
 from .settings import WorkerSettings
-from .workerclient import ChecksumMismatch, Refused, Unreachable, WorkerClient
+from .workerclient import ChecksumMismatch, Fenced, Refused, Unreachable, WorkerClient
 
 log = logging.getLogger("rgrid.runner")
 
@@ -43,6 +43,9 @@ def run_execution(execution_id: str, client: WorkerClient, settings: WorkerSetti
     except (Refused, Unreachable) as e:
         log.warning("claim of %s not made: %s", execution_id, e)
         return "not-claimed"
+    except Exception as e:  # noqa: BLE001 - the orchestrator logs what the task returned
+        log.exception("claim of %s failed", execution_id)
+        return f"claim-failed: {e}"[:300]
     if ex is None:
         return "not-claimed"
     lease = Lease(execution_id, ex.attempt)
@@ -173,6 +176,8 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
         paths = staging.changed_files(workdir, before)
         with LeaseKeeper(client, lease, settings, stages):
             outputs = staging.upload_outputs(client, lease.execution_id, lease.attempt, workdir, paths)
+    except Fenced:
+        return "fenced"  # canceled or handed back meanwhile: nothing to commit
     except Exception as e:  # noqa: BLE001
         _finish(client, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [],
                 stages)

@@ -215,3 +215,21 @@ def test_lease_keeper_drops_a_fenced_lease(server, client):
         time.sleep(1.0)
         assert lease not in LeaseKeeper._held  # the refused renew ended the keeping
     assert len(server.requests("POST", wire.RENEW.format(id="ex3", attempt=2))) == 1
+
+
+def test_the_agent_registers_beats_and_takes_the_worker_down_when_given_up(server, client, monkeypatch):
+    from rgrid_runner import agent
+
+    monkeypatch.setenv("RGRID_AGENT_KILLS_GROUP", "0")  # not this test's process group
+    server.answer("POST", wire.REGISTER, (503, {"detail": "The database is away."}),
+                  (200, {"worker_id": "w-1", "heartbeat_interval_seconds": 0.05}))
+    server.answer("POST", wire.HEARTBEAT, (200, {"worker_id": "w-1", "running": []}),
+                  (409, {"detail": "Worker w-1 has not registered yet: register first."}),
+                  (200, {"worker_id": "w-1", "running": []}),
+                  (403, {"detail": "Worker w-1 was declared dead."}))
+    with pytest.raises(SystemExit) as exit_:
+        agent.run(2, "local", WorkerSettings(), client)
+    assert exit_.value.code == 3
+    assert json.loads(server.requests("POST", wire.REGISTER)[0]["body"]) == {"slots": 2, "provider": "local"}
+    assert len(server.requests("POST", wire.REGISTER)) == 3  # the 503 ridden out, then again after the 409
+    assert len(server.requests("POST", wire.HEARTBEAT)) == 4
