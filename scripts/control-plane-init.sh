@@ -5,8 +5,8 @@
 #
 # Selects STACK (creating it if needed), then sets every secret that is not set yet, encrypted in
 # the stack's config with `pulumi config set --secret`: databasePassword, s3AccessKey,
-# s3SecretKey, workerJoinToken, rayToken (the Ray cluster's token), secretKey (the control plane's own: worker tokens and sealed env
-# values; random, URL-safe), apiKey (`rg_` + random: the first operator
+# s3SecretKey, rayToken (the Ray cluster's token), secretKey (the control plane's own: worker
+# tokens and sealed env values; random, URL-safe), apiKey (`rg_` + random: the first operator
 # key; the server stores only its sha256) and hcloud:token (from HCLOUD_TOKEN, else asked for
 # without echo). Values reach pulumi on stdin, never on a command line, and are never printed.
 # Sets `repository` (the git URL the server installs RGrid from) to this checkout's `origin` if
@@ -36,7 +36,7 @@ random() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
 
 "$PULUMI" stack select --create "$STACK" ${EXTRA[@]+"${EXTRA[@]}"} >/dev/null
 
-for key in databasePassword s3AccessKey s3SecretKey workerJoinToken secretKey rayToken; do
+for key in databasePassword s3AccessKey s3SecretKey secretKey rayToken; do
     has "$key" || { set_secret "$key" "$(random)"; echo "set $key (secret)"; }
 done
 has apiKey || { set_secret apiKey "rg_$(random)"; echo "set apiKey (secret)"; }

@@ -10,7 +10,7 @@ the API and the orchestrator.
 The orchestrator on that server runs the worker_pool stack; what that stack needs from this one
 (network, firewall, head address, …) reaches it through the environment file cloud-init writes,
 and the same values are this stack's outputs: ORCHESTRATOR_SETTINGS maps one onto the other.
-Every secret (the Hetzner token, the database password, the S3 keys, the workers' join token,
+Every secret (the Hetzner token, the database password, the S3 keys,
 the first API key, the control plane's secret key, the Ray cluster's token) comes from `--secret`
 config and stays a secret Output; the server's user_data, which holds them, is one too. Workers
 get none of them but the Ray token (their Ray node joins with it): their user_data is the
@@ -63,7 +63,6 @@ class Secrets:
     database_password: pulumi.Output
     s3_access_key: pulumi.Output
     s3_secret_key: pulumi.Output
-    worker_join_token: pulumi.Output
     api_key: pulumi.Output
     secret_key: pulumi.Output  # RGRID_SECRET_KEY: the API's and the orchestrator's only
     ray_token: pulumi.Output  # Ray's token authentication: the head, the orchestrator and every worker node
@@ -108,7 +107,6 @@ class ControlPlaneConfig:
             database_password=cfg.require_secret("databasePassword"),
             s3_access_key=cfg.require_secret("s3AccessKey"),
             s3_secret_key=cfg.require_secret("s3SecretKey"),
-            worker_join_token=cfg.require_secret("workerJoinToken"),
             api_key=cfg.require_secret("apiKey"),
             secret_key=cfg.require_secret("secretKey"),
             ray_token=cfg.require_secret("rayToken"),
@@ -151,7 +149,7 @@ def control_plane_firewall_rules(config: ControlPlaneConfig) -> list[hcloud.Fire
 
 
 def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewall_id: int, token: str,
-                     database_password: str, worker_join_token: str, s3_access_key: str,
+                     database_password: str, s3_access_key: str,
                      s3_secret_key: str) -> dict[str, str]:
     """The services' environment file (plain values in, so it can be rendered inside one apply)."""
     outputs = plain_outputs(config, network_id, worker_firewall_id)
@@ -206,17 +204,16 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
     s = config.secrets
 
     def build(args) -> str:
-        device, net, fw, token, db_pw, join, s3_key, s3_secret, api_key, secret_key, ray_token = args
-        for name, value in (("hcloud:token", token), ("databasePassword", db_pw), ("workerJoinToken", join),
+        device, net, fw, token, db_pw, s3_key, s3_secret, api_key, secret_key, ray_token = args
+        for name, value in (("hcloud:token", token), ("databasePassword", db_pw),
                             ("s3AccessKey", s3_key), ("s3SecretKey", s3_secret), ("apiKey", api_key),
                             ("secretKey", secret_key), ("rayToken", ray_token)):
             check_secret(name, value)
         return render(ControlPlaneInit(
-            service_env=orchestrator_env(config, net, fw, token, db_pw, join, s3_key, s3_secret),
+            service_env=orchestrator_env(config, net, fw, token, db_pw, s3_key, s3_secret),
             setup_env={
                 "RGRID_VOLUME_DEVICE": device,
                 "RGRID_DB_PASSWORD": db_pw,
-                "RGRID_WORKER_JOIN_TOKEN": join,
                 "RGRID_API_KEY_SHA256": hashlib.sha256(api_key.encode()).hexdigest(),
                 "RGRID_FIRST_TENANT": FIRST_TENANT,
                 "RGRID_REPOSITORY": config.repository,
@@ -228,7 +225,7 @@ def user_data(config: ControlPlaneConfig, volume_device, network_id, worker_fire
 
     return pulumi.Output.secret(pulumi.Output.all(
         volume_device, network_id, worker_firewall_id, s.hcloud_token, s.database_password,
-        s.worker_join_token, s.s3_access_key, s.s3_secret_key, s.api_key, s.secret_key,
+        s.s3_access_key, s.s3_secret_key, s.api_key, s.secret_key,
         s.ray_token).apply(build))
 
 

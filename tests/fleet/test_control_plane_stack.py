@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENGINE = ROOT / "scripts" / "pulumi-engine.sh"
 INIT = ROOT / "scripts" / "control-plane-init.sh"
 STACK = "cp-test"
-SECRET_KEYS = ("hcloud:token", "databasePassword", "s3AccessKey", "s3SecretKey", "workerJoinToken", "apiKey",
+SECRET_KEYS = ("hcloud:token", "databasePassword", "s3AccessKey", "s3SecretKey", "secretKey", "apiKey",
                "rayToken")
 
 

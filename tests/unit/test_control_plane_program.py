@@ -27,7 +27,7 @@ def plain(value):
 
 
 SECRETS = {"token": "h" * 64, "db": "dbpass-0123456789abcdef", "s3_key": "s3key-0123456789abcdef",
-           "s3_secret": "s3secret-0123456789abcdef", "join": "join-0123456789abcdef",
+           "s3_secret": "s3secret-0123456789abcdef",
            "api_key": "rg_apikey-0123456789abcdef", "secret_key": "secretkey-0123456789abcdef0123456789",
            "ray": "raytoken-0123456789abcdef"}
 IDS = {"hcloud:index/network:Network": "11", "hcloud:index/firewall:Firewall": None,
@@ -54,7 +54,7 @@ class Mocks(pulumi.runtime.Mocks):
 
 
 def config(**overrides) -> ControlPlaneConfig:
-    secrets = Secrets(*(pulumi.Output.secret(SECRETS[k]) for k in ("token", "db", "s3_key", "s3_secret", "join",
+    secrets = Secrets(*(pulumi.Output.secret(SECRETS[k]) for k in ("token", "db", "s3_key", "s3_secret",
                                                                     "api_key", "secret_key", "ray")))
     return ControlPlaneConfig(secrets=secrets, repository="https://git.example.org/rgrid.git", **overrides)
 
@@ -300,7 +300,7 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     assert f"RGRID_RAY_ADDRESS={PRIVATE_IP}:6379" in worker_data
     installs = [cmd for cmd in yaml.safe_load(worker_data)["runcmd"] if "install" in cmd]
     assert installs[0][-1] == settings.worker_package  # the control plane's own repository and ref
-    for name in ("token", "db", "api_key", "secret_key", "s3_key", "s3_secret", "join"):
+    for name in ("token", "db", "api_key", "secret_key", "s3_key", "s3_secret"):
         assert SECRETS[name] not in worker_data, name
     # Its own worker token instead, and where the API is: nginx on the private address.
     from rgrid_service.secrets import keys_for
