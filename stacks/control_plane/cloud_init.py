@@ -22,7 +22,9 @@ S3_IDENTITIES = "/etc/rgrid/s3-identities.json"
 RAY_TOKEN = "/etc/rgrid/ray-token"  # the Ray cluster's token (RAY_AUTH_TOKEN_PATH of the head and the orchestrator)
 # Secrets go into SQL and environment files unquoted: only URL-safe characters (what
 # scripts/control-plane-init.sh generates), and long enough to be worth the name.
-_SECRET = re.compile(r"[A-Za-z0-9_-]{16,}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]+")
+# The control plane's secret key derives every worker token: as long as the API requires.
+MIN_LENGTH = {"secretKey": 32}
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,9 @@ class ControlPlaneInit:
 
 
 def check_secret(name: str, value: str) -> str:
-    if not _SECRET.fullmatch(value or ""):
-        raise ValueError(f"The secret {name} must be at least 16 characters of A-Z, a-z, 0-9, '_' or '-'. "
+    least = MIN_LENGTH.get(name, 16)
+    if not _SECRET.fullmatch(value or "") or len(value) < least:
+        raise ValueError(f"The secret {name} must be at least {least} characters of A-Z, a-z, 0-9, '_' or '-'. "
                          "Set it again with scripts/control-plane-init.sh or `pulumi config set --secret`.")
     return value
 

@@ -221,6 +221,9 @@ def test_a_weak_secret_is_refused_with_a_sentence():
     for weak in ("short", "has a space in it, 0123456789", "quote'0123456789abcdef", ""):
         with pytest.raises(ValueError, match="databasePassword must be at least 16 characters"):
             check_secret("databasePassword", weak)
+    with pytest.raises(ValueError, match="secretKey must be at least 32 characters"):
+        check_secret("secretKey", "a" * 31)
+    assert check_secret("secretKey", "a" * 32) == "a" * 32
 
 
 def test_rendered_control_plane_cloud_init_passes_cloud_init_schema(tmp_path):
