@@ -118,11 +118,18 @@ class ProcessFleet:
         stop_groups(pids, grace=8)
 
 
-def worker_environ() -> dict[str, str]:
-    """This (control-plane) process's environment without what only the control plane holds."""
-    from ..secrets import SECRET_KEY_ENV
+# Names in an environment variable that mark a credential: never passed on to a worker.
+CREDENTIAL_MARKS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "DATABASE")
 
-    return {k: v for k, v in os.environ.items() if k != SECRET_KEY_ENV}
+
+def worker_environ() -> dict[str, str]:
+    """This (control-plane) process's environment without what only the control plane holds: no
+    RGRID_* setting of the control plane (the launch's own environment carries every setting a
+    worker reads) and nothing named like a credential, so no database URL, store key, secret key
+    or cloud token reaches a worker."""
+    settings = {f"RGRID_{name.upper()}" for name in ServiceSettings.model_fields}
+    return {k: v for k, v in os.environ.items()
+            if not (k.startswith("RGRID_") and (k in settings or any(m in k for m in CREDENTIAL_MARKS)))}
 
 
 def resolve(command: str) -> str:

@@ -94,3 +94,26 @@ def test_a_worker_is_launched_with_no_database_url_no_store_keys_and_no_control_
         assert sorted(k for k in env if "TOKEN" in k or "KEY" in k) == ["RGRID_WORKER_TOKEN"]  # its own only
     for secret in ("db-password", "postgresql://", "s3-access", "s3-secret", "k" * 32):
         assert secret not in user_data
+
+
+def test_the_process_fleet_passes_a_worker_none_of_the_control_planes_settings_or_credentials(tmp_path, monkeypatch):
+    """The process fleet spawns workers from the orchestrator, whose environment holds the database
+    URL, the store keys and the secret key: none of it reaches the worker's process group."""
+    from rgrid_service.fleet import process
+
+    for name, value in {"RGRID_DATABASE_URL": "postgresql://rgrid:db-password@127.0.0.1/rgrid",
+                        "RGRID_S3_ACCESS_KEY": "s3-access", "RGRID_S3_SECRET_KEY": "s3-secret",
+                        "RGRID_SECRET_KEY": "control-plane-secret", "RGRID_HCLOUD_TOKEN": "hcloud-token",
+                        "RGRID_API_KEY": "rg_operator", "RGRID_NODE_IP": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    spawned = []
+    monkeypatch.setattr(process, "spawn", lambda argv, log, env: spawned.append(env) or 1)
+    monkeypatch.setattr(process, "wait_for_log", lambda *a, **k: None)
+    fleet = process.ProcessFleet(tmp_path, SETTINGS, slots=2)
+    fleet._start("w-1")
+    env = spawned[0]
+    assert env["RGRID_WORKER_ID"] == "w-1" and env["RGRID_NODE_IP"] == "127.0.0.1"
+    assert not [k for k in env if "DATABASE" in k or k.startswith("RGRID_S3_") or "SECRET" in k
+                or k in ("RGRID_HCLOUD_TOKEN", "RGRID_API_KEY")]
+    for secret in ("db-password", "s3-access", "s3-secret", "control-plane-secret", "hcloud-token", "rg_operator"):
+        assert not [k for k, v in env.items() if secret in v], secret
