@@ -31,7 +31,7 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
         try:
             client.heartbeat()
         except Refused as e:
-            _take_worker_down(f"{registered.worker_id} was given up by the control plane: {e}")
+            _take_worker_down(f"{registered.worker_id} was declared dead by the control plane (or is being deleted): {e}")
         except Fenced as e:  # the control plane has no registration of this worker (yet): register again
             log.warning("heartbeat refused (%s); registering again", e)
             _register(client, slots, provider)
