@@ -70,9 +70,10 @@ def token_to_file(env: dict[str, str]) -> Path:
                          "token authentication. The control plane puts the token into the worker's launch "
                          "environment from its RGRID_RAY_TOKEN_FILE; set that there and start the worker again.")
     from rgrid_service.raynet import write_token
-    from rgrid_service.settings import ServiceSettings
 
-    root = Path(env.get("RGRID_WORK_ROOT") or ServiceSettings.model_fields["work_root"].default)
+    from .settings import WorkerSettings
+
+    root = Path(env.get("RGRID_WORK_ROOT") or WorkerSettings.model_fields["work_root"].default)
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=".ray-token-", dir=root))
     write_token(folder / "token", token)
