@@ -5,7 +5,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from rgrid_core.names import INPUT_NAME_SCHEMA
 from rgrid_core.runtimes import SUPPORTED_RUNTIMES
@@ -48,7 +48,18 @@ class InputSpec(BaseModel):
     md5: str = Field(pattern=r"^[0-9a-f]{32}$", description="Checked against the store's ETag on submit.")
 
 
+# A valid create, for the OpenAPI (and so for the contract test, whose examples phase sends it).
+CREATE_EXAMPLE = {
+    "script": "hello.py", "args": ["--name", "grid"], "env": {"GREETING": "hi"},
+    "inputs": [{"name": "hello.py", "kind": "file", "size": 15,
+                "sha256": "03e693d9f2f687e0f40e36a8df7fcb4d1c22974012b7c2a55c000eb30f305824",
+                "md5": "100e360cc768f15a35ed9ddf05e354ce"}],
+}
+
+
 class CreateExecution(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [CREATE_EXAMPLE]})
+
     script: str = Field(description="Name of the input that is the script to run (one of `inputs`).",
                         json_schema_extra=INPUT_NAME_SCHEMA)
     args: list[str] = Field(default_factory=list, max_length=10_000, description="No NUL character.",
@@ -357,6 +368,9 @@ BULK_MAX = 1000
 
 
 class CreateMany(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"executions": [CREATE_EXAMPLE,
+                                                                             {**CREATE_EXAMPLE, "args": ["2"]}]}]})
+
     executions: list[CreateExecution] = Field(min_length=1, max_length=BULK_MAX)
 
 
