@@ -8,15 +8,17 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..db.session import engine_for
 from ..fleet.prices import load_price_table
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
-from .errors import ServiceError, validation_sentence
+from .errors import BODY_UNREADABLE, ServiceError, validation_sentence
 from .metrics import registry_for
 from .routers import batches, cluster, executions, fleet, health, metrics, spend, worker
 
@@ -59,6 +61,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def not_valid(_request: Request, exc: RequestValidationError):
         # 422 like every other refusal: {"detail": a sentence}, which names each wrong field.
         return JSONResponse(status_code=422, content={"detail": validation_sentence(exc.errors())})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refused(request: Request, exc: StarletteHTTPException):
+        # FastAPI's own 400 for a body it cannot decode (not UTF-8) is a request that does not match
+        # the API, as invalid JSON is: 422 with a sentence. Every other HTTPException as FastAPI answers it.
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return JSONResponse(status_code=422, content={"detail": BODY_UNREADABLE})
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(DBAPIError)
     async def database_away(_request: Request, exc: DBAPIError):

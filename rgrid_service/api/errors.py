@@ -118,11 +118,18 @@ def responses(*statuses: int, why: dict[int, str] | None = None) -> dict[int | s
     return {status: {"model": ErrorBody, "description": why.get(status, WHY[status])} for status in statuses}
 
 
+BODY_UNREADABLE = ("The request body cannot be read: send it as UTF-8 JSON with `Content-Type: application/json`, "
+                   "then try again.")
+
+
 def validation_sentence(errors) -> str:
     """FastAPI's validation errors as one sentence with each field that is wrong (its place in the
     request and pydantic's message), so a 422 reads like every other refusal."""
     parts = []
     for e in errors[:5]:
+        if e.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({e.get('ctx', {}).get('error', 'it does not parse')})")
+            continue
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "the request"
         parts.append(f"{where}: {e.get('msg', 'not valid')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""

@@ -55,3 +55,15 @@ def test_every_route_documents_the_statuses_it_can_answer(tmp_path):
                     assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, \
                         (where, status)
     assert kinds["keyed"] >= 16 and kinds["operator"] >= 7, kinds
+
+
+def test_a_body_that_cannot_be_read_is_a_422_with_a_sentence(tmp_path):
+    from fastapi.testclient import TestClient
+
+    app = create_app(ServiceSettings(_env_file=None, database_url=f"sqlite:///{tmp_path / 'r.db'}"))
+    with TestClient(app) as client:
+        for body in (b"\xff\xfe{", b"{not json"):
+            r = client.post("/v1/executions", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 422, r.text
+            detail = r.json()["detail"]
+            assert isinstance(detail, str) and "JSON" in detail and detail.endswith("."), detail
