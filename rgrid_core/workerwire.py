@@ -71,9 +71,13 @@ class ClaimResponse(BaseModel):
     inputs: list[InputSpec]
 
 
+# Standard base64, as the OpenAPI states it (the control plane decodes with validate=True: 400 otherwise).
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
 class LogChunkIn(BaseModel):
     stream: Literal["stdout", "stderr", "system"]
-    data_b64: str
+    data_b64: str = Field(json_schema_extra={"pattern": BASE64})
 
 
 class RenewRequest(BaseModel):

@@ -1,5 +1,5 @@
 """The served OpenAPI is the API's contract: Schemathesis generates requests from it (valid ones and
-invalid ones) against a real local grid, with an operator key and with a tenant key, and every
+invalid ones) against a real local grid, with an operator key, a tenant key and a worker token, and every
 answer must be no server error, a documented status with a documented content type, a body the
 schema describes, and a valid request accepted. Bounded: a few examples per operation.
 
@@ -29,6 +29,7 @@ CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conform
 # refused for one of these (and only these) is not a contract failure.
 OPERATOR_VIEWS = {"GET /v1/cluster", "GET /v1/workers", "GET /v1/fleet/preview", "GET /v1/fleet/history",
                   "GET /v1/fleet/costs", "GET /metrics"}
+WORKER_VIEWS = {"POST /v1/worker/register", "POST /v1/worker/heartbeat"}
 CREATES = {"/v1/executions", "/v1/executions/bulk"}
 CREATES_OPS = {f"POST {path}" for path in CREATES}
 ACROSS_FIELDS = ("must be one of the uploaded inputs", "Two inputs have the same name",
@@ -52,7 +53,8 @@ def contract_grid():
     try:
         grid = Grid(home, state)
         # The grid's own key is an operator key; a second tenant gets an ordinary one.
-        grid.keys = {"operator": state.api_key, "tenant": create_key(grid.engine(), "contract-tenant")}
+        grid.keys = {"operator": state.api_key, "tenant": create_key(grid.engine(), "contract-tenant"),
+                     "worker": worker_token(home, "w-1")}
         # A run that ended, so the operator's lists hold an execution with its times, attempts and cost.
         ran = grid.submit("print('contract')\n")
         assert grid.wait_all([ran], timeout=180)[ran]["status"] == "succeeded"
@@ -60,6 +62,15 @@ def contract_grid():
     finally:
         localgrid.down(home)
         remove_grid_dirs(home)
+
+
+def worker_token(home, worker_id: str) -> str:
+    """The token the grid's worker holds (its agent reads it from the worker's environment)."""
+    from rgrid_service.localgrid.bootstrap import secret_key
+    from rgrid_service.secrets import keys_for
+    from rgrid_service.settings import ServiceSettings
+
+    return keys_for(ServiceSettings(_env_file=None, secret_key=secret_key(home))).worker_token(worker_id)
 
 
 def run_schemathesis(api_url: str, key: str):
@@ -96,7 +107,8 @@ def run_schemathesis(api_url: str, key: str):
     return Counter(answered.values()), sorted(set(failures))
 
 
-@pytest.mark.parametrize("who", ["operator", "tenant"])
+# The worker first: the operator's run may retire the grid's worker (POST /v1/workers/{id}/retire).
+@pytest.mark.parametrize("who", ["worker", "operator", "tenant"])
 def test_served_openapi_holds_for_generated_requests(contract_grid: Grid, who: str):
     seen, failures = run_schemathesis(contract_grid.state.api_url, contract_grid.keys[who])
     print(f"\nSchemathesis with the {who} key: {sum(seen.values())} generated cases over "
@@ -109,6 +121,7 @@ def test_served_openapi_holds_for_generated_requests(contract_grid: Grid, who: s
     answered = {op for op, status in seen if str(status).startswith("2")}
     # Every route without parameters answered with its data at least once (so its body was checked),
     # and so did the creates (their OpenAPI example) and reading a created run (stateful phase).
-    with_data = {"GET /v1/health", "GET /v1/executions", "GET /v1/executions/{execution_id}"} | CREATES_OPS | (
-        OPERATOR_VIEWS if who == "operator" else set())
+    with_data = {"GET /v1/health"} | WORKER_VIEWS if who == "worker" else (
+        {"GET /v1/health", "GET /v1/executions", "GET /v1/executions/{execution_id}"} | CREATES_OPS |
+        (OPERATOR_VIEWS if who == "operator" else set()))
     assert with_data <= answered, with_data - answered
