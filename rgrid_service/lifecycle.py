@@ -455,9 +455,10 @@ def submit_started(engine: Engine, execution_id: str, started: bool = True) -> b
         ).rowcount == 1
 
 
-def expire_uploads(engine: Engine, older_than: datetime) -> int:
+def expire_uploads(engine: Engine, older_than: datetime) -> list:
     """Executions whose client vanished mid-upload: canceled, so nothing waits on them forever.
-    One whose submit started (submit_started) is left to it, unless that submit is as old."""
+    One whose submit started (submit_started) is left to it, unless that submit is as old. The
+    canceled ones as rows (id, inputs), whose staged uploads the caller deletes."""
     from sqlalchemy import or_
 
     with write_tx(engine) as conn:
@@ -467,8 +468,9 @@ def expire_uploads(engine: Engine, older_than: datetime) -> int:
                    or_(Execution.queued_at.is_(None), Execution.queued_at < older_than))
             .values(status=ExecutionStatus.CANCELED, finished_at=utcnow(), **ENV_GONE,
                     reason=UPLOADS_EXPIRED)
+            .returning(Execution.id, Execution.inputs)
         )
-        return res.rowcount
+        return res.all()
 
 
 CANCELED_BY_USER = "canceled by the user"

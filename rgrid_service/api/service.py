@@ -239,19 +239,31 @@ def files_kept(ex: Execution, settings: ServiceSettings) -> None:
                    f"{retention_words(settings.retention)} of retention; run it again to get them.")
 
 
-def cancel(engine: Engine, tenant_id: str, execution_id: str) -> Execution:
-    """Cancel the tenant's execution unless it already ended; it as it is now."""
+def cancel(engine: Engine, tenant_id: str, execution_id: str, store: ObjectStore | None = None) -> Execution:
+    """Cancel the tenant's execution unless it already ended; it as it is now. One canceled while
+    uploading has its staged uploads deleted now, in the background (with `store`; else at retention)."""
     ex = owned(engine, tenant_id, execution_id)
     if ex.status in TERMINAL:
         return ex
-    lifecycle.cancel(engine, execution_id)
+    if lifecycle.cancel(engine, execution_id) and store is not None and ex.status == ExecutionStatus.UPLOADING:
+        uploads.discard_soon(store, execution_id, ex.inputs or [])
     return owned(engine, tenant_id, execution_id)
 
 
-def cancel_batch(engine: Engine, tenant_id: str, batch_id: str) -> schemas.BatchCanceled:
+def cancel_batch(engine: Engine, tenant_id: str, batch_id: str,
+                 store: ObjectStore | None = None) -> schemas.BatchCanceled:
     """Cancel every unfinished execution of the tenant's batch in one transaction
-    (lifecycle.cancel_batch); the batch's counts afterwards."""
+    (lifecycle.cancel_batch); the batch's counts afterwards. Those canceled while uploading have
+    their staged uploads deleted (with `store`)."""
+    uploading = []
+    if store is not None:
+        with engine.connect() as conn:
+            uploading = conn.execute(select(Execution.id, Execution.inputs).where(
+                Execution.tenant_id == tenant_id, Execution.batch_id == batch_id,
+                Execution.status == ExecutionStatus.UPLOADING)).all()
     canceled = lifecycle.cancel_batch(engine, tenant_id, batch_id)
+    for run in uploading:  # canceled by this call or another: either way never submitted
+        uploads.discard_soon(store, run.id, run.inputs or [])
     counts, cost = batch_totals(engine, tenant_id, batch_id)
     if not counts:
         raise no_batch(batch_id)

@@ -143,3 +143,39 @@ def drop_unrecorded(engine, store: ObjectStore, tenant_id: str, keys: set[str]) 
             store.client.remove_object(store.bucket, key)
         except Exception:  # noqa: BLE001 - swept by retention later
             pass
+
+
+def discard(store: ObjectStore, execution_id: str, inputs: list[dict]) -> bool:
+    """A run that will never be submitted (canceled, or its upload expired): abort its multipart
+    uploads and delete its staging prefix now rather than at retention. Best effort (False when
+    the store refused; retention tries again); a PUT to a URL still valid may write there again,
+    which retention deletes and the quota counts meanwhile."""
+    import logging
+
+    try:
+        for spec in inputs:
+            if spec.get("upload_id"):
+                try:
+                    store.client._abort_multipart_upload(store.bucket, spec["object_key"], spec["upload_id"])
+                except S3Error as e:
+                    if e.code != "NoSuchUpload":
+                        raise
+        store.delete_prefix(staging_prefix(execution_id))
+        return True
+    except Exception as e:  # noqa: BLE001 - retention deletes what is left
+        logging.getLogger("rgrid.api").warning("could not delete the staged uploads of %s (%s); retention will",
+                                               execution_id, e)
+        return False
+
+
+def discard_soon(store: ObjectStore, execution_id: str, inputs: list[dict]):
+    """discard() in a thread of its own, so a cancel answers without waiting on the store (a
+    store that is down costs its client's retries); its thread."""
+    import threading
+
+    if not any(spec.get("upload") for spec in inputs):
+        return None
+    t = threading.Thread(target=discard, args=(store, execution_id, inputs), daemon=True,
+                         name=f"discard-{execution_id}")
+    t.start()
+    return t

@@ -74,6 +74,17 @@ class HearingWatch:
             return True
 
 
+def discard_staged(settings: ServiceSettings, runs: list, store=None) -> None:
+    """Delete the staged uploads of runs whose upload expired (uploads.discard, best effort), in
+    the background: a store that is down must not hold up the sweep of dead workers."""
+    from ..api.uploads import discard_soon
+    from ..storage import ObjectStore
+
+    store = store or ObjectStore.shared(settings)
+    for run in runs:
+        discard_soon(store, run.id, run.inputs or [])
+
+
 def sweep_tick(settings: ServiceSettings, engine, watch: HearingWatch) -> list[str]:
     nodes = ray_worker_nodes()
     now, beats = watch.read(engine, nodes)
@@ -83,7 +94,8 @@ def sweep_tick(settings: ServiceSettings, engine, watch: HearingWatch) -> list[s
     # Upload URLs are dead after presign expiry: nobody can finish those uploads any more.
     expired = lifecycle.expire_uploads(engine, now - timedelta(seconds=settings.presign_expiry_seconds + 60))
     if expired:
-        log.info("canceled %d execution(s) whose uploads never completed", expired)
+        log.info("canceled %d execution(s) whose uploads never completed", len(expired))
+        discard_staged(settings, expired)
     dead = dead_workers(list(beats), now, timedelta(seconds=settings.dead_after_seconds), since)
     for d in dead:
         orphans = lifecycle.declare_dead(engine, d.worker_id, d.reason)

@@ -43,6 +43,13 @@ class MemoryStore:
     def remove_object(self, bucket, key):
         self.objects.pop(key, None)
 
+    def delete_prefix(self, prefix):
+        for key in [k for k in self.objects if k.startswith(prefix)]:
+            del self.objects[key]
+
+    def _abort_multipart_upload(self, bucket, key, upload_id):
+        self.objects.pop(f"{key}#{upload_id}", None)  # its parts
+
 
 @pytest.fixture
 def run(engine, make_execution):
@@ -114,7 +121,7 @@ def test_an_upload_expiry_does_not_cancel_a_run_whose_submit_is_in_progress(engi
 
     ex, store = run
     expired = []
-    store.on_copy = lambda: expired.append(lifecycle.expire_uploads(engine, utcnow_py() - timedelta(seconds=300)))
+    store.on_copy = lambda: expired.append(len(lifecycle.expire_uploads(engine, utcnow_py() - timedelta(seconds=300))))
     assert service.submit(engine, store, "tenant-a", ex).status == S.QUEUED
     assert expired == [0]
 
@@ -126,10 +133,57 @@ def test_a_refused_submit_leaves_the_run_to_the_upload_expiry(engine, run):
     store.objects.clear()  # never uploaded
     with pytest.raises(Conflict):
         service.submit(engine, store, "tenant-a", ex)
-    assert lifecycle.expire_uploads(engine, utcnow_py() - timedelta(seconds=300)) == 1
+    assert len(lifecycle.expire_uploads(engine, utcnow_py() - timedelta(seconds=300))) == 1
 
 
 def utcnow_py():
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def test_a_run_canceled_while_uploading_loses_its_staged_uploads_at_once(engine, run):
+    ex, store = run
+    service.cancel(engine, "tenant-a", ex, store)
+    gone(store)
+
+
+def test_a_batch_canceled_while_uploading_loses_its_staged_uploads_at_once(engine, run, make_execution):
+    from sqlalchemy import update
+
+    ex, store = run
+    with engine.begin() as conn:
+        conn.execute(update(Execution).where(Execution.id == ex).values(batch_id="b1"))
+    service.cancel_batch(engine, "tenant-a", "b1", store)
+    assert status(engine, ex) == S.CANCELED
+    gone(store)
+
+
+def test_an_expired_upload_loses_its_staged_uploads_and_multipart_parts(engine, run):
+    from datetime import timedelta
+    from sqlalchemy import update
+
+    from rgrid_service.orchestrator.health import discard_staged
+    from rgrid_service.settings import ServiceSettings
+
+    ex, store = run
+    big = dict(name="big", kind="file", size=9, sha256="b" * 64, md5="c" * 32, upload=True,
+               object_key=f"uploads/{ex}/big", upload_id="u-1", parts=[5, 4])
+    with engine.begin() as conn:
+        inputs = conn.execute(select(Execution.inputs).where(Execution.id == ex)).scalar_one()
+        conn.execute(update(Execution).where(Execution.id == ex).values(inputs=inputs + [big]))
+    store.objects[f"uploads/{ex}/big#u-1"] = b"parts"
+    expired = lifecycle.expire_uploads(engine, utcnow_py() - timedelta(seconds=300))
+    assert [r.id for r in expired] == [ex]
+    discard_staged(ServiceSettings(database_url="x"), expired, store)
+    gone(store)
+
+
+def gone(store: MemoryStore, within: float = 30.0) -> None:
+    """The cancel deletes in the background: wait for the store to be empty."""
+    import time
+
+    deadline = time.monotonic() + within
+    while store.objects and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.objects == {}

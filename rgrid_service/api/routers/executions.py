@@ -68,8 +68,8 @@ def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, pr
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView,
              responses=responses(404, 422))
-def cancel_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep):
-    return schemas.ExecutionView.of(service.cancel(engine, tenant_id, execution_id))
+def cancel_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
+    return schemas.ExecutionView.of(service.cancel(engine, tenant_id, execution_id, store))
 
 
 @router.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage, responses=responses(404, 422))
