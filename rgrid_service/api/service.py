@@ -22,7 +22,7 @@ from ..db.session import write_tx
 from ..settings import ServiceSettings
 from ..storage import ObjectStore, blob_key
 from . import quotas, schemas, uploads
-from .errors import Conflict, Gone, Invalid
+from .errors import Conflict, Gone, Invalid, NotConfigured
 from .queries import batch_totals, no_batch, owned, summary
 
 
@@ -123,13 +123,25 @@ def kept_or_to_upload(store: ObjectStore, settings: ServiceSettings, tenant_id: 
     return specs, to_upload, reused
 
 
+def sealer(settings: ServiceSettings):
+    """seal_env of the control plane's keys: env values go into the database only sealed."""
+    from ..secrets import MissingSecretKey, keys_for
+
+    try:
+        return keys_for(settings).seal_env
+    except MissingSecretKey as e:
+        raise NotConfigured(f"This control plane cannot keep env values: {e} Until then, run without --env.") from None
+
+
 def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant_id: str,
            bodies: list[schemas.CreateExecution]) -> list[schemas.Created]:
     """Insert the (already checked) executions in one transaction: all of them or, on any error,
-    none. With `submit` and nothing left to upload, one is inserted `queued` instead of `uploading`."""
+    none. With `submit` and nothing left to upload, one is inserted `queued` instead of `uploading`.
+    Env values are stored sealed (env_sealed), their names apart (env_keys); never in plain."""
     problem = declared_otherwise(engine, tenant_id, [i for b in bodies for i in b.inputs])
     if problem:
         raise Invalid(problem + " Nothing was created.")
+    seal = sealer(settings) if any(b.env for b in bodies) else None
     kept = kept_inputs(engine, tenant_id, [i for b in bodies for i in b.inputs])
     quota_before_multipart(engine, settings, tenant_id, bodies, kept)
     rows, created = [], []
@@ -141,7 +153,8 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
             id=execution_id, tenant_id=tenant_id, created_at=utcnow(),  # milliseconds on SQLite too
             status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
             queued_at=utcnow() if queue_now else None, script=body.script,
-            args=body.args, env=body.env, env_keys=sorted(body.env), runtime=body.runtime,
+            args=body.args, env={}, env_sealed=seal(body.env) if body.env else None, env_keys=sorted(body.env),
+            runtime=body.runtime,
             timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
             inputs=specs, batch_id=body.batch_id,
             batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,

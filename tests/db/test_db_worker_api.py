@@ -47,6 +47,9 @@ def test_claim_renew_finish_happy_path(plane):
     data = b"a,b\n1,2\n"
     run = plane.submit(env={"API_TOKEN": SECRET}, files={"job.py": b"print(1)\n", "data.csv": data})
 
+    row = plane.row(run)
+    assert SECRET not in plain_row(plane, run) and row.env == {} and row.env_keys == ["API_TOKEN"]
+    assert row.env_sealed, "env values are stored sealed"
     assert worker.post(wire.HEARTBEAT).json() == {"worker_id": worker.id, "running": []}
 
     plane.dispatch(run, worker)
@@ -228,13 +231,17 @@ def test_env_of_a_row_written_before_sealing_still_reaches_its_worker(plane):
     assert plane.client.get(f"/v1/executions/{run}", headers=plane.tenant()).json()["env_keys"] == ["OLD"]
 
 
-def test_without_a_secret_key_no_worker_is_served(db_url, seaweed):
+def test_without_a_secret_key_no_worker_is_served_and_env_values_are_refused(db_url, seaweed):
     plane = ControlPlane(db_url, seaweed, secret_key=None)
     try:
         worker_id = records.request_workers(plane.engine, 1, "local", "local", "local", 2)[0]
         r = plane.client.post(wire.HEARTBEAT, headers={"Authorization": f"Bearer rgw_{worker_id}.{'0' * 64}"})
         assert r.status_code == 501 and "RGRID_SECRET_KEY" in r.json()["detail"]
-        assert plane.submit(), "tenants' runs are still served"
+        assert plane.submit(), "tenants' runs without env values are still served"
+        r = plane.client.post("/v1/executions", headers=plane.tenant(), json={
+            "script": "a.py", "env": {"K": "v"},
+            "inputs": [{"name": "a.py", "size": 1, "sha256": "0" * 64, "md5": "f" * 32}]})
+        assert r.status_code == 501 and "RGRID_SECRET_KEY" in r.json()["detail"]
     finally:
         plane.close()
 

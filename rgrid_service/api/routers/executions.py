@@ -9,12 +9,14 @@ from ..errors import KEYED, responses
 
 router = APIRouter(tags=["executions"], responses=responses(*KEYED))
 
-CREATE = responses(400, 409, 422, 429, why={
+CREATE = responses(400, 409, 422, 429, 501, why={
     400: "Not created: a rule the schema cannot state was broken (the script must be one of the inputs, "
          "input names unique, batch_parallel needs a batch_id), or a name or value the schema describes "
          "is not allowed; the sentence says which. Nothing was created.",
     409: "An input uploaded before, to be reused, was deleted by retention at this moment; nothing was "
-         "created: run it again to upload it anew."})
+         "created: run it again to upload it anew.",
+    501: "Env values were sent, and this control plane has no RGRID_SECRET_KEY to seal them with; nothing "
+         "was created."})
 
 
 @router.post("/v1/executions", response_model=schemas.Created, status_code=201, responses=CREATE)
