@@ -102,6 +102,9 @@ class ServiceSettings(BaseSettings):
     dispatch_prefetch_per_worker: int = 4
     sweep_interval_seconds: float = 5.0
     dead_after_seconds: float = 120.0
+    # One stretch of outages (database unreadable, workers' API probe failing) excuses silence for
+    # at most this many x dead_after_seconds, counted from the last moment the control plane heard.
+    outage_excuse_dead_afters: float = 5.0
 
     # Worker agent.
     heartbeat_interval_seconds: float = 30.0

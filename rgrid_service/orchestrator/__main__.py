@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -95,7 +96,9 @@ def orchestrate() -> None:
     # The workers beat and renew through the worker API: while it does not answer, their silence
     # is not theirs (HearingWatch).
     api = settings.worker_api_url
-    watch = HearingWatch(api_health_url=f"{api.rstrip('/')}/v1/health" if api else None)
+    dead_after = timedelta(seconds=settings.dead_after_seconds)
+    watch = HearingWatch(api_health_url=f"{api.rstrip('/')}/v1/health" if api else None, dead_after=dead_after,
+                         max_excused=dead_after * settings.outage_excuse_dead_afters)
     scheduler.add_job(_safe(lambda: sweep_tick(settings, engine, watch)), "interval", seconds=settings.sweep_interval_seconds,
                       max_instances=1, coalesce=True, id="sweep")
     add_observers(scheduler, settings, engine)
@@ -103,7 +106,9 @@ def orchestrate() -> None:
                       seconds=settings.retention_interval_seconds, max_instances=1, coalesce=True, id="retention")
     provider = make_provider(settings)
     if provider is not None and launch_problem(settings):
-        raise SystemExit(f"The orchestrator cannot start workers: {launch_problem(settings)}")
+        # CONFIG_ERROR, not 1: the supervisor stops instead of restarting it every 30 s to no end.
+        log.error("The orchestrator cannot start workers: %s", launch_problem(settings))
+        sys.exit(CONFIG_ERROR)
     if provider is not None:
         fleet = FleetManager(settings, engine, provider)
         scheduler.add_job(_safe(fleet.tick), "interval", seconds=settings.provision_interval_seconds,

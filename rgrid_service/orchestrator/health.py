@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from .. import lifecycle
 from ..fleet.records import record_ray_nodes
-from ..policies.health import dead_workers, lease_cutoff
+from ..policies.health import dead_workers, excused_until, heard_during, hearing_at_start, lease_cutoff
 from ..settings import ServiceSettings
 from .snapshot import health_snapshot, ray_worker_nodes
 
@@ -26,16 +26,24 @@ log = logging.getLogger("rgrid.orchestrator")
 class HearingWatch:
     """Since when the control plane could hear its workers: the moment it last came back to its
     database after a failed read, or the last sweep at which the API the workers beat through did
-    not answer. Silence before that is nobody's fault but ours (policies.health). Until its first
-    read it has heard nothing, so that read counts as a return too: a control plane that was down
-    with its database gives every worker a full dead_after before declaring it dead."""
+    not answer. Silence before that is nobody's fault but ours (policies.health). The excuse is
+    bounded: one stretch of outages excuses at most max_excused from the last moment it heard; a
+    probe that fails while heartbeats keep landing excuses nothing; and a fresh orchestrator
+    counts from the freshest heartbeat in the fleet, not from its own start (policies.health)."""
 
-    def __init__(self, api_health_url: str | None = None, probe_timeout: float = 2.0) -> None:
+    def __init__(self, api_health_url: str | None = None, probe_timeout: float = 2.0,
+                 dead_after: timedelta = timedelta(seconds=120), max_excused: timedelta = timedelta(seconds=600)) -> None:
         self.api_health_url = api_health_url
         self.probe_timeout = probe_timeout
+        self.dead_after, self.max_excused = dead_after, max_excused
         self.reachable_since: datetime | None = None
-        self._db_failing = True
+        self._started = False
+        self._db_failing = False
         self._api_failing = False
+        self._deaf_since: datetime | None = None  # start of the current stretch of excuses
+        self._probe_down_since: datetime | None = None
+        self._last_heard: datetime | None = None  # `now` of the last read that heard cleanly
+        self._said: set[str] = set()
 
     def read(self, engine, nodes):
         """health_snapshot, remembering whether the database and the workers' API answered."""
@@ -46,19 +54,59 @@ class HearingWatch:
         except Exception:
             if not self._db_failing:
                 log.warning("the database is unreachable: no worker is declared dead and no lease expires "
-                            "for silence until it is back")
+                            "for silence until it is back (for at most %s from the last moment it heard them)",
+                            self.max_excused)
+                if self._deaf_since is None and self._last_heard is not None:
+                    self._deaf_since = self._last_heard
             self._db_failing = True
             raise
-        if api_down and not self._api_failing:
-            log.warning("the worker API at %s does not answer: no worker is declared dead and no lease "
-                        "expires for silence until it does", self.api_health_url)
-        if self._db_failing or api_down:
-            self.reachable_since = now
-        if self._db_failing or (self._api_failing and not api_down):
-            log.info("the control plane hears its workers again at %s; silence before that does not count",
+        freshest = max((b.last_heartbeat_at for b in beats if b.last_heartbeat_at), default=None)
+        if not self._started:
+            self._started = True
+            self._deaf_since, self.reachable_since = hearing_at_start(freshest, now, self.dead_after, self.max_excused)
+            self._db_failing = False
+        if self._db_failing:
+            self._excuse(self._deaf_since or now, now)
+            log.info("the control plane reads its database again at %s; silence before that does not count",
                      now.strftime("%H:%M:%S"))
+        if api_down:
+            self._api_outage(now, freshest)
+        elif self._api_failing:
+            log.info("the worker API answers again at %s; silence before that does not count", now.strftime("%H:%M:%S"))
+        if not api_down and not self._db_failing:
+            self._last_heard = now
+            if self.reachable_since is None or now - self.reachable_since > self.dead_after:
+                self._deaf_since, self._said = None, set()  # heard cleanly for dead_after: the stretch is over
         self._db_failing, self._api_failing = False, api_down
         return now, beats
+
+    def _api_outage(self, now: datetime, freshest: datetime | None) -> None:
+        if not self._api_failing:
+            self._probe_down_since = now
+            log.warning("the worker API at %s does not answer: no worker is declared dead and no lease "
+                        "expires for silence until it does (for at most %s)", self.api_health_url, self.max_excused)
+        if self._deaf_since is None:
+            self._deaf_since = self._last_heard or now
+        if heard_during(self._probe_down_since, freshest):
+            self._say("heard", "heartbeats still land (the latest at %s) although the probe of %s fails: the "
+                      "workers reach the control plane, so their silence counts; check RGRID_WORKER_API_URL "
+                      "from the orchestrator's host", freshest.strftime("%H:%M:%S"), self.api_health_url)
+            return
+        self._excuse(self._deaf_since, now)
+
+    def _excuse(self, deaf_since: datetime, now: datetime) -> None:
+        until = excused_until(deaf_since, now, self.max_excused)
+        if self.reachable_since is None or until > self.reachable_since:
+            self.reachable_since = until
+        if until < now:
+            self._say("capped", "the control plane has not heard its workers cleanly since %s, longer than the "
+                      "%s an outage may excuse: silence counts again from %s", deaf_since.strftime("%H:%M:%S"),
+                      self.max_excused, until.strftime("%H:%M:%S"))
+
+    def _say(self, what: str, *args) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            log.warning(*args)
 
     def _api_down(self) -> bool:
         if not self.api_health_url:

@@ -4,6 +4,13 @@ Silence only counts while the control plane could have heard it. While the datab
 heartbeat or lease renewal can land, so a silence that overlaps such a stretch is measured from the
 moment the control plane could read its database again (`reachable_since`), not from the last beat:
 an outage longer than dead_after must not declare the whole fleet dead when it ends.
+
+The excuse is bounded, so a control plane that merely believes it is deaf cannot switch detection
+off for good: one stretch of outages excuses at most `max_excused` (a setting, a multiple of
+dead_after) counted from the last moment it was known to hear (`excused_until`); heartbeats that
+land while the workers' API probe says "down" prove it was hearing after all (`heard_during`); and
+a fresh orchestrator takes the freshest heartbeat in the fleet as the last moment the control plane
+heard its workers (`hearing_at_start`) instead of excusing everything up to its own start.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ def dead_workers(workers: list[WorkerBeat], now: datetime, dead_after: timedelta
             since = last.strftime("%H:%M:%S")
             reason = f"no heartbeat from {w.worker_id} since {since} ({_human(now - last)})"
             if counted > last:
-                reason += (f"; {_human(now - counted)} of that after the database came back at "
+                reason += (f"; {_human(now - counted)} of that after the control plane could hear its workers again at "
                            f"{counted.strftime('%H:%M:%S')}")
             dead.append(DeadWorker(w.worker_id, reason))
     return dead
@@ -52,6 +59,32 @@ def silent_since(last: datetime, reachable_since: datetime | None) -> datetime:
     """Where a silence starts counting: the last sign of life, or the moment the control plane
     could read its database again if that is later (nothing could be heard before it)."""
     return max(last, reachable_since) if reachable_since is not None else last
+
+
+def excused_until(deaf_since: datetime, now: datetime, max_excused: timedelta) -> datetime:
+    """The `reachable_since` a stretch of not hearing (since deaf_since, the last moment the control
+    plane was known to hear) may claim: now, but never past deaf_since + max_excused, after which
+    silence counts again."""
+    return min(now, deaf_since + max_excused)
+
+
+def heard_during(probe_down_since: datetime, freshest_beat: datetime | None) -> bool:
+    """A heartbeat landed after the workers' API probe first said "down": the workers reach the
+    control plane, only the probe does not (wrong URL, no hairpin), so their silence is theirs."""
+    return freshest_beat is not None and freshest_beat > probe_down_since
+
+
+def hearing_at_start(freshest_beat: datetime | None, now: datetime, dead_after: timedelta,
+                     max_excused: timedelta) -> tuple[datetime | None, datetime | None]:
+    """(deaf_since, reachable_since) for an orchestrator's first read. A heartbeat within dead_after
+    shows the control plane was hearing its workers: nothing to excuse, so a crash-looping
+    orchestrator still declares silent workers dead. No recent heartbeat (the control plane may
+    have been down as a whole): excused from the freshest one, within max_excused."""
+    if freshest_beat is None:
+        return now, now  # nobody ever beat: the registrations (and the boot timeout) are the clock
+    if now - freshest_beat <= dead_after:
+        return None, None
+    return freshest_beat, excused_until(freshest_beat, now, max_excused)
 
 
 def lease_cutoff(now: datetime, lease_timeout: timedelta, reachable_since: datetime | None) -> datetime | None:

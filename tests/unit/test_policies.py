@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rgrid_service.policies.health import WorkerBeat, dead_workers
+from rgrid_service.policies.health import WorkerBeat, dead_workers, excused_until, heard_during, hearing_at_start
 from rgrid_service.policies.orphans import Orphan, orphan_outcome
 from rgrid_service.policies.placement import Queued, WorkerLoad, place
 
@@ -108,11 +108,64 @@ def test_ray_reporting_a_node_dead_is_not_excused_by_an_outage():
     assert [d.reason for d in found] == ["Ray reported node of w-3 dead"]
 
 
-def test_dead_worker_reason_after_an_outage_says_when_the_database_came_back():
+def test_dead_worker_reason_after_an_outage_says_when_the_control_plane_heard_again():
     [d] = dead_workers([WorkerBeat("w-3", T0 - timedelta(minutes=10), T0 - timedelta(hours=1))], T0,
                        timedelta(minutes=2), T0 - timedelta(minutes=3))
-    assert d.reason == ("no heartbeat from w-3 since 11:50:00 (10m00s); 3m00s of that after the database "
-                        "came back at 11:57:00")
+    assert d.reason == ("no heartbeat from w-3 since 11:50:00 (10m00s); 3m00s of that after the control plane "
+                        "could hear its workers again at 11:57:00")
+
+
+@pytest.mark.parametrize(
+    "deaf_for, excused_to",
+    [
+        (timedelta(minutes=3), T0),  # within the cap: excused up to now
+        (timedelta(minutes=10), T0),  # exactly the cap
+        (timedelta(hours=1), T0 - timedelta(minutes=50)),  # past it: silence counts again from deaf + cap
+    ],
+)
+def test_an_outage_excuses_silence_for_at_most_the_cap(deaf_for, excused_to):
+    assert excused_until(T0 - deaf_for, T0, timedelta(minutes=10)) == excused_to
+
+
+def test_a_probe_that_fails_forever_cannot_keep_a_silent_worker_alive():
+    dead_after, cap = timedelta(minutes=2), timedelta(minutes=10)
+    probe_down = T0 - timedelta(hours=1)
+    silent = WorkerBeat("w-3", probe_down, T0 - timedelta(hours=2), True)
+    assert dead_workers([silent], T0, dead_after, excused_until(probe_down, T0, cap))
+
+
+@pytest.mark.parametrize(
+    "freshest, excused",
+    [
+        (None, False),  # no heartbeat since the probe failed
+        (T0 - timedelta(minutes=6), False),  # the last one before it failed
+        (T0 - timedelta(minutes=4), True),  # one landed after: the workers reach the control plane
+    ],
+)
+def test_heartbeats_landing_while_the_probe_fails_mean_the_control_plane_hears(freshest, excused):
+    assert heard_during(T0 - timedelta(minutes=5), freshest) is excused
+
+
+@pytest.mark.parametrize(
+    "freshest, expected",
+    [
+        (T0 - timedelta(seconds=20), (None, None)),  # the fleet was being heard: nothing to excuse
+        (T0 - timedelta(minutes=5), (T0 - timedelta(minutes=5), T0)),  # nobody heard lately: excused
+        (T0 - timedelta(hours=1), (T0 - timedelta(hours=1), T0 - timedelta(minutes=50))),  # within the cap
+        (None, (T0, T0)),  # nobody ever beat
+    ],
+)
+def test_a_fresh_orchestrator_counts_from_the_freshest_heartbeat(freshest, expected):
+    assert hearing_at_start(freshest, T0, timedelta(minutes=2), timedelta(minutes=10)) == expected
+
+
+def test_a_crash_looping_orchestrator_still_declares_a_silent_worker_dead():
+    """Each child starts afresh; the fleet's other workers beat, so the silent one is not excused."""
+    dead_after = timedelta(minutes=2)
+    _, since = hearing_at_start(T0 - timedelta(seconds=10), T0, dead_after, timedelta(minutes=10))
+    beats = [WorkerBeat("w-1", T0 - timedelta(seconds=10), T0 - timedelta(hours=1), True),
+             WorkerBeat("w-3", T0 - timedelta(minutes=5), T0 - timedelta(hours=1), True)]
+    assert [d.worker_id for d in dead_workers(beats, T0, dead_after, since)] == ["w-3"]
 
 
 @pytest.mark.parametrize(
