@@ -116,6 +116,19 @@ def next_wait(ran_for: float, failures: int, joined_before: bool) -> float | Non
     return min(REJOIN_MAX_WAIT, random.uniform(1, 5) * 2 ** (failures - 1))
 
 
+def stop_agent(agent: subprocess.Popen, grace: float = 10.0) -> None:
+    """End the agent this command started: a worker whose node gave up must stop beating too, or
+    its record stays in the fleet as a live worker that can run nothing."""
+    if agent.poll() is not None:
+        return
+    agent.terminate()
+    try:
+        agent.wait(grace)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
 def main() -> None:
     from rgrid_service.raynet import ray_process_env
 
@@ -128,8 +141,8 @@ def main() -> None:
     agent_env = {k: v for k, v in env.items() if k not in RAY_TOKEN_VARS}
     # The agent shares this process's output (the worker's log file, or the unit's journal). It
     # keeps beating while the Ray node re-joins a restarted head.
-    subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
-                     env=agent_env, stdin=subprocess.DEVNULL)
+    agent = subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
+                             env=agent_env, stdin=subprocess.DEVNULL)
     ip = node_ip(head)
     failures, joined = 0, False
     while True:
@@ -143,6 +156,7 @@ def main() -> None:
             print(f"rgrid: the Ray node of {worker_id} could not start {failures} times in a row (exit {code}); "
                   f"giving up: see the Ray logs above, and check that the head at {head} is up", file=sys.stderr,
                   flush=True)
+            stop_agent(agent)
             sys.exit(code or 1)
         what = "ended (its head went away?)" if ran_for > START_WINDOW else "failed while starting"
         print(f"rgrid: the Ray node of {worker_id} {what} after {ran_for:.0f} s (exit {code}); "
