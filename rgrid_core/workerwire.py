@@ -23,6 +23,9 @@ from pydantic import BaseModel, Field
 
 PREFIX = "/v1/worker"
 TOKEN_PREFIX = "rgw_"
+# The `code` a refusal body carries when the control plane has given the worker up (dead, being
+# deleted, token revoked): the one answer that takes a worker down. Any other 4xx is a failed call.
+GIVEN_UP = "given_up"
 
 # Paths, relative to the API's base URL. {id} is the execution, {attempt} the fencing token.
 REGISTER = PREFIX + "/register"

@@ -3,8 +3,10 @@
 It runs beside the worker's Ray node (same process group on the local grid, a systemd unit on a
 server), so heartbeats never wait behind a script or an event loop. It talks to the control plane
 through the worker API with the worker's token alone. When the control plane has given this
-worker up (declared it dead, is deleting it, or no longer knows its token), the agent takes the
-whole worker down: a worker that comes back must re-register under a new id and token.
+worker up (declared it dead, is deleting it, or revoked its token: a refusal whose body says
+`"code": "given_up"`), the agent takes the whole worker down: a worker that comes back must
+re-register under a new id and token. Any other refusal (a misrouted proxy, an older API during a
+deploy) is a failed beat, logged; the control plane's dead_after decides what silence means.
 
     python -m rgrid_runner.agent --slots 2
 """
@@ -31,7 +33,10 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
         try:
             client.heartbeat()
         except Refused as e:
-            _take_worker_down(f"{registered.worker_id} was declared dead by the control plane (or is being deleted): {e}")
+            if e.given_up:
+                _take_worker_down(f"{registered.worker_id} was given up by the control plane (dead, being deleted or "
+                                  f"its token revoked): {e}")
+            log.warning("heartbeat refused with HTTP %d but not given up (%s); a failed beat, trying again", e.status, e)
         except Fenced as e:  # the control plane has no registration of this worker (yet): register again
             log.warning("heartbeat refused (%s); registering again", e)
             _register(client, slots, provider)
@@ -42,12 +47,15 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
 
 def _register(client: WorkerClient, slots: int, provider: str):
     """Register, however long the control plane is away (a worker that never registers is declared
-    dead by the control plane's boot timeout); a refusal takes the worker down."""
+    dead by the control plane's boot timeout); only a given-up refusal takes the worker down."""
     while True:
         try:
             return client.register(slots, provider, budget=600)
         except Refused as e:
-            _take_worker_down(f"the control plane refused to register this worker: {e}")
+            if e.given_up:
+                _take_worker_down(f"the control plane refused to register this worker: {e}")
+            log.warning("registration refused with HTTP %d but not given up (%s); trying again", e.status, e)
+            time.sleep(2)
         except Exception as e:  # noqa: BLE001 - away, or an answer we cannot use: keep trying
             log.warning("could not register yet: %s", e)
             time.sleep(2)

@@ -7,7 +7,8 @@ finish; an output-urls call only when the script wrote files).
 
 Transient trouble (no connection, a timeout, 502/503/504: the API restarting or its database
 away) is tried again for the outage budget; then the last error is raised as Unreachable. 409 is
-Fenced (the run is no longer this attempt's), 401/403/404 Refused with the server's sentence.
+Fenced (the run is no longer this attempt's), 401/403/404 Refused with the server's sentence (and
+its code: only `given_up` means the control plane has given this worker up).
 """
 from __future__ import annotations
 
@@ -38,11 +39,18 @@ class Fenced(Exception):
 
 
 class Refused(Exception):
-    """401/403/404: the control plane will not let this worker do it; the message is its sentence."""
+    """401/403/404: the control plane will not let this worker do it; the message is its sentence.
+    `given_up` only when the body says so (`"code": "given_up"`): a 4xx from a misrouted proxy or
+    an older API during a deploy is not the control plane giving the worker up."""
 
-    def __init__(self, status: int, sentence: str):
+    def __init__(self, status: int, sentence: str, code: str | None = None):
         super().__init__(sentence)
         self.status = status
+        self.code = code
+
+    @property
+    def given_up(self) -> bool:
+        return self.code == wire.GIVEN_UP
 
 
 class Unreachable(Exception):
@@ -61,6 +69,16 @@ class _Transient(Exception):
     def __init__(self, status: int, detail: str):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+
+
+def _code(r: httpx.Response) -> str | None:
+    """The refusal's machine-readable code (ErrorBody.code), if it has one."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _detail(r: httpx.Response) -> str:
@@ -131,7 +149,7 @@ class WorkerClient:
         if r.status_code == 409:
             raise Fenced(_detail(r))
         if r.status_code in (401, 403, 404):
-            raise Refused(r.status_code, _detail(r))
+            raise Refused(r.status_code, _detail(r), _code(r))
         if r.status_code >= 400:
             raise RuntimeError(f"The control plane answered {method} {path} with HTTP {r.status_code}: {_detail(r)}")
         return r.json() if r.content else None

@@ -55,7 +55,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        body = {"detail": exc.detail} if exc.code is None else {"detail": exc.detail, "code": exc.code}
+        return JSONResponse(status_code=exc.status_code, content=body)
 
     @app.exception_handler(RequestValidationError)
     async def not_valid(_request: Request, exc: RequestValidationError):

@@ -10,9 +10,10 @@ from pydantic import BaseModel, Field
 class ServiceError(Exception):
     status_code = 400
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, code: str | None = None):
         super().__init__(detail)
         self.detail = detail
+        self.code = code  # machine-readable, only where a caller must act on it (ErrorBody.code)
 
 
 class Invalid(ServiceError):
@@ -83,6 +84,8 @@ class ErrorBody(BaseModel):
     """Every refusal's body, whatever its status: one sentence that says what to do next."""
 
     detail: str = Field(description="What went wrong and what to do about it, as a sentence.")
+    code: str | None = Field(None, description="Only on the worker API's refusal of a worker the control plane has "
+                             "given up (`given_up`): the worker must take itself down. Absent everywhere else.")
 
 
 # Why each status is answered, for the OpenAPI (a route's own sentence can replace it).

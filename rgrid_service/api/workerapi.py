@@ -70,7 +70,8 @@ def authenticate(engine: Engine, keys: ControlPlaneKeys | None, token: str | Non
 
 def given_up(worker: TokenWorker) -> Forbidden:
     return Forbidden(f"Worker {worker.id} is {worker.state} and its token is no longer honoured: the control plane "
-                     "has given up on it and its runs. Take the worker down; a new worker comes up under a new id.")
+                     "has given up on it and its runs. Take the worker down; a new worker comes up under a new id.",
+                     code=wire.GIVEN_UP)
 
 
 def require_alive(worker: TokenWorker) -> TokenWorker:

@@ -185,6 +185,7 @@ def test_a_given_up_worker_is_refused_everything_and_its_token_revoked(plane, gi
               worker.post(wire.DAMAGED_INPUT, id=run, attempt=1, name="job.py"), worker.finish(run, 1)):
         assert r.status_code == 403, r.text
         assert "no longer honoured" in r.json()["detail"] and "Take the worker down" in r.json()["detail"]
+        assert r.json()["code"] == wire.GIVEN_UP  # the one refusal that takes a worker down
 
 
 def test_a_revoked_token_is_refused_even_while_its_worker_looks_alive(plane):
@@ -192,7 +193,7 @@ def test_a_revoked_token_is_refused_even_while_its_worker_looks_alive(plane):
     with plane.engine.begin() as conn:
         conn.execute(update(Worker).where(Worker.id == worker.id).values(token_revoked_at=Worker.created_at))
     r = worker.post(wire.HEARTBEAT)
-    assert r.status_code == 403 and is_sentence(r)
+    assert r.status_code == 403 and is_sentence(r) and r.json()["code"] == wire.GIVEN_UP
 
 
 def test_tokens_and_api_keys_each_open_only_their_own_routes(plane):
@@ -201,6 +202,7 @@ def test_tokens_and_api_keys_each_open_only_their_own_routes(plane):
     tenant_key = plane.tenant()
     r = plane.client.post(wire.HEARTBEAT, headers=tenant_key)
     assert r.status_code == 401 and "worker token" in r.json()["detail"]
+    assert "code" not in r.json()  # not a given-up refusal: a worker does not take itself down for it
     assert plane.client.post(wire.HEARTBEAT).status_code == 401
     for path in ("/v1/executions", f"/v1/executions/{run}"):
         r = plane.client.get(path, headers=worker.headers)

@@ -64,10 +64,13 @@ def test_fenced_renew_and_finish_are_false(server, client):
 
 def test_a_refusal_carries_the_servers_sentence(server, client):
     sentence = "Worker w-1 is dead; it must come back under a new id."
-    server.answer("POST", wire.HEARTBEAT, (403, {"detail": sentence}))
+    server.answer("POST", wire.HEARTBEAT, (403, {"detail": sentence}), (403, {"detail": sentence, "code": wire.GIVEN_UP}))
     with pytest.raises(Refused) as err:
         client.heartbeat()
-    assert str(err.value) == sentence and err.value.status == 403
+    assert str(err.value) == sentence and err.value.status == 403 and not err.value.given_up
+    with pytest.raises(Refused) as err:
+        client.heartbeat()
+    assert err.value.given_up
     server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (403, {"detail": sentence}))
     assert client.renew("ex1", 1) is False  # a refused renew stops the run like a fenced one
 
@@ -226,7 +229,7 @@ def test_the_agent_registers_beats_and_takes_the_worker_down_when_given_up(serve
     server.answer("POST", wire.HEARTBEAT, (200, {"worker_id": "w-1", "running": []}),
                   (409, {"detail": "Worker w-1 has not registered yet: register first."}),
                   (200, {"worker_id": "w-1", "running": []}),
-                  (403, {"detail": "Worker w-1 was declared dead."}))
+                  (403, {"detail": "Worker w-1 was declared dead.", "code": wire.GIVEN_UP}))
     with pytest.raises(SystemExit) as exit_:
         agent.run(2, "local", WorkerSettings(), client)
     assert exit_.value.code == 3
