@@ -15,7 +15,9 @@ worker_heartbeats) and, when given one, the object store. The four invariants of
    heartbeat; nothing of a lost attempt (log chunk or output) was written after it was declared
    lost; no attempt was started on a worker after that worker was declared dead. An attempt whose
    runner died on a live worker (its lease expired: the Ray head went away) is lost without its
-   worker being dead; the rest of 4 holds for it too.
+   worker being dead; its bound is the lease expiry instead: it was ended no later than
+   dead_after + heartbeat + sweep (the lease timeout) + sweep + slack after its runner's last
+   renewal (named in its reason); the rest of 4 holds for it too.
 
 `check` raises AssertionError listing every violation, and returns the figures the scenario reports.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import collections
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -66,18 +68,31 @@ class Report:
                 f"time to recover={rec}{det}{extra}")
 
 
+def last_renewal(reason: str, started_at: datetime, finished_at: datetime) -> datetime:
+    """The last lease renewal named in a lease-expired attempt's reason ("... stopped renewing its
+    lease at HH:MM:SS", database clock, or "at its start"): on finished_at's day, or the day before
+    when that would be later than finished_at (the run crossed midnight)."""
+    tail = reason.rsplit(f"{LEASE_EXPIRED} at ", 1)[-1].strip()
+    if tail.startswith("its start"):
+        return started_at
+    t = datetime.strptime(tail[:8], "%H:%M:%S").time()
+    renewed = finished_at.replace(hour=t.hour, minute=t.minute, second=t.second, microsecond=0)
+    return renewed - timedelta(days=1) if renewed > finished_at else renewed
+
+
 def _seconds(a: datetime, b: datetime) -> float:
     return (a - b).total_seconds()
 
 
 def check(engine, ids: list[str], *, scenario: str, faults: str, dead_after: float, sweep: float,
-          slack: float = 2.0, fault_at: datetime | None = None, store=None, verify_content: bool = False,
+          heartbeat: float | None = None, slack: float = 2.0, fault_at: datetime | None = None, store=None, verify_content: bool = False,
           expect_status: str | None = "succeeded") -> Report:
     """Assert the invariants for `ids` and return the scenario's figures.
 
     fault_at (database clock) is when the fault was injected: recovery is measured from it.
     store: an ObjectStore; when given, every committed output object must exist with its recorded
-    size (verify_content: and sha256). expect_status: every execution must have ended so."""
+    size (verify_content: and sha256). expect_status: every execution must have ended so.
+    heartbeat: the heartbeat interval, part of the lease timeout (None: dead_after, a loose bound)."""
     ids = list(ids)
     with engine.connect() as conn:
         execs = {r.id: r for r in conn.execute(
@@ -113,6 +128,7 @@ def check(engine, ids: list[str], *, scenario: str, faults: str, dead_after: flo
 
     problems: list[str] = []
     bound = dead_after + sweep + slack
+    lease_bound = dead_after + (dead_after if heartbeat is None else heartbeat) + 2 * sweep + slack
     duplicated = 0
     lost_attempts = []
 
@@ -165,7 +181,13 @@ def check(engine, ids: list[str], *, scenario: str, faults: str, dead_after: flo
                 continue
             lost_attempts.append(a)
             if LEASE_EXPIRED in (a.reason or "") and w is not None and w.dead_at is None:
-                pass  # its runner died, its worker lives on: the lease expiry re-queued it
+                # its runner died, its worker lives on: the lease expiry re-queued it
+                renewed = last_renewal(a.reason, a.started_at, a.finished_at)
+                if _seconds(a.finished_at, renewed) > lease_bound:
+                    problems.append(
+                        f"{ex_id}: attempt {a.attempt} on live {a.worker_id} was lost "
+                        f"{_seconds(a.finished_at, renewed):.1f} s after its last lease renewal "
+                        f"(bound {lease_bound:.1f} s)")
             elif w is None or w.state != "dead" or w.dead_at is None:
                 problems.append(f"{ex_id}: attempt {a.attempt} lost on {a.worker_id}, which is not marked dead")
                 continue

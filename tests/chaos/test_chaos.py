@@ -25,7 +25,7 @@ from rgrid_service.db.models import ExecutionAttempt, LogChunk, Worker
 
 from tests.conftest import wait_until
 
-from .conftest import CHAOS_ENV, DEAD_AFTER, SWEEP, ChaosGrid, Poller, server_processes, signal_server
+from .conftest import CHAOS_ENV, DEAD_AFTER, HEARTBEAT, SWEEP, ChaosGrid, Poller, server_processes, signal_server
 from .invariants import check
 
 pytestmark = [pytest.mark.grid, pytest.mark.postgres]
@@ -53,7 +53,7 @@ WRITER = (
 
 
 def invariants(grid: ChaosGrid, ids, **kw):
-    return check(grid.engine(), ids, dead_after=DEAD_AFTER, sweep=SWEEP, **kw)
+    return check(grid.engine(), ids, dead_after=DEAD_AFTER, sweep=SWEEP, heartbeat=HEARTBEAT, **kw)
 
 
 def batch(n: int) -> str:

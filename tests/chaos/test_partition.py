@@ -20,7 +20,7 @@ from rgrid_service.db.models import Execution, ExecutionAttempt, ExecutionOutput
 
 from tests.conftest import missing
 
-from .conftest import DEAD_AFTER, SWEEP
+from .conftest import DEAD_AFTER, HEARTBEAT, SWEEP
 from .invariants import check
 from .netgrid import NetGrid, start_net_grid, stop_net_grid, wait_gone
 from .netns import unavailable, worker_ip
@@ -97,7 +97,7 @@ def test_10_network_partition_past_dead_after_then_healed(net_grid: NetGrid):
     rep = check(grid.engine(), [ex_id], scenario="10 network partition past dead_after, then healed",
                 faults=f"{victim}'s link to the control plane down for {healed - cut:.1f} s "
                        f"({'its script still running' if script_running else 'its script had ended'} at the heal)",
-                dead_after=DEAD_AFTER, sweep=SWEEP, fault_at=fault_at, store=grid.store())
+                dead_after=DEAD_AFTER, sweep=SWEEP, heartbeat=HEARTBEAT, fault_at=fault_at, store=grid.store())
     with grid.engine().connect() as conn:
         tries = conn.execute(select(ExecutionAttempt.attempt, ExecutionAttempt.worker_id, ExecutionAttempt.outcome,
                                     ExecutionAttempt.started_at, ExecutionAttempt.finished_at)
