@@ -3,6 +3,8 @@ a real HTTP server for the workers' API)."""
 from __future__ import annotations
 
 import threading
+import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -63,3 +65,37 @@ def test_silence_while_the_workers_api_does_not_answer_does_not_count(engine, ap
     watch.api_health_url = api_url
     watch.read(engine, {})
     assert watch.reachable_since == down2  # back: silence from the last sweep it was away
+
+
+def test_a_fresh_orchestrator_that_hears_its_fleet_excuses_nothing(engine):
+    """A crash-looping orchestrator must still count silence: a recent beat shows it was hearing."""
+    from rgrid_service import lifecycle
+
+    lifecycle.register_worker(engine, "w-1", "process", 2)
+    watch = HearingWatch()
+    watch.read(engine, {})
+    assert watch.reachable_since is None
+
+
+def test_a_probe_that_fails_while_heartbeats_land_excuses_nothing(engine, api_url):
+    from rgrid_service import lifecycle
+
+    lifecycle.register_worker(engine, "w-1", "process", 2)
+    watch = HearingWatch(api_health_url=api_url)
+    watch.read(engine, {})
+    watch.api_health_url = _closed_port_url()  # wrong from the orchestrator's side only
+    down, _ = watch.read(engine, {})
+    assert watch.reachable_since == down
+    time.sleep(0.01)
+    assert lifecycle.heartbeat(engine, "w-1")  # the workers still reach the control plane
+    watch.read(engine, {})
+    watch.read(engine, {})
+    assert watch.reachable_since == down  # no longer moves: their silence counts
+
+
+def test_an_outage_excuses_no_more_than_the_cap(engine):
+    watch = HearingWatch(api_health_url=_closed_port_url(), max_excused=timedelta(0))
+    first, _ = watch.read(engine, {})
+    watch.read(engine, {})
+    watch.read(engine, {})
+    assert watch.reachable_since == first  # the probe still fails, but the excuse ended at the cap
