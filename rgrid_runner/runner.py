@@ -282,11 +282,26 @@ class ExitWatch:
 
 def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
                stages: StageClock):
-    """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out)."""
+    """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out).
+
+    The wall clock is also a timer of its own: a renew riding out an API outage blocks the loop,
+    and the script must not outlive its timeout meanwhile."""
     watch = ExitWatch(proc)
+    expired = threading.Event()
+
+    def expire() -> None:
+        if proc.poll() is None:
+            expired.set()
+            _kill(proc)
+
+    timer = threading.Timer(limits.wall_seconds, expire)
+    timer.daemon = True
+    timer.start()
     try:
-        return _supervise_loop(client, settings, lease, proc, pump, limits, tail, watch, stages)
+        fenced, timed_out = _supervise_loop(client, settings, lease, proc, pump, limits, tail, watch, stages)
+        return fenced, timed_out or expired.is_set()
     finally:
+        timer.cancel()
         watch.close()
 
 
@@ -327,8 +342,9 @@ def _supervise_loop(client, settings, lease, proc, pump: LogPump, limits: sandbo
 
 def _renew_retrying(client: WorkerClient, lease: Lease, chunks, settings, truncated: bool = False,
                     stages=None) -> bool:
-    """renew() through an API outage as long as the outage budget; False (fenced off) after a
-    longer one: by then the control plane may have handed the run to another worker."""
+    """renew() through an API outage (503: the outage budget; unreachable: the shorter unreachable
+    budget, below dead_after); False (fenced off) after a longer one: by then the control plane may
+    have handed the run to another worker, so the caller kills the script."""
     try:
         return client.renew(lease.execution_id, lease.attempt, chunks, truncated=truncated, stages=stages)
     except Exception:  # noqa: BLE001

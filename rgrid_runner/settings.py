@@ -26,6 +26,11 @@ class WorkerSettings(BaseSettings):
     # the database away behind it) before it gives a run up. None: max(30, 3 x dead_after), since
     # the control plane does not declare workers dead because of its own database outage.
     api_outage_budget_seconds: float | None = None
+    # How long a runner rides out an API it cannot reach at all (no connection, a timeout,
+    # 502/504) before it kills the script and gives the run up. The orchestrator counts that
+    # silence against dead_after and re-queues the run elsewhere, so this stays below it.
+    # None: dead_after / 2. Only 503 (the database away: nothing expires) gets the outage budget.
+    api_unreachable_budget_seconds: float | None = None
     # One request's wait for the API's answer (a renew carrying logs included).
     api_timeout_seconds: float = 30.0
 
@@ -48,3 +53,9 @@ class WorkerSettings(BaseSettings):
         if self.api_outage_budget_seconds is not None:
             return self.api_outage_budget_seconds
         return max(30.0, 3 * self.dead_after_seconds)
+
+    @property
+    def unreachable_budget(self) -> float:
+        if self.api_unreachable_budget_seconds is not None:
+            return self.api_unreachable_budget_seconds
+        return min(self.outage_budget, self.dead_after_seconds / 2)

@@ -5,8 +5,10 @@ One client per process, kept for the process's life: its connections stay open (
 run costs the same round trips it did when the runner wrote to the database (claim, renews,
 finish; an output-urls call only when the script wrote files).
 
-Transient trouble (no connection, a timeout, 502/503/504: the API restarting or its database
-away) is tried again for the outage budget; then the last error is raised as Unreachable. 409 is
+Transient trouble is tried again, then the last error is raised as Unreachable: 503 (the API
+answers, its database is away: nothing expires meanwhile) for the outage budget; no connection, a
+timeout, 502/504 (the API itself away: the orchestrator counts that silence against dead_after)
+only for the shorter unreachable budget. 409 is
 Fenced (the run is no longer this attempt's), 401/403/404 Refused with the server's sentence (and
 its code: only `given_up` means the control plane has given this worker up).
 """
@@ -16,6 +18,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
@@ -98,6 +101,26 @@ def _is_transient(e: BaseException) -> bool:
     return isinstance(e, (httpx.TransportError, _Transient))
 
 
+class _Budgets:
+    """`when` for retrying(): transient trouble is tried again while its kind's budget lasts. A
+    stretch of the API being unreachable is counted from its first failure; a 503 in between
+    (the API answered) ends the stretch."""
+
+    def __init__(self, unreachable: float):
+        self.unreachable = unreachable
+        self.since: float | None = None
+
+    def __call__(self, e: BaseException) -> bool:
+        if not _is_transient(e):
+            return False
+        if isinstance(e, _Transient) and e.status == 503:
+            self.since = None
+            return True
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        return now - self.since < self.unreachable
+
+
 def _closing(r: httpx.Response) -> httpx.Response:
     r.close()
     return r
@@ -108,9 +131,10 @@ class WorkerClient:
     for the API (with the token), one for the store (no token: a presigned URL carries its own)."""
 
     def __init__(self, api_url: str, token: str, outage_budget: float, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, unreachable_budget: float | None = None):
         self.api_url = api_url.rstrip("/")
-        self.budget = outage_budget
+        self.budget = outage_budget  # 503: the database away behind the API
+        self.unreachable_budget = outage_budget if unreachable_budget is None else min(unreachable_budget, outage_budget)
         # trust_env=False: a Ray process's environment points HTTP proxies at a closed port (see
         # rgrid_service.raynet.ray_process_env); the API and the store are reached directly.
         self.http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"},
@@ -120,7 +144,8 @@ class WorkerClient:
 
     @classmethod
     def for_settings(cls, settings) -> "WorkerClient":
-        return cls(settings.api_url, settings.worker_token, settings.outage_budget, settings.api_timeout_seconds)
+        return cls(settings.api_url, settings.worker_token, settings.outage_budget, settings.api_timeout_seconds,
+                   unreachable_budget=settings.unreachable_budget)
 
     def close(self) -> None:
         self.http.close()
@@ -129,8 +154,9 @@ class WorkerClient:
     # ---- the API -----------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body=None, budget: float | None = None):
-        """One API call, tried again through transient trouble for `budget` seconds (default the
-        outage budget; 0: once). Returns the JSON answer."""
+        """One API call, tried again through transient trouble for `budget` seconds (default: the
+        outage budget for 503s, the unreachable budget for no answer or 502/504; 0: once).
+        Returns the JSON answer."""
         payload = body.model_dump(mode="json") if body is not None else None
 
         def once() -> httpx.Response:
@@ -140,12 +166,14 @@ class WorkerClient:
             return r
 
         seconds = self.budget if budget is None else budget
+        when = _Budgets(self.unreachable_budget) if budget is None else _is_transient
+        began = time.monotonic()
         try:
-            r = retrying(once, seconds=seconds, when=_is_transient, first_wait=0.2, max_wait=2, log=log) \
+            r = retrying(once, seconds=seconds, when=when, first_wait=0.2, max_wait=2, log=log) \
                 if seconds > 0 else once()
         except (httpx.TransportError, _Transient) as e:
-            raise Unreachable(f"The control plane at {self.api_url} could not be reached for {seconds:.0f} s "
-                              f"({type(e).__name__}: {e}).") from e
+            raise Unreachable(f"The control plane at {self.api_url} could not be reached for "
+                              f"{time.monotonic() - began:.0f} s ({type(e).__name__}: {e}).") from e
         if r.status_code == 409:
             raise Fenced(_detail(r))
         if r.status_code in (401, 403, 404):

@@ -111,6 +111,9 @@ class ServiceSettings(BaseSettings):
     # How long a worker's runner and agent ride out an unreachable API before giving a run up
     # (rgrid_runner.settings); None: max(30, 3 x dead_after_seconds).
     api_outage_budget_seconds: float | None = None
+    # How long they ride out an API they cannot reach at all (no answer, 502/504) before the runner
+    # kills its script and gives the run up; None: dead_after_seconds / 2 (rgrid_runner.settings).
+    api_unreachable_budget_seconds: float | None = None
 
     # Runner timings and limits.
     log_flush_interval_seconds: float = 0.2

@@ -28,8 +28,8 @@ RAY_TOKEN_VAR = "RGRID_RAY_AUTH_TOKEN"
 # with its own token and moves files through presigned URLs.
 WORKER_SETTINGS = (
     "ray_address", "heartbeat_interval_seconds", "dead_after_seconds", "api_outage_budget_seconds",
-    "log_flush_interval_seconds", "lease_check_interval_seconds", "log_limit_bytes", "sandbox_memory_mb",
-    "sandbox_max_processes", "sandbox_max_file_mb", "sandbox_niceness", "work_root", "input_cache_mb",
+    "api_unreachable_budget_seconds", "log_flush_interval_seconds", "lease_check_interval_seconds", "log_limit_bytes",
+    "sandbox_memory_mb", "sandbox_max_processes", "sandbox_max_file_mb", "sandbox_niceness", "work_root", "input_cache_mb",
 )
 
 

@@ -108,3 +108,27 @@ def test_a_claim_lost_to_another_runner_does_nothing(server, work_root):
     server.answers[("POST", wire.CLAIM.format(id="ex1"))] = [(409, {"detail": "It is not queued any more."})]
     assert run_execution("ex1", client, settings) == "not-claimed"
     assert [r["path"] for r in server.seen] == [wire.CLAIM.format(id="ex1")]
+
+
+def test_the_timeout_is_enforced_while_a_renew_rides_out_an_outage(server, work_root):
+    """The renew carrying the first line blocks on 503s for seconds; the script's 1 s timeout still
+    kills it meanwhile (it would have printed "late" and succeeded), and the run is timed_out."""
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    server.objects["/blobs/script"] = SCRIPT_LATE
+    claim = server.answers[("POST", wire.CLAIM.format(id="ex1"))][0][1]
+    claim.update(timeout_seconds=1, inputs=[dict(claim["inputs"][0], sha256=_sha(SCRIPT_LATE), size=len(SCRIPT_LATE))])
+    away = (503, {"detail": "The database is away."})
+    server.answers[("POST", wire.RENEW.format(id="ex1", attempt=1))] = [away] * 5 + [(200, {"kept": True})]
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (200, {"committed": True}))
+    client.budget = client.unreachable_budget = 30.0
+    assert run_execution("ex1", client, settings) == "timed_out"
+    assert _finish_body(server)["status"] == "timed_out"
+    assert b"early" in _logs(server) and b"late" not in _logs(server)
+
+
+SCRIPT_LATE = b"""import time
+print("early", flush=True)
+time.sleep(3)
+print("late", flush=True)
+"""

@@ -186,6 +186,31 @@ def test_output_urls_asks_once_for_all_files(server, client):
         "files": [{"path": "a.txt", "size": 1}, {"path": "d/b.txt", "size": 2}]}
 
 
+def test_an_unreachable_api_is_ridden_out_only_for_the_shorter_budget(server):
+    """No answer / 502 / 504 (the API itself away: the orchestrator counts the silence) is given up
+    after the unreachable budget; 503 (the database away, nothing expires) gets the outage budget."""
+    c = WorkerClient(server.url, TOKEN, outage_budget=30.0, unreachable_budget=0.3)
+    try:
+        server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (502, b"bad gateway"))
+        with pytest.raises(Unreachable):
+            c.renew("ex1", 1)
+        assert len(server.requests("POST", wire.RENEW.format(id="ex1", attempt=1))) <= 3  # not 30 s of them
+        away = (503, {"detail": "The database is away."})
+        server.answer("POST", wire.RENEW.format(id="ex2", attempt=1), away, away, away, away, (200, {"kept": True}))
+        assert c.renew("ex2", 1) is True  # ~3 s of 503s, far past the 0.3 s budget for silence
+    finally:
+        c.close()
+    closed = WorkerClient("http://127.0.0.1:9", TOKEN, outage_budget=30.0, unreachable_budget=0.3)
+    with pytest.raises(Unreachable):
+        closed.heartbeat(budget=None)
+    closed.close()
+
+
+def test_the_unreachable_budget_stays_below_dead_after():
+    assert WorkerSettings(dead_after_seconds=120).unreachable_budget == 60
+    assert WorkerSettings(dead_after_seconds=120, api_unreachable_budget_seconds=5).unreachable_budget == 5
+
+
 def test_settings_outage_budget_defaults_to_three_dead_afters():
     assert WorkerSettings(dead_after_seconds=120).outage_budget == 360
     assert WorkerSettings(dead_after_seconds=4).outage_budget == 30
