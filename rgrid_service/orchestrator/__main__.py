@@ -85,6 +85,10 @@ def orchestrate() -> None:
     if not settings.ray_token_file:
         log.error("RGRID_RAY_TOKEN_FILE is not set: the orchestrator needs the file holding the Ray cluster's token.")
         sys.exit(CONFIG_ERROR)
+    if make_provider(settings) is not None and launch_problem(settings):
+        # CONFIG_ERROR, not 1: the supervisor stops instead of restarting it every 30 s to no end.
+        log.error("The orchestrator cannot start workers: %s", launch_problem(settings))
+        sys.exit(CONFIG_ERROR)
     retrying(lambda: connect_ray(settings.ray_address, settings.ray_token_file), seconds=120, first_wait=0.5,
              max_wait=1, log=log)
     engine = engine_for(settings.database_url)
@@ -105,10 +109,6 @@ def orchestrate() -> None:
     scheduler.add_job(_safe(lambda: retention_tick(settings, engine)), "interval",
                       seconds=settings.retention_interval_seconds, max_instances=1, coalesce=True, id="retention")
     provider = make_provider(settings)
-    if provider is not None and launch_problem(settings):
-        # CONFIG_ERROR, not 1: the supervisor stops instead of restarting it every 30 s to no end.
-        log.error("The orchestrator cannot start workers: %s", launch_problem(settings))
-        sys.exit(CONFIG_ERROR)
     if provider is not None:
         fleet = FleetManager(settings, engine, provider)
         scheduler.add_job(_safe(fleet.tick), "interval", seconds=settings.provision_interval_seconds,
