@@ -80,9 +80,7 @@ def hearing_at_start(freshest_beat: datetime | None, now: datetime, dead_after: 
     shows the control plane was hearing its workers: nothing to excuse, so a crash-looping
     orchestrator still declares silent workers dead. No recent heartbeat (the control plane may
     have been down as a whole): excused from the freshest one, within max_excused."""
-    if freshest_beat is None:
-        return now, now  # nobody ever beat: the registrations (and the boot timeout) are the clock
-    if now - freshest_beat <= dead_after:
+    if freshest_beat is None or now - freshest_beat <= dead_after:  # None: no worker to excuse
         return None, None
     return freshest_beat, excused_until(freshest_beat, now, max_excused)
 

@@ -152,7 +152,7 @@ def test_heartbeats_landing_while_the_probe_fails_mean_the_control_plane_hears(f
         (T0 - timedelta(seconds=20), (None, None)),  # the fleet was being heard: nothing to excuse
         (T0 - timedelta(minutes=5), (T0 - timedelta(minutes=5), T0)),  # nobody heard lately: excused
         (T0 - timedelta(hours=1), (T0 - timedelta(hours=1), T0 - timedelta(minutes=50))),  # within the cap
-        (None, (T0, T0)),  # nobody ever beat
+        (None, (None, None)),  # nobody ever beat: no one to excuse, a crash loop resets nothing
     ],
 )
 def test_a_fresh_orchestrator_counts_from_the_freshest_heartbeat(freshest, expected):
