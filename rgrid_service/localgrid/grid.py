@@ -155,7 +155,8 @@ def start_api(state: GridState, env: dict[str, str]) -> None:
     port = state.api_url.rsplit(":", 1)[1]
     state.pids["api"] = spawn(
         [sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", port, "--log-level", "warning"],
+         "--host", "127.0.0.1", "--port", port, "--log-level", "warning",
+         "--loop", "uvloop", "--http", "httptools"],
         logs_dir(Path(state.home)) / "api.log", env=control_plane_env(state, env),
     )
     state.save()
