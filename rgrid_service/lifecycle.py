@@ -80,6 +80,15 @@ def _worker_takes_runs(worker_id: str):
                                    Worker.token_revoked_at.is_(None)).exists()
 
 
+def _worker_not_given_up(worker_id: str):
+    """The worker exists, is not dead, deleting or deleted, and its token is not revoked: the
+    worker API folds this into its fenced writes instead of reading the worker first."""
+    from .db.models import Worker
+
+    return select(Worker.id).where(Worker.id == worker_id, Worker.state.not_in(GIVEN_UP),
+                                   Worker.token_revoked_at.is_(None)).exists()
+
+
 def claim_run(engine: Engine, execution_id: str, worker_id: str, dispatched: bool = False):
     """Atomically take a queued execution: (lease, the run's spec: script, args, env, env_sealed,
     runtime, timeout_seconds, inputs, tenant_id), or None when somebody else has it (or it was
@@ -159,15 +168,18 @@ def renew(
     chunks: list[tuple[str, bytes]] = (),
     truncated: bool = False,
     stages: dict[str, float] | None = None,
+    worker_alive: bool = False,
 ) -> bool:
     """Heartbeat the run and append log chunks, only while the lease holds. False = fenced off.
-    `stages` (stage -> seconds ago) records when the script started or its outputs began going up."""
+    `stages` (stage -> seconds ago) records when the script started or its outputs began going up.
+    `worker_alive`: and only while the lease's worker is not given up, in the same statement."""
     added = sum(len(data) for stream, data in chunks if stream != "system")
     with write_tx(engine) as conn:
         values = dict(heartbeat_at=utcnow(), log_bytes=Execution.log_bytes + added)
         if truncated:
             values["log_truncated"] = True
-        res = conn.execute(update(Execution).where(*_fence(lease)).values(**values))
+        guard = (_worker_not_given_up(lease.worker_id),) if worker_alive else ()
+        res = conn.execute(update(Execution).where(*_fence(lease), *guard).values(**values))
         if res.rowcount != 1:
             return False
         _stage_times(conn, lease, stages)
@@ -190,14 +202,17 @@ def finish(
     reason: str | None,
     outputs: list[dict],
     stages: dict[str, float] | None = None,
+    worker_alive: bool = False,
 ) -> bool:
     """Commit the run's result and its outputs in one transaction, only while the lease holds.
     `stages` (stage -> seconds ago) fills the attempt's stage times no renew wrote, counted back
-    from finished_at (so a stage a moment ago never lands after it)."""
+    from finished_at (so a stage a moment ago never lands after it). `worker_alive`: and only while
+    the lease's worker is not given up, in the same statement."""
+    guard = (_worker_not_given_up(lease.worker_id),) if worker_alive else ()
     with write_tx(engine) as conn:
         done = conn.execute(
             update(Execution)
-            .where(*_fence(lease))
+            .where(*_fence(lease), *guard)
             .values(status=status, exit_code=exit_code, reason=reason, finished_at=utcnow(), **ENV_GONE)
             .returning(Execution.finished_at)
         ).first()

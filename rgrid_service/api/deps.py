@@ -18,15 +18,17 @@ from . import workerapi
 from .workerapi import TokenWorker
 
 
-def get_settings(request: Request) -> ServiceSettings:
+# The lookups on app.state (and the worker token's MAC check) are `async def` so FastAPI runs them
+# on the event loop: a plain `def` dependency costs a hop to the thread pool and back per request.
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_store(request: Request) -> ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
@@ -76,8 +78,15 @@ OperatorDep = Annotated[Caller, Depends(get_operator)]
 def get_worker(engine: EngineDep, request: Request,
                creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> TokenWorker:
     """The worker a worker token speaks for, whatever its state (401 without a token the control
-    plane issued); FINISH takes it so it can clean up after a given-up worker before refusing it."""
+    plane issued)."""
     return workerapi.authenticate(engine, request.app.state.keys, creds.credentials if creds else None)
+
+
+async def get_worker_id(request: Request,
+                        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
+    """The worker id a valid token names, without reading its record: for claim, renew and finish,
+    whose fenced writes also require the worker not given up (and read it only on a refusal)."""
+    return workerapi.token_worker_id(request.app.state.keys, creds.credentials if creds else None)
 
 
 def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -> TokenWorker:
@@ -86,5 +95,5 @@ def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -> Toke
     return workerapi.require_alive(worker)
 
 
-AnyWorkerDep = Annotated[TokenWorker, Depends(get_worker)]
 WorkerDep = Annotated[TokenWorker, Depends(get_live_worker)]
+TokenWorkerIdDep = Annotated[str, Depends(get_worker_id)]

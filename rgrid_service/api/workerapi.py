@@ -51,8 +51,10 @@ class TokenWorker:
 # --- who is calling ----------------------------------------------------------------------------
 
 
-def authenticate(engine: Engine, keys: ControlPlaneKeys | None, token: str | None) -> TokenWorker:
-    """The worker a token was issued for (its record is the issuance); 401 for anything else."""
+def token_worker_id(keys: ControlPlaneKeys | None, token: str | None) -> str:
+    """The worker id a token names, checked by its MAC alone (no database read); 401 for anything
+    else. Claim, renew and finish (every run's path) fold whether that worker may still act into
+    their own conditional write, and read its record only to say why one was refused."""
     if not token or not token.startswith(wire.TOKEN_PREFIX):
         raise Unauthorized(NO_TOKEN)
     if keys is None:
@@ -60,6 +62,16 @@ def authenticate(engine: Engine, keys: ControlPlaneKeys | None, token: str | Non
     worker_id = keys.token_worker(token)
     if worker_id is None:
         raise Unauthorized(BAD_TOKEN)
+    return worker_id
+
+
+def authenticate(engine: Engine, keys: ControlPlaneKeys | None, token: str | None) -> TokenWorker:
+    """The worker a token was issued for (its record is the issuance); 401 for anything else."""
+    return load_worker(engine, token_worker_id(keys, token))
+
+
+def load_worker(engine: Engine, worker_id: str) -> TokenWorker:
+    """The record of the worker a valid token names; 401 when none was ever created."""
     with engine.connect() as conn:
         row = conn.execute(select(Worker.state, Worker.token_revoked_at).where(Worker.id == worker_id)).first()
     if row is None:
@@ -107,14 +119,15 @@ def _input_key(execution_id: str, spec: dict) -> str:
     return spec.get("object_key") or f"executions/{execution_id}/inputs/{spec['name']}"
 
 
-def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker: TokenWorker,
+def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker_id: str,
           execution_id: str) -> wire.ClaimResponse:
-    """Take a run dispatched to this (active) worker, in one conditional write; on zero rows a read
-    says why. The answer holds the env values, opened for this attempt only, and a presigned GET
-    per input."""
-    claimed = lifecycle.claim_run(engine, execution_id, worker.id, dispatched=True)
+    """Take a run dispatched to this (active, unrevoked) worker, in one conditional write; on zero
+    rows reads say why (401 no such worker, 403 given up, then _claim_refusal). The answer holds the
+    env values, opened for this attempt only, and a presigned GET per input."""
+    claimed = lifecycle.claim_run(engine, execution_id, worker_id, dispatched=True)
     if claimed is None:
-        raise _claim_refusal(engine, execution_id, worker.id)
+        require_alive(load_worker(engine, worker_id))
+        raise _claim_refusal(engine, execution_id, worker_id)
     lease, spec = claimed
     try:
         env = keys.open_env(spec.env_sealed) if spec.env_sealed else dict(spec.env or {})
@@ -180,18 +193,21 @@ def _refused_after_write(engine: Engine, worker: TokenWorker, execution_id: str,
     return problem or Conflict(f"Attempt {attempt} of run {execution_id} lost its lease just now; stop it.")
 
 
-def renew(engine: Engine, worker: TokenWorker, execution_id: str, attempt: int,
+def renew(engine: Engine, worker_id: str, execution_id: str, attempt: int,
           body: wire.RenewRequest) -> wire.RenewResponse:
-    """Keep the lease and append the log chunks (and stage times) under the fence; 409 once fenced."""
+    """Keep the lease and append the log chunks (and stage times) under the fence, which includes
+    the worker not being given up; a refusal reads why (401, 403 given up, 404/403/409 the lease)."""
     chunks = []
     for chunk in body.logs:
         try:
             chunks.append((chunk.stream, base64.b64decode(chunk.data_b64, validate=True)))
         except (binascii.Error, ValueError):
+            require_alive(load_worker(engine, worker_id))
             raise Invalid(f"A log chunk of run {execution_id} is not valid base64; send data_b64 as standard "
                           "base64. Nothing was written.") from None
-    lease = lifecycle.Lease(execution_id, attempt, worker.id)
-    if not lifecycle.renew(engine, lease, chunks, body.truncated, dict(body.stages)):
+    lease = lifecycle.Lease(execution_id, attempt, worker_id)
+    if not lifecycle.renew(engine, lease, chunks, body.truncated, dict(body.stages), worker_alive=True):
+        worker = require_alive(load_worker(engine, worker_id))
         raise _refused_after_write(engine, worker, execution_id, attempt)
     return wire.RenewResponse()
 
@@ -246,24 +262,36 @@ def _check_paths(paths: list[str]) -> None:
 # --- finish ------------------------------------------------------------------------------------
 
 
-def finish(engine: Engine, store: ObjectStore, worker: TokenWorker, execution_id: str, attempt: int,
+def finish(engine: Engine, store: ObjectStore, worker_id: str, execution_id: str, attempt: int,
            body: wire.FinishRequest) -> wire.FinishResponse:
-    """Commit the attempt's result and outputs under the fence, once each output is in the store
-    with its size. The same finish again (its answer was lost) is answered the same; a refused
-    attempt's uploaded outputs are deleted here, since the worker holds no store keys."""
+    """Commit the attempt's result and outputs under the fence (which includes the worker not being
+    given up), once each output is in the store with its size. Only when that does not commit are
+    the worker and the lease read, and answered in this order: given up or fenced first (the same
+    finish again, its answer lost, is answered the same; a refused attempt's uploaded outputs are
+    deleted here, since the worker holds no store keys), then a bad path or a missing output."""
+    early: ServiceError | None = None
+    rows: list[dict] = []
+    try:
+        _check_paths([o.path for o in body.outputs])
+        rows = [dict(path=o.path, size=o.size, sha256=o.sha256, object_key=output_key(execution_id, attempt, o.path))
+                for o in body.outputs]
+        missing = _not_stored(store, rows)
+        if missing:
+            early = Invalid(f"Not committed: {'; '.join(missing)}. Upload them through their output URLs and finish "
+                            "again.")
+    except ServiceError as e:
+        early = e
+    lease = lifecycle.Lease(execution_id, attempt, worker_id)
+    if early is None and lifecycle.finish(engine, lease, body.status, body.exit_code, body.reason, rows,
+                                          dict(body.stages), worker_alive=True):
+        return wire.FinishResponse()
+    worker = load_worker(engine, worker_id)
     with engine.connect() as conn:
         problem = _lease_refusal(conn, worker.id, execution_id, attempt)
     if worker.given_up or problem:
         return _refuse_finish(engine, store, worker, execution_id, attempt, body, problem)
-    _check_paths([o.path for o in body.outputs])
-    rows = [dict(path=o.path, size=o.size, sha256=o.sha256, object_key=output_key(execution_id, attempt, o.path))
-            for o in body.outputs]
-    missing = _not_stored(store, rows)
-    if missing:
-        raise Invalid(f"Not committed: {'; '.join(missing)}. Upload them through their output URLs and finish again.")
-    lease = lifecycle.Lease(execution_id, attempt, worker.id)
-    if lifecycle.finish(engine, lease, body.status, body.exit_code, body.reason, rows, dict(body.stages)):
-        return wire.FinishResponse()
+    if early is not None:
+        raise early
     return _refuse_finish(engine, store, worker, execution_id, attempt, body,
                           _refused_after_write(engine, worker, execution_id, attempt))
 

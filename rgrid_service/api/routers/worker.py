@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from rgrid_core import workerwire as wire
 
 from .. import workerapi
-from ..deps import AnyWorkerDep, EngineDep, SettingsDep, StoreDep, WorkerDep
+from ..deps import EngineDep, SettingsDep, StoreDep, TokenWorkerIdDep, WorkerDep
 from ..errors import responses
 
 # What each status means to a worker (rgrid_core.workerwire's docstring), for the OpenAPI.
@@ -51,16 +51,16 @@ def heartbeat(worker: WorkerDep, engine: EngineDep):
 
 
 @router.post(wire.CLAIM, response_model=wire.ClaimResponse, responses=refusals(403, 404, 409))
-def claim(id: str, worker: WorkerDep, engine: EngineDep, store: StoreDep, request: Request):
+def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request):
     """Take a run dispatched to this worker: its spec, its env values (never log them) and a
     presigned GET per input."""
-    return workerapi.claim(engine, store, _keys(request), worker, id)
+    return workerapi.claim(engine, store, _keys(request), worker_id, id)
 
 
 @router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
-def renew(id: str, attempt: int, body: wire.RenewRequest, worker: WorkerDep, engine: EngineDep):
+def renew(id: str, attempt: int, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep):
     """Keep the attempt's lease; append its log chunks and stage times."""
-    return workerapi.renew(engine, worker, id, attempt, body)
+    return workerapi.renew(engine, worker_id, id, attempt, body)
 
 
 @router.get(wire.INPUT_URL, response_model=wire.InputSpec, responses=refusals(403, 404, 409))
@@ -85,8 +85,8 @@ def output_urls(id: str, attempt: int, body: wire.OutputUrlsRequest, worker: Wor
 
 
 @router.post(wire.FINISH, response_model=wire.FinishResponse, responses=refusals(400, 403, 404, 409))
-def finish(id: str, attempt: int, body: wire.FinishRequest, worker: AnyWorkerDep, engine: EngineDep,
+def finish(id: str, attempt: int, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
            store: StoreDep):
     """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
     same status is answered the same; a refused attempt's uploaded outputs are deleted."""
-    return workerapi.finish(engine, store, worker, id, attempt, body)
+    return workerapi.finish(engine, store, worker_id, id, attempt, body)
