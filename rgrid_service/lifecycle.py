@@ -95,6 +95,7 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str, dispatched: boo
     canceled). `dispatched` (the worker API): only a run dispatched to this worker, and only while
     the worker is active, in the same statement. The run's kept inputs are marked used."""
     guard = (Execution.dispatched_to == worker_id, _worker_takes_runs(worker_id)) if dispatched else ()
+    now = utcnow()  # one time for both: a lease whose heartbeat_at is still its started_at was never renewed
     with write_tx(engine) as conn:
         row = conn.execute(
             update(Execution)
@@ -103,8 +104,8 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str, dispatched: boo
                 status=ExecutionStatus.RUNNING,
                 attempt=Execution.attempt + 1,
                 worker_id=worker_id,
-                started_at=utcnow(),
-                heartbeat_at=utcnow(),
+                started_at=now,
+                heartbeat_at=now,
                 finished_at=None,
                 exit_code=None,
                 log_bytes=0,
@@ -125,6 +126,27 @@ def claim_run(engine: Engine, execution_id: str, worker_id: str, dispatched: boo
                 started_at=utcnow(), running_on_worker=on_worker,
             )
         )
+    return Lease(execution_id, row.attempt, worker_id), row
+
+
+def repeat_claim(engine: Engine, execution_id: str, worker_id: str):
+    """The claim this worker already made, as claim_run answered it, while its attempt has done
+    nothing yet (never renewed: no log, no stage, heartbeat_at still the claim's time); else None.
+    A claim whose answer was lost (a 504, a read timeout after the commit) is asked again: without
+    this it would be answered 409 and the run would strand until its lease expired."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(Execution.attempt, *RUN_SPEC)
+            .join(ExecutionAttempt, (ExecutionAttempt.execution_id == Execution.id)
+                  & (ExecutionAttempt.attempt == Execution.attempt))
+            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.RUNNING,
+                   Execution.worker_id == worker_id, Execution.dispatched_to == worker_id,
+                   Execution.log_bytes == 0, Execution.heartbeat_at == Execution.started_at,
+                   ExecutionAttempt.worker_id == worker_id, ExecutionAttempt.running_at.is_(None),
+                   ExecutionAttempt.uploading_at.is_(None), ExecutionAttempt.finished_at.is_(None))
+        ).first()
+    if row is None:
+        return None
     return Lease(execution_id, row.attempt, worker_id), row
 
 
@@ -410,18 +432,27 @@ def expire_leases(engine: Engine, older_than: datetime) -> list[tuple[str, str]]
 def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -> bool:
     """A worker's agent announces itself: its record (written by the fleet when it asked for the
     server) becomes active. A worker the control plane has given up on (dead, being deleted)
-    stays given up: False, and it must come back under a new id."""
+    stays given up: False, and it must come back under a new id. The UPDATE carries the guard
+    itself: on PostgreSQL the read takes no lock, so a worker declared dead (or moved to deleting)
+    between the read and the write would otherwise be brought back to active."""
     from .db.models import Worker, WorkerHeartbeat
 
     with write_tx(engine) as conn:
-        state = conn.execute(select(Worker.state).where(Worker.id == worker_id)).scalar()
-        if state in GIVEN_UP:
+        row = conn.execute(select(Worker.state, Worker.token_revoked_at).where(Worker.id == worker_id)).first()
+        if row is not None and (row.state in GIVEN_UP or row.token_revoked_at is not None):
             return False
-        if state is None:  # a worker started by hand, outside any fleet
+        if row is None:  # a worker started by hand, outside any fleet
             conn.execute(insert(Worker).values(id=worker_id, provider=provider, state=WorkerState.ACTIVE, slots=slots))
-        elif state != WorkerState.DRAINING:
-            conn.execute(update(Worker).where(Worker.id == worker_id)
-                         .values(state=WorkerState.ACTIVE, slots=slots, active_at=utcnow()))
+        elif row.state != WorkerState.DRAINING:
+            moved = conn.execute(
+                update(Worker)
+                .where(Worker.id == worker_id, Worker.state.not_in(GIVEN_UP), Worker.state != WorkerState.DRAINING,
+                       Worker.token_revoked_at.is_(None))
+                .values(state=WorkerState.ACTIVE, slots=slots, active_at=utcnow()))
+            if moved.rowcount == 0:
+                now = conn.execute(select(Worker.state, Worker.token_revoked_at).where(Worker.id == worker_id)).first()
+                if now is None or now.state != WorkerState.DRAINING or now.token_revoked_at is not None:
+                    return False  # given up meanwhile (a drain meanwhile is kept, as above)
         beat = conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
             .values(last_heartbeat_at=utcnow(), running=[])

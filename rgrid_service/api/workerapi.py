@@ -123,10 +123,14 @@ def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker_id:
           execution_id: str) -> wire.ClaimResponse:
     """Take a run dispatched to this (active, unrevoked) worker, in one conditional write; on zero
     rows reads say why (401 no such worker, 403 given up, then _claim_refusal). The answer holds the
-    env values, opened for this attempt only, and a presigned GET per input."""
+    env values, opened for this attempt only, and a presigned GET per input. A repeated claim (the
+    first answer lost) is answered again while the attempt has done nothing yet
+    (lifecycle.repeat_claim)."""
     claimed = lifecycle.claim_run(engine, execution_id, worker_id, dispatched=True)
     if claimed is None:
         require_alive(load_worker(engine, worker_id))
+        claimed = lifecycle.repeat_claim(engine, execution_id, worker_id)
+    if claimed is None:
         raise _claim_refusal(engine, execution_id, worker_id)
     lease, spec = claimed
     try:

@@ -18,7 +18,7 @@ from sqlalchemy import insert, select, update
 from rgrid_core import workerwire as wire
 from rgrid_core.states import WorkerState
 from rgrid_service import lifecycle
-from rgrid_service.db.models import Blob, Execution, Tenant, Worker
+from rgrid_service.db.models import Blob, Execution, ExecutionAttempt, Tenant, Worker
 from rgrid_service.fleet import records
 from tests.db.workers import ControlPlane
 
@@ -140,6 +140,7 @@ def test_only_an_active_worker_claims_and_only_what_was_dispatched_to_it(plane):
     assert worker.claim(run).status_code == 403
     assert worker.claim("ex-nonesuch").status_code == 404
     assert other.claim(run).status_code == 200
+    assert other.renew(run, 1, b"started").status_code == 200  # (before any renew a repeat is answered again)
     r = other.claim(run)
     assert r.status_code == 409 and "not queued any more" in r.json()["detail"]
 
@@ -256,3 +257,56 @@ def test_every_worker_route_documents_its_statuses(plane):
         assert {"200", "401", "503"} <= set(op["responses"]), path
     assert {"403", "404", "409"} <= set(paths[wire.CLAIM]["post"]["responses"])
     assert {"400", "403", "404", "409"} <= set(paths[wire.FINISH]["post"]["responses"])
+
+
+def test_a_claim_whose_answer_was_lost_is_answered_again_until_the_attempt_does_something(plane):
+    """A 504 or a read timeout after the claim committed: the worker asks again and gets the same
+    attempt and spec (env included), not a 409 that strands the run until its lease expires. Once
+    the attempt renewed, a repeat is refused as before, and never for another worker."""
+    worker, other = plane.worker(), plane.worker()
+    run, first = plane.claimed(worker, env={"GREETING": "hello"})
+    again = worker.claim(run)
+    assert again.status_code == 200, again.text
+    assert again.json()["attempt"] == first["attempt"] == 1 and again.json()["env"] == {"GREETING": "hello"}
+    assert again.json()["script"] == first["script"]
+    with plane.engine.connect() as conn:
+        attempts = conn.execute(select(ExecutionAttempt).where(ExecutionAttempt.execution_id == run)).all()
+    assert len(attempts) == 1 and plane.row(run).attempt == 1, "no attempt burnt"
+    assert other.claim(run).status_code == 403  # not dispatched to it
+    assert worker.renew(run, 1, b"started").status_code == 200
+    r = worker.claim(run)
+    assert r.status_code == 409 and "not queued any more" in r.json()["detail"]
+
+
+def test_registration_never_brings_a_given_up_worker_back(plane):
+    """register_worker guards its UPDATE: a revoked token is refused, and a worker declared dead
+    between the read and the write (PostgreSQL: the read takes no lock; the death is made to land
+    right before the UPDATE) stays dead. SQLite's write transaction locks the database at BEGIN."""
+    from sqlalchemy import event
+
+    revoked = plane.worker()
+    with plane.engine.begin() as conn:
+        conn.execute(update(Worker).where(Worker.id == revoked.id).values(token_revoked_at=Worker.created_at))
+    assert lifecycle.register_worker(plane.engine, revoked.id, "local", 2) is False
+
+    worker = plane.worker()
+    if plane.engine.dialect.name != "postgresql":
+        assert lifecycle.register_worker(plane.engine, worker.id, "local", 2) is True
+        return
+    fired = []
+
+    def dead_meanwhile(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("UPDATE WORKERS SET STATE") and not fired:
+            fired.append(statement)
+            lifecycle.declare_dead(plane.engine, worker.id, "silent for too long")
+
+    event.listen(plane.engine, "before_cursor_execute", dead_meanwhile)
+    try:
+        assert lifecycle.register_worker(plane.engine, worker.id, "local", 2) is False
+    finally:
+        event.remove(plane.engine, "before_cursor_execute", dead_meanwhile)
+    assert fired
+    with plane.engine.connect() as conn:
+        assert conn.execute(select(Worker.state).where(Worker.id == worker.id)).scalar() == WorkerState.DEAD
+    r = worker.register()
+    assert r.status_code == 403 and r.json()["code"] == wire.GIVEN_UP
