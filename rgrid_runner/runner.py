@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from rgrid_core.states import ExecutionStatus
 from rgrid_core.workerwire import CommittedOutput, FinishRequest, InputSpec
 
@@ -25,7 +27,7 @@ from . import sandbox, staging
 from .inputcache import InputCache
 from .logpump import LogPump
 from .settings import WorkerSettings
-from .workerclient import ChecksumMismatch, Fenced, Refused, Unreachable, WorkerClient
+from .workerclient import ChecksumMismatch, Fenced, Refused, Rejected, Unreachable, WorkerClient
 
 log = logging.getLogger("rgrid.runner")
 
@@ -44,8 +46,8 @@ def run_execution(execution_id: str, client: WorkerClient, settings: WorkerSetti
         log.warning("claim of %s not made: %s", execution_id, e)
         return "not-claimed"
     except Exception as e:  # noqa: BLE001 - the orchestrator logs what the task returned
-        log.exception("claim of %s failed", execution_id)
-        return f"claim-failed: {e}"[:300]
+        log.error("claim of %s failed: %s", execution_id, _claim_error(e))
+        return f"claim-failed: {_claim_error(e)}"[:300]
     if ex is None:
         return "not-claimed"
     lease = Lease(execution_id, ex.attempt)
@@ -182,9 +184,10 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
         _finish(client, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [],
                 stages)
         return "upload-failed"
-    if not _finish(client, lease, status, exit_code, reason, outputs, stages):
+    committed = _finish(client, lease, status, exit_code, reason, outputs, stages)
+    if not committed:
         return "fenced"  # the control plane deletes the outputs of an attempt it fenced off
-    return status
+    return committed
 
 
 class LeaseKeeper:
@@ -353,17 +356,39 @@ def _renew_retrying(client: WorkerClient, lease: Lease, chunks, settings, trunca
 
 
 def _finish(client: WorkerClient, lease: Lease, status: str, exit_code: int | None, reason: str | None,
-            outputs: list[CommittedOutput], stages: StageClock | None = None) -> bool:
+            outputs: list[CommittedOutput], stages: StageClock | None = None) -> str | None:
     """finish() through an API outage as long as the outage budget. The API answers a repeated
     finish as the first, so a try whose answer was lost is simply made again rather than taken
-    for being fenced off. False: fenced off (or given up), nothing committed."""
+    for being fenced off. Returns the status committed (a finish answered 400 is committed failed
+    with the control plane's sentence); None: fenced off (or given up), nothing committed."""
     request = FinishRequest(status=status, exit_code=exit_code, reason=reason[:4000] if reason else None,
                             outputs=outputs, stages=stages.pending() if stages else {})
     try:
-        return client.finish(lease.execution_id, lease.attempt, request)
+        return status if client.finish(lease.execution_id, lease.attempt, request) else None
+    except Rejected as e:
+        if status == ExecutionStatus.FAILED and not outputs:
+            log.error("finish of %s attempt %d rejected: %s", lease.execution_id, lease.attempt, e)
+            return None
+        # The result cannot be committed as reported (an output not in the store): the run fails
+        # with the control plane's sentence now, rather than waiting for its lease to expire.
+        log.warning("finish of %s rejected (%s); finishing it failed", lease.execution_id, e)
+        return _finish(client, lease, ExecutionStatus.FAILED, exit_code,
+                       f"The script ran, but its result could not be committed: {e.sentence}", [], stages)
     except Exception:  # noqa: BLE001 - nothing more a runner can do; the lease expires and the sweep decides
         log.exception("could not finish %s attempt %d", lease.execution_id, lease.attempt)
-        return False
+        return None
+
+
+def _claim_error(e: Exception) -> str:
+    """A failed claim, told without its values: the answer holds the run's env, and a pydantic
+    error (or a traceback) would carry one into logs and Ray results. The error's type, the
+    fields it names, or the control plane's own sentence."""
+    if isinstance(e, ValidationError):
+        fields = sorted({".".join(str(p) for p in err.get("loc", ())) or "the answer" for err in e.errors()})
+        return f"ValidationError: the claim answer does not match the wire ({', '.join(fields)[:200]})"
+    if type(e) in (RuntimeError, Rejected):  # workerclient's own: the control plane's sentence, no values
+        return str(e)
+    return type(e).__name__
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -56,6 +56,15 @@ class Refused(Exception):
         return self.code == wire.GIVEN_UP
 
 
+class Rejected(RuntimeError):
+    """400: the request cannot be done as sent (a finish whose outputs are not in the store); the
+    message is the control plane's sentence."""
+
+    def __init__(self, sentence: str):
+        super().__init__(sentence)
+        self.sentence = sentence
+
+
 class Unreachable(Exception):
     """The API (or the store) stayed away for the whole outage budget."""
 
@@ -178,6 +187,8 @@ class WorkerClient:
             raise Fenced(_detail(r))
         if r.status_code in (401, 403, 404):
             raise Refused(r.status_code, _detail(r), _code(r))
+        if r.status_code == 400:
+            raise Rejected(_detail(r))
         if r.status_code >= 400:
             raise RuntimeError(f"The control plane answered {method} {path} with HTTP {r.status_code}: {_detail(r)}")
         return r.json() if r.content else None

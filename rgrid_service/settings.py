@@ -39,6 +39,9 @@ class ServiceSettings(BaseSettings):
     s3_worker_endpoint: str | None = None
     # URLs handed to workers (inputs to fetch, outputs to put) expire soon: a worker asks again.
     worker_presign_expiry_seconds: int = 900
+    # A worker's output PUTs expire sooner still (the runner asks for a fresh URL when one has):
+    # what goes up through them is the worker's word, so a leaked URL is good for little time.
+    worker_output_presign_expiry_seconds: int = 300
 
     ray_address: str | None = None
     ray_dashboard_url: str | None = None

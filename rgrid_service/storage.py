@@ -58,6 +58,7 @@ class ObjectStore:
         public = settings.s3_public_endpoint or settings.s3_endpoint
         self.presigner = self._signer(settings, public)
         self.worker_expiry = timedelta(seconds=settings.worker_presign_expiry_seconds)
+        self.worker_put_expiry = timedelta(seconds=settings.worker_output_presign_expiry_seconds)
         self.worker_presigner = self._signer(settings, settings.s3_worker_endpoint or public)
 
     @staticmethod
@@ -71,7 +72,8 @@ class ObjectStore:
         runs instead of being opened anew for every execution."""
         key = (settings.s3_endpoint, settings.s3_public_endpoint, settings.s3_access_key, settings.s3_secret_key,
                settings.s3_secure, settings.s3_region, settings.s3_bucket, settings.presign_expiry_seconds,
-               settings.s3_worker_endpoint, settings.worker_presign_expiry_seconds)
+               settings.s3_worker_endpoint, settings.worker_presign_expiry_seconds,
+               settings.worker_output_presign_expiry_seconds)
         store = _SHARED.get(key)
         if store is None:
             store = _SHARED[key] = cls(settings)
@@ -93,8 +95,8 @@ class ObjectStore:
         return self.worker_presigner.presigned_get_object(self.bucket, key, expires=self.worker_expiry)
 
     def presign_worker_put(self, key: str) -> str:
-        """A PUT of one object for a worker: its endpoint, a short expiry."""
-        return self.worker_presigner.presigned_put_object(self.bucket, key, expires=self.worker_expiry)
+        """A PUT of one object for a worker: its endpoint, the shorter output expiry."""
+        return self.worker_presigner.presigned_put_object(self.bucket, key, expires=self.worker_put_expiry)
 
     @_retry
     def stat(self, key: str):

@@ -118,18 +118,25 @@ class ProcessFleet:
         stop_groups(pids, grace=8)
 
 
-# Names in an environment variable that mark a credential: never passed on to a worker.
-CREDENTIAL_MARKS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "DATABASE")
+# Names in an environment variable that mark a credential, whatever its prefix, and the prefixes of
+# tools whose variables are credentials or point at them: never passed on to a worker.
+CREDENTIAL_MARKS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "DATABASE")
+CREDENTIAL_PREFIXES = ("AWS_", "PG", "PULUMI_", "HCLOUD_", "S3_")
+
+
+def credential_like(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(CREDENTIAL_PREFIXES) or any(m in upper for m in CREDENTIAL_MARKS)
 
 
 def worker_environ() -> dict[str, str]:
     """This (control-plane) process's environment without what only the control plane holds: no
     RGRID_* setting of the control plane (the launch's own environment carries every setting a
-    worker reads) and nothing named like a credential, so no database URL, store key, secret key
-    or cloud token reaches a worker."""
+    worker reads) and no variable named like a credential, RGRID_ or not (AWS_*, DATABASE_URL,
+    PG*, PULUMI_*, *TOKEN*, *SECRET*, *PASSWORD*, *KEY*), so no database URL, store key, secret
+    key or cloud token reaches a worker."""
     settings = {f"RGRID_{name.upper()}" for name in ServiceSettings.model_fields}
-    return {k: v for k, v in os.environ.items()
-            if not (k.startswith("RGRID_") and (k in settings or any(m in k for m in CREDENTIAL_MARKS)))}
+    return {k: v for k, v in os.environ.items() if k not in settings and not credential_like(k)}
 
 
 def resolve(command: str) -> str:

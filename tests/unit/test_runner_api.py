@@ -132,3 +132,25 @@ print("early", flush=True)
 time.sleep(3)
 print("late", flush=True)
 """
+
+
+def test_a_finish_answered_400_is_finished_failed_with_the_sentence(server, work_root):
+    """Outputs the store does not hold (400): the run is failed now, with the control plane's
+    sentence, instead of waiting for its lease to expire."""
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    sentence = "Output out/result.txt is not in the store (or has another size); upload it again."
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (400, {"detail": sentence}), (200, {"committed": True}))
+    assert run_execution("ex1", client, settings) == "failed"
+    first, second = [json.loads(r["body"]) for r in server.requests("POST", wire.FINISH.format(id="ex1", attempt=1))]
+    assert first["status"] == "succeeded" and first["outputs"]
+    assert second["status"] == "failed" and second["outputs"] == [] and sentence in second["reason"]
+
+
+def test_a_claim_answer_that_does_not_parse_is_logged_without_its_values(server, work_root, caplog):
+    client, settings = _grid(server, work_root)
+    server.answers[("POST", wire.CLAIM.format(id="ex1"))] = [(200, {"attempt": 1, "script": "s.py",
+                                                                     "env": {"SECRET": {"not": "a string hunter2"}}})]
+    result = run_execution("ex1", client, settings)
+    assert result.startswith("claim-failed: ValidationError") and "env" in result
+    assert "hunter2" not in result and "hunter2" not in caplog.text
