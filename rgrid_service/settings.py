@@ -7,10 +7,15 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from rgrid_core.workerknobs import WorkerKnobs
 
 
-class ServiceSettings(BaseSettings):
+class ServiceSettings(WorkerKnobs):
+    """The control plane's settings; the worker's knobs (WorkerKnobs) are among them, so the
+    values a worker is launched with are these fields."""
+
     model_config = SettingsConfigDict(env_prefix="RGRID_", extra="ignore")
 
     database_url: str = "sqlite:///rgrid.db"
@@ -43,7 +48,6 @@ class ServiceSettings(BaseSettings):
     # what goes up through them is the worker's word, so a leaked URL is good for little time.
     worker_output_presign_expiry_seconds: int = 300
 
-    ray_address: str | None = None
     ray_dashboard_url: str | None = None
     # The file holding the Ray cluster's token (token authentication is always on): the head's and
     # the orchestrator's RAY_AUTH_TOKEN_PATH; workers get its content in their launch environment.
@@ -104,37 +108,12 @@ class ServiceSettings(BaseSettings):
     # free slot elsewhere, see policies.placement.steal).
     dispatch_prefetch_per_worker: int = 4
     sweep_interval_seconds: float = 5.0
-    dead_after_seconds: float = 120.0
     # One stretch of outages (database unreadable, workers' API probe failing) excuses silence for
     # at most this many x dead_after_seconds, counted from the last moment the control plane heard.
     outage_excuse_dead_afters: float = 5.0
 
-    # Worker agent.
-    heartbeat_interval_seconds: float = 30.0
-    # How long a worker's runner and agent ride out an unreachable API before giving a run up
-    # (rgrid_runner.settings); None: max(30, 3 x dead_after_seconds).
-    api_outage_budget_seconds: float | None = None
-    # How long they ride out an API they cannot reach at all (no answer, 502/504) before the runner
-    # kills its script and gives the run up; None: dead_after_seconds / 2 (rgrid_runner.settings).
-    api_unreachable_budget_seconds: float | None = None
-
-    # Runner timings and limits.
-    log_flush_interval_seconds: float = 0.2
-    lease_check_interval_seconds: float = 1.0
-    log_limit_bytes: int = 10 * 1024 * 1024
+    # Runs (the worker's own knobs are WorkerKnobs).
     default_timeout_seconds: int = 3600
-    sandbox_memory_mb: int = 2048
-    sandbox_max_processes: int = 256
-    sandbox_max_file_mb: int = 8192
-    # Niceness scripts run at. None keeps what the runner's Ray worker process has (Ray starts
-    # them at 15), so the control plane and Ray's daemons come first when the CPUs are busy:
-    # measured, 0 instead gave about 6 % less throughput on a 2-core local grid.
-    sandbox_niceness: int | None = None
-    work_root: str = "/tmp/rgrid-work"
-    # Verified inputs kept on the worker by content (sha256), so a script run again and again (a
-    # batch) is fetched from the object store once per worker. 0 turns the cache off.
-    input_cache_mb: int = 1024
-    worker_id: str | None = None
     max_attempts: int = 3
 
     # Per-tenant quotas (policies.quotas); the table tenant_quotas overrides them per tenant
