@@ -43,6 +43,10 @@ CHAOS_ENV = {
     "RGRID_LOG_FLUSH_INTERVAL_SECONDS": "0.1",
     "RGRID_PROVISION_INTERVAL_SECONDS": "1",
     "RGRID_BOOT_TIMEOUT_SECONDS": "120",
+    # dead_after is compressed to 5 s here, below the API's own restart time (4-6 s, scenario 8);
+    # production's default unreachable budget (dead_after / 2 = 60 s) is ten times that restart.
+    # Still far below the partition's cut (scenario 10), whose late writes must be refused.
+    "RGRID_API_UNREACHABLE_BUDGET_SECONDS": "20",
 }
 
 

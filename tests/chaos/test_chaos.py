@@ -151,7 +151,7 @@ def test_3_sigstopped_worker_comes_back_as_a_fenced_off_zombie(chaos: ChaosGrid)
     gone = time.monotonic()
     chaos.orphans.remove(session)
     agent_log = chaos._log(f"{zombie}.log")
-    assert f"{zombie} was declared dead by the control plane" in agent_log, agent_log[-2000:]
+    assert f"{zombie} was given up by the control plane" in agent_log, agent_log[-2000:]
 
     done = chaos.wait_all([ex_id], timeout=120)[ex_id]
     assert done["status"] == "succeeded" and done["attempt"] == 2, done
