@@ -215,14 +215,7 @@ class WorkerClient:
         body = wire.RenewRequest(
             logs=[wire.LogChunkIn(stream=s, data_b64=base64.b64encode(d).decode()) for s, d in chunks],
             truncated=truncated, stages=stages or {})
-        try:
-            self._call("POST", wire.RENEW.format(id=execution_id, attempt=attempt), body, budget)
-            return True
-        except Fenced:
-            return False
-        except Refused as e:
-            log.warning("renew of %s refused: %s", execution_id, e)
-            return False
+        return self._fenced_write("renew", execution_id, wire.RENEW.format(id=execution_id, attempt=attempt), body, budget)
 
     def input_url(self, execution_id: str, attempt: int, name: str) -> str:
         """A fresh presigned GET for one input (the one from the claim expired)."""
@@ -248,13 +241,17 @@ class WorkerClient:
     def finish(self, execution_id: str, attempt: int, request: wire.FinishRequest) -> bool:
         """Commit the result. The server answers a repeated finish the same way, so a lost answer is
         simply asked again. False: fenced off (or refused), nothing committed."""
+        return self._fenced_write("finish", execution_id, wire.FINISH.format(id=execution_id, attempt=attempt), request)
+
+    def _fenced_write(self, what: str, execution_id: str, path: str, body, budget: float | None = None) -> bool:
+        """A write under the attempt's fence: True when taken, False when fenced off or refused."""
         try:
-            self._call("POST", wire.FINISH.format(id=execution_id, attempt=attempt), request)
+            self._call("POST", path, body, budget)
             return True
         except Fenced:
             return False
         except Refused as e:
-            log.warning("finish of %s refused: %s", execution_id, e)
+            log.warning("%s of %s refused: %s", what, execution_id, e)
             return False
 
     # ---- presigned transfers -----------------------------------------------------------------
