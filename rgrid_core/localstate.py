@@ -25,6 +25,9 @@ class GridState:
     fleet: str = "process"  # the fleet provider: process | pulumi
     cloud_url: str = ""  # with fleet=pulumi: the cloud API the hcloud provider talks to
     fleet_env: dict[str, str] = field(default_factory=dict)  # the fleet's RGRID_* settings (no secrets)
+    # The RGRID_*/RAY_* settings of the environment the grid started in (no secrets), so that a
+    # component restarted from another shell runs with the same timings and limits.
+    started_env: dict[str, str] = field(default_factory=dict)
     orchestrator_metrics_url: str = ""  # the orchestrator's Prometheus endpoint (the API's is api_url + /metrics)
 
     @property

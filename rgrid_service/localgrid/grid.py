@@ -27,8 +27,9 @@ LOCAL_SERVER_TYPE = "local"
 
 
 def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
-    """The environment of every grid process."""
-    env = dict(os.environ)
+    """The environment of every grid process: this one's, with the settings the grid started with
+    and the grid's own addresses and keys."""
+    env = {**os.environ, **state.started_env}
     env.update(
         RGRID_DATABASE_URL=state.database_url,
         RGRID_S3_ENDPOINT=state.s3_endpoint,
@@ -61,6 +62,15 @@ def service_env_for(state: GridState) -> dict[str, str]:
     return env
 
 
+def started_settings(environ: dict[str, str]) -> dict[str, str]:
+    """The RGRID_* and RAY_* settings in the starter's environment that are not credentials: what
+    a restarted component needs to run as the first one did."""
+    from ..fleet.process import credential_like
+
+    return {k: v for k, v in environ.items()
+            if k.startswith(("RGRID_", "RAY_")) and not credential_like(k)}
+
+
 def up(home: Path, workers: int | None = None, on_step=lambda msg: None, database_url: str | None = None,
        fleet: str = "process", max_workers: int | None = None) -> GridState:
     """Start the local grid (or return the running one). database_url replaces the SQLite file,
@@ -83,6 +93,7 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
         home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",
         ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}",
         s3_endpoint="", database_url=database_url or f"sqlite:///{local_dir(home) / 'rgrid.db'}", fleet=fleet,
+        started_env=started_settings(dict(os.environ)),
     )
     fleet_env = fleet_settings(workers, max_workers if fleet != "process" else workers)
     try:

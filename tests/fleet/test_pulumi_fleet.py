@@ -61,6 +61,17 @@ def wait_converged(grid: FleetGrid, timeout: float, what: str = "the stack and t
                              f"{log_tail(grid, 'orchestrator.log', 6000)}") from None
 
 
+def unsuccessful(grid: FleetGrid, done: dict[str, dict]) -> str:
+    """Each run that did not succeed, with its reason and its log's end; then the orchestrator's log."""
+    lines = []
+    with grid.api() as api:
+        for ex_id, ex in done.items():
+            if ex["status"] != "succeeded":
+                logs = api.get(f"/v1/executions/{ex_id}/logs").text[-1500:]
+                lines.append(f"{ex_id} {ex['status']} exit {ex.get('exit_code')}: {ex.get('reason')}\n{logs}")
+    return "\n".join(lines) + "\n" + log_tail(grid, "orchestrator.log")
+
+
 def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     watch = Watch(fleet_grid)
     watch.start()
@@ -70,7 +81,7 @@ def test_1_twenty_queued_runs_make_exactly_ten_workers(fleet_grid: FleetGrid):
     finally:
         watch.stop.set()
         watch.join()
-    assert {ex["status"] for ex in done.values()} == {"succeeded"}, log_tail(fleet_grid, "orchestrator.log")
+    assert {ex["status"] for ex in done.values()} == {"succeeded"}, unsuccessful(fleet_grid, done)
     assert watch.max_live == MAX_WORKERS and watch.max_servers == MAX_WORKERS
     assert len(watch.seen) == MAX_WORKERS, f"workers seen: {sorted(watch.seen)}"
     # Each decision says why; together they asked for exactly ten (the queue grew while runs were
