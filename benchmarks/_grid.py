@@ -307,15 +307,20 @@ def _role(pid: int, cmdline: str, me: int) -> str:
     """A short name for what a process is, to add up CPU seconds per part of the grid."""
     if pid == me:
         return "benchmark client"
+    if pid == 1:  # init reaps what outlives its parent: each sandbox's script (bwrap's pid namespace)
+        return "init (reaped orphans: sandboxed scripts)"
     rules = (("weed", "object store (SeaweedFS)"), ("uvicorn", "API"), ("rgrid_service.api", "API"),
              ("orchestrator", "orchestrator"), ("rgrid_runner.agent", "worker agent"),
              ("ray::execute", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
              ("ray::IDLE", "runner (Ray worker incl. sandboxes)"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
-             ("dashboard", "Ray dashboard"), ("log_monitor", "Ray other"), ("ray/", "Ray other"), ("bwrap", "sandbox"))
+             ("dashboard/agent", "Ray dashboard agent"), ("runtime_env/agent", "Ray runtime-env agent"),
+             ("dashboard", "Ray dashboard"), ("log_monitor", "Ray log monitor"), ("monitor.py", "Ray monitor"),
+             ("raynet start", "ray start --block (per node)"), ("ray/", "Ray other"), ("bwrap", "sandbox"))
     for needle, role in rules:
         if needle in cmdline:
             return role
-    return "other"
+    words = cmdline.split()
+    return "other: " + " ".join([os.path.basename(words[0]), *words[1:3]])[:60]
 
 
 def cpu_seconds_by_role() -> dict[str, float]:

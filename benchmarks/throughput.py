@@ -117,13 +117,16 @@ def floor_throughput(n: int, concurrency: int = SLOTS, via: str = "command") -> 
     os.chmod(root, 0o755)  # the sandbox's own uid must reach its workdir, as in the runner
     try:
         sandbox_run(root, -1, interpreter, limits, via=via)  # warm the page cache
+        cpu_before = cpu_seconds_by_role()
         t0 = time.monotonic()
         with ThreadPoolExecutor(concurrency) as pool:
             durations = list(pool.map(lambda i: sandbox_run(root, i, interpreter, limits, via=via), range(n)))
         span = time.monotonic() - t0
+        cpu = cpu_report(cpu_before, cpu_seconds_by_role(), span)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"n": n, "span": span, "per_min": n / span * 60, "median_run": median(durations), "p95_run": pct(durations, 95)}
+    return {"n": n, "span": span, "per_min": n / span * 60, "median_run": median(durations), "p95_run": pct(durations, 95),
+            "cpu": cpu}
 
 
 def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bool = False, tag: str = "") -> dict:
