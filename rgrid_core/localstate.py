@@ -28,6 +28,7 @@ class GridState:
     # The RGRID_*/RAY_* settings of the environment the grid started in (no secrets), so that a
     # component restarted from another shell runs with the same timings and limits.
     started_env: dict[str, str] = field(default_factory=dict)
+    wake_port: int = 0  # the loopback UDP port on which the orchestrator hears the API's queue bell
     orchestrator_metrics_url: str = ""  # the orchestrator's Prometheus endpoint (the API's is api_url + /metrics)
 
     @property

@@ -95,11 +95,16 @@ class ServiceSettings(WorkerKnobs):
     orchestrator_metrics_port: int | None = None
     metrics_interval_seconds: float = 2.0
 
-    # Orchestrator timings.
+    # Orchestrator timings. Dispatch runs when the queue's bell rings (rgrid_service.queuebell: a
+    # run queued or ended, a worker registered), at most once per min gap; else a safety tick
+    # every dispatch interval while runs wait for a slot, every idle interval when none does.
     dispatch_interval_seconds: float = 0.5
-    # How often a cheap query looks for a changed queue (a submit, a finished run): a change
-    # dispatches at once instead of waiting for the next full tick.
-    dispatch_poll_interval_seconds: float = 0.05
+    dispatch_idle_interval_seconds: float = 5.0
+    dispatch_min_gap_seconds: float = 0.05
+    # SQLite grids: the loopback UDP port on which the orchestrator hears the API's bell (None: no
+    # bell; PostgreSQL rings with NOTIFY and needs no port).
+    wake_host: str = "127.0.0.1"
+    wake_port: int | None = None
     redispatch_after_seconds: float = 60.0
     placement_window_seconds: float = 600.0
     # Runs handed to a full worker ahead of time, to start the moment one of its slots frees.

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..db.session import engine_for
 from ..fleet.prices import load_price_table
+from ..queuebell import Bell
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
 from .errors import BODY_UNREADABLE, ServiceError, validation_sentence
@@ -52,6 +53,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.prices = load_price_table(settings.price_table)
     app.state.metrics = registry_for(app.state.engine)
     app.state.keys = control_plane_keys(settings)
+    app.state.bell = Bell(app.state.engine, settings.wake_host, settings.wake_port)
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from rgrid_core.workerwire import TOKEN_PREFIX
 
 from ..auth import Caller, caller_for_key
+from ..queuebell import Bell
 from ..settings import ServiceSettings
 from ..storage import ObjectStore
 from . import workerapi
@@ -32,7 +33,12 @@ async def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
+async def get_bell(request: Request) -> Bell:
+    return request.app.state.bell
+
+
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+BellDep = Annotated[Bell, Depends(get_bell)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

@@ -19,7 +19,7 @@ from ..secrets import SECRET_KEY_ENV
 from ..settings import ServiceSettings
 from . import bootstrap, cloud
 from .layout import logs_dir, local_dir, ray_token_file, work_root
-from .procs import free_ports, spawn, stop_groups, wait_for_port
+from .procs import free_ports, free_udp_port, spawn, stop_groups, wait_for_port
 from .rayhead import start_head
 from .seaweed import start_seaweed
 
@@ -49,8 +49,10 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
 
 
 def control_plane_env(state: GridState, env: dict[str, str]) -> dict[str, str]:
-    """The API's and the orchestrator's environment: every grid process's, and the secret key."""
-    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home))}
+    """The API's and the orchestrator's environment: every grid process's, the secret key, and the
+    port of the queue's bell (rgrid_service.queuebell)."""
+    bell = {"RGRID_WAKE_HOST": "127.0.0.1", "RGRID_WAKE_PORT": str(state.wake_port)} if state.wake_port else {}
+    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home)), **bell}
 
 
 def service_env_for(state: GridState) -> dict[str, str]:
@@ -93,7 +95,7 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
         home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",
         ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}",
         s3_endpoint="", database_url=database_url or f"sqlite:///{local_dir(home) / 'rgrid.db'}", fleet=fleet,
-        started_env=started_settings(dict(os.environ)),
+        started_env=started_settings(dict(os.environ)), wake_port=free_udp_port(),
     )
     fleet_env = fleet_settings(workers, max_workers if fleet != "process" else workers)
     try:

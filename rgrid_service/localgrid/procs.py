@@ -25,6 +25,13 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_udp_port() -> int:
+    """A free loopback UDP port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
     """Start cmd detached in its own session, so it survives the CLI and can be killed as a group."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

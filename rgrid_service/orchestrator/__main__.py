@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -20,6 +21,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from rgrid_core.retry import retrying
 
+from .. import queuebell
 from ..db.session import engine_for
 from ..fleet import make_provider
 from ..fleet.launch import launch_problem
@@ -93,18 +95,19 @@ def orchestrate() -> None:
              max_wait=1, log=log)
     engine = engine_for(settings.database_url)
     dispatcher = Dispatcher(settings, engine)
+    wake, stopping = threading.Event(), threading.Event()
+    queuebell.Listener(wake, engine, settings.wake_host, settings.wake_port).start()
+    threading.Thread(target=dispatcher.run, args=(wake, stopping), name="dispatch", daemon=True).start()
     scheduler = BlockingScheduler()
-    scheduler.add_job(_safe(dispatcher.dispatch_if_changed), "interval",
-                      seconds=min(settings.dispatch_poll_interval_seconds, settings.dispatch_interval_seconds),
-                      max_instances=1, coalesce=True, id="dispatch")
     # The workers beat and renew through the worker API: while it does not answer, their silence
     # is not theirs (HearingWatch).
     api = settings.worker_api_url
     dead_after = timedelta(seconds=settings.dead_after_seconds)
     watch = HearingWatch(api_health_url=f"{api.rstrip('/')}/v1/health" if api else None, dead_after=dead_after,
                          max_excused=dead_after * settings.outage_excuse_dead_afters)
-    scheduler.add_job(_safe(lambda: sweep_tick(settings, engine, watch)), "interval", seconds=settings.sweep_interval_seconds,
-                      max_instances=1, coalesce=True, id="sweep")
+    # A sweep may hand runs back to the queue (a dead worker's, an expired lease's): it rings too.
+    scheduler.add_job(_safe(lambda: (sweep_tick(settings, engine, watch), wake.set())), "interval",
+                      seconds=settings.sweep_interval_seconds, max_instances=1, coalesce=True, id="sweep")
     add_observers(scheduler, settings, engine)
     scheduler.add_job(_safe(lambda: retention_tick(settings, engine)), "interval",
                       seconds=settings.retention_interval_seconds, max_instances=1, coalesce=True, id="retention")
@@ -113,7 +116,11 @@ def orchestrate() -> None:
         fleet = FleetManager(settings, engine, provider)
         scheduler.add_job(_safe(fleet.tick), "interval", seconds=settings.provision_interval_seconds,
                           max_instances=1, coalesce=True, id="provisioning")
-    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    def shutdown(*_):
+        stopping.set()
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, shutdown)
     log.info("orchestrator started: dispatch every %.1f s, sweep every %.1f s, dead after %.0f s, fleet %s "
              "(%d to %d workers, provisioning every %.0f s)", settings.dispatch_interval_seconds,
              settings.sweep_interval_seconds, settings.dead_after_seconds, provider.name if provider else "none",

@@ -1,18 +1,21 @@
 """Dispatch: queued executions -> placement policy -> the detached dispatch actor (Ray tasks).
 
-Driven by changes: every poll interval one cheap query fingerprints the queue, and a change (a
-submit, a claim, a finished run) dispatches at once; a full tick runs every dispatch interval
-anyway. The runner's atomic claim makes a duplicate dispatch harmless.
+Driven by changes: the dispatch loop sleeps on the queue's bell (rgrid_service.queuebell), which
+the API rings when a run is queued or ends or a worker registers, and dispatches at once. A safety
+tick runs anyway: every dispatch interval while runs wait, every idle interval when none does. So
+an idle orchestrator reads nothing, however much history is stored. The runner's atomic claim
+makes a duplicate dispatch harmless.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from .. import lifecycle
 from ..policies.placement import place, steal
 from ..settings import ServiceSettings
-from .snapshot import RayNode, dispatch_snapshot, queue_signature, ray_worker_nodes
+from .snapshot import RayNode, dispatch_snapshot, ray_worker_nodes
 
 log = logging.getLogger("rgrid.orchestrator")
 
@@ -22,8 +25,10 @@ class Dispatcher:
         self.settings = settings
         self.engine = engine
         self._actor = None
-        self._last_signature: tuple | None = None
-        self._last_tick = 0.0
+        self._last_full = float("-inf")
+        # Whether the last tick saw runs waiting for a slot: then the safety tick is the dispatch
+        # interval (steals and re-dispatches are due by time), else the idle interval.
+        self.waiting = True
         self._nodes: dict[str, RayNode] | None = None
         self._nodes_at = 0.0
 
@@ -47,15 +52,26 @@ class Dispatcher:
             self._actor = None
             raise
 
-    def dispatch_if_changed(self) -> int:
-        """Dispatch now if the queue changed since the last tick, else once per dispatch interval."""
-        with self.engine.connect() as conn:
-            signature = queue_signature(conn)
-        due = time.monotonic() - self._last_tick >= self.settings.dispatch_interval_seconds
-        if signature == self._last_signature and not due:
-            return 0
-        self._last_signature, self._last_tick = signature, time.monotonic()
-        return self.dispatch_tick(full=due)
+    def run(self, wake: threading.Event, stop: threading.Event) -> None:
+        """The dispatch loop: a tick when the bell rings (at most one per min gap, so a burst of
+        finished runs is one tick), else a safety tick. A tick that fails (the database away) is
+        logged and tried again on the next."""
+        s = self.settings
+        last = float("-inf")
+        while not stop.is_set():
+            interval = s.dispatch_interval_seconds if self.waiting else s.dispatch_idle_interval_seconds
+            rung = wake.wait(max(0.0, last + interval - time.monotonic()))
+            if stop.is_set():
+                return
+            if rung:
+                # Wait out the min gap before clearing: rings meanwhile join this tick.
+                stop.wait(max(0.0, last + s.dispatch_min_gap_seconds - time.monotonic()))
+                wake.clear()
+            last = time.monotonic()
+            try:
+                self.dispatch_tick(full=last - self._last_full >= s.dispatch_interval_seconds)
+            except Exception:  # noqa: BLE001 - the loop must outlive a failed tick
+                log.exception("dispatch tick failed; will retry on the next ring or tick")
 
     def dispatch_tick(self, full: bool = True) -> int:
         """Place queued executions and send them. A full tick also collects finished tasks'
@@ -63,6 +79,7 @@ class Dispatcher:
         them reuses the node list it got less than an interval ago, so a burst of short runs does
         not cost two Ray round trips per finished run."""
         if full:
+            self._last_full = time.monotonic()
             for execution_id, outcome in self._call("reap"):
                 log.info("%s: %s", execution_id, outcome)
         nodes = self._ray_nodes(fresh=full)
@@ -71,7 +88,9 @@ class Dispatcher:
             snap = dispatch_snapshot(conn, nodes, s.redispatch_after_seconds, s.placement_window_seconds,
                                      s.dispatch_prefetch_per_worker, s.dispatch_interval_seconds,
                                      s.quota_max_running_runs)
-        if snap is None or not (snap.queued or snap.waiting):
+        # No room (snap is None) waits for a ring too: a run ending or a worker registering.
+        self.waiting = snap is not None and bool(snap.queued or snap.waiting)
+        if not self.waiting:
             return 0
         decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, prefetch=s.dispatch_prefetch_per_worker,
                           tenant_busy=snap.tenant_busy, tenant_limit=snap.tenant_limit)

@@ -58,16 +58,6 @@ class DispatchSnapshot:
     tenant_limit: dict[str, int] | None = None  # tenant id -> its limit of concurrent runs (tenants with one)
 
 
-def queue_signature(conn: Connection) -> tuple:
-    """Cheap fingerprint of the queue: it changes when a run is submitted, claimed or finished."""
-    counts = dict(conn.execute(
-        select(Execution.status, func.count()).where(Execution.status.in_((QUEUED, RUNNING)))
-        .group_by(Execution.status)
-    ).all())
-    newest = conn.execute(select(func.max(Execution.queued_at)).where(Execution.status == QUEUED)).scalar()
-    return counts.get(QUEUED, 0), counts.get(RUNNING, 0), newest
-
-
 def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_after: float,
                       placement_window: float, prefetch: int, dispatch_interval: float,
                       default_running_limit: int = 0) -> DispatchSnapshot | None:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query
 
 from .. import progress, queries, schemas, service
 from ..costs import PricesDep
-from ..deps import EngineDep, SettingsDep, StoreDep, TenantDep
+from ..deps import BellDep, EngineDep, SettingsDep, StoreDep, TenantDep
 from ..errors import KEYED, responses
 
 router = APIRouter(tags=["executions"], responses=responses(*KEYED))
@@ -21,25 +21,31 @@ CREATE = responses(400, 409, 422, 429, 501, why={
 
 @router.post("/v1/executions", response_model=schemas.Created, status_code=201, responses=CREATE)
 def create_execution(body: schemas.CreateExecution, engine: EngineDep, store: StoreDep,
-                     settings: SettingsDep, tenant_id: TenantDep):
+                     settings: SettingsDep, tenant_id: TenantDep, bell: BellDep):
     service.check_one(body)
-    return service.create(engine, store, settings, tenant_id, [body])[0]
+    created = service.create(engine, store, settings, tenant_id, [body])[0]
+    bell.ring()  # it may be queued at once
+    return created
 
 
 @router.post("/v1/executions/bulk", response_model=schemas.CreatedMany, status_code=201, responses=CREATE)
 def create_executions(body: schemas.CreateMany, engine: EngineDep, store: StoreDep,
-                      settings: SettingsDep, tenant_id: TenantDep):
+                      settings: SettingsDep, tenant_id: TenantDep, bell: BellDep):
     """Up to 1000 executions in one request and one transaction (a batch over many files):
     each is checked as POST /v1/executions checks one, and if any is wrong none is created."""
     service.check_many(body.executions)
-    return schemas.CreatedMany(created=service.create(engine, store, settings, tenant_id, body.executions))
+    created = service.create(engine, store, settings, tenant_id, body.executions)
+    bell.ring()
+    return schemas.CreatedMany(created=created)
 
 
 @router.post("/v1/executions/{execution_id}/submit", response_model=schemas.ExecutionView,
              responses=responses(404, 409, 422, why={409: "Already submitted, or an input did not arrive as declared; "
                                                           "the sentence says which. Upload again and resubmit."}))
-def submit_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
-    return schemas.ExecutionView.of(service.submit(engine, store, tenant_id, execution_id))
+def submit_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep, bell: BellDep):
+    submitted = service.submit(engine, store, tenant_id, execution_id)
+    bell.ring()
+    return schemas.ExecutionView.of(submitted)
 
 
 @router.get("/v1/executions", response_model=list[schemas.ExecutionView], responses=responses(422))
@@ -70,8 +76,10 @@ def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, pr
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView,
              responses=responses(404, 422))
-def cancel_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep):
-    return schemas.ExecutionView.of(service.cancel(engine, tenant_id, execution_id, store))
+def cancel_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep, bell: BellDep):
+    canceled = service.cancel(engine, tenant_id, execution_id, store)
+    bell.ring()  # a canceled run's slot is free (its runner stops at its next renew)
+    return schemas.ExecutionView.of(canceled)
 
 
 @router.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage, responses=responses(404, 422))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from rgrid_core import workerwire as wire
 
 from .. import workerapi
-from ..deps import EngineDep, SettingsDep, StoreDep, TokenWorkerIdDep, WorkerDep
+from ..deps import BellDep, EngineDep, SettingsDep, StoreDep, TokenWorkerIdDep, WorkerDep
 from ..errors import responses
 
 # What each status means to a worker (rgrid_core.workerwire's docstring), for the OpenAPI.
@@ -38,9 +38,11 @@ def _keys(request: Request):
 
 
 @router.post(wire.REGISTER, response_model=wire.RegisterResponse, responses=refusals(403))
-def register(body: wire.RegisterRequest, worker: WorkerDep, engine: EngineDep, settings: SettingsDep):
+def register(body: wire.RegisterRequest, worker: WorkerDep, engine: EngineDep, settings: SettingsDep, bell: BellDep):
     """The worker's agent announces itself; its record becomes active (a draining one stays draining)."""
-    return workerapi.register(engine, settings, worker, body)
+    registered = workerapi.register(engine, settings, worker, body)
+    bell.ring()  # new slots
+    return registered
 
 
 @router.post(wire.HEARTBEAT, response_model=wire.HeartbeatResponse, responses=refusals(403, 409))
@@ -86,7 +88,9 @@ def output_urls(id: str, attempt: int, body: wire.OutputUrlsRequest, worker: Wor
 
 @router.post(wire.FINISH, response_model=wire.FinishResponse, responses=refusals(400, 403, 404, 409))
 def finish(id: str, attempt: int, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
-           store: StoreDep):
+           store: StoreDep, bell: BellDep):
     """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
     same status is answered the same; a refused attempt's uploaded outputs are deleted."""
-    return workerapi.finish(engine, store, worker_id, id, attempt, body)
+    finished = workerapi.finish(engine, store, worker_id, id, attempt, body)
+    bell.ring()  # a slot is free
+    return finished
