@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .db.clock import utcago, utcnow
@@ -89,43 +90,40 @@ def _worker_not_given_up(worker_id: str):
                                    Worker.token_revoked_at.is_(None)).exists()
 
 
+@lru_cache(maxsize=None)
+def _claim_statements(dispatched: bool):
+    """The claim's statements, built once: every run's path executes them with its own values,
+    and building the same statements again per claim was a measurable share of the API's work."""
+    wid = bindparam("wid")
+    guard = (Execution.dispatched_to == wid, _worker_takes_runs(wid)) if dispatched else ()
+    now = utcnow()  # one time for both: a lease whose heartbeat_at is still its started_at was never renewed
+    take = (
+        update(Execution)
+        .where(Execution.id == bindparam("eid"), Execution.status == ExecutionStatus.QUEUED, *guard)
+        .values(status=ExecutionStatus.RUNNING, attempt=Execution.attempt + 1, worker_id=wid, started_at=now,
+                heartbeat_at=now, finished_at=None, exit_code=None, log_bytes=0, log_truncated=False)
+        .returning(Execution.attempt, *RUN_SPEC)
+    )
+    # The runner's own record of how many runs its worker holds, this one included.
+    on_worker = select(func.count()).where(Execution.worker_id == wid, Execution.status == ExecutionStatus.RUNNING)
+    attempt = insert(ExecutionAttempt).values(
+        execution_id=bindparam("eid"), attempt=bindparam("n"), worker_id=wid, started_at=utcnow(),
+        running_on_worker=on_worker.scalar_subquery())
+    return take, attempt
+
+
 def claim_run(engine: Engine, execution_id: str, worker_id: str, dispatched: bool = False):
     """Atomically take a queued execution: (lease, the run's spec: script, args, env, env_sealed,
     runtime, timeout_seconds, inputs, tenant_id), or None when somebody else has it (or it was
     canceled). `dispatched` (the worker API): only a run dispatched to this worker, and only while
     the worker is active, in the same statement. The run's kept inputs are marked used."""
-    guard = (Execution.dispatched_to == worker_id, _worker_takes_runs(worker_id)) if dispatched else ()
-    now = utcnow()  # one time for both: a lease whose heartbeat_at is still its started_at was never renewed
+    take, attempt = _claim_statements(dispatched)
     with write_tx(engine) as conn:
-        row = conn.execute(
-            update(Execution)
-            .where(Execution.id == execution_id, Execution.status == ExecutionStatus.QUEUED, *guard)
-            .values(
-                status=ExecutionStatus.RUNNING,
-                attempt=Execution.attempt + 1,
-                worker_id=worker_id,
-                started_at=now,
-                heartbeat_at=now,
-                finished_at=None,
-                exit_code=None,
-                log_bytes=0,
-                log_truncated=False,
-            )
-            .returning(Execution.attempt, *RUN_SPEC)
-        ).first()
+        row = conn.execute(take, {"eid": execution_id, "wid": worker_id}).first()
         if row is None:
             return None
         _mark_blobs_used(conn, row.tenant_id, row.inputs)
-        # The runner's own record of how many runs its worker holds, this one included.
-        on_worker = conn.execute(
-            select(func.count()).where(Execution.worker_id == worker_id, Execution.status == ExecutionStatus.RUNNING)
-        ).scalar_one()
-        conn.execute(
-            insert(ExecutionAttempt).values(
-                execution_id=execution_id, attempt=row.attempt, worker_id=worker_id,
-                started_at=utcnow(), running_on_worker=on_worker,
-            )
-        )
+        conn.execute(attempt, {"eid": execution_id, "wid": worker_id, "n": row.attempt})
     return Lease(execution_id, row.attempt, worker_id), row
 
 
@@ -150,14 +148,19 @@ def repeat_claim(engine: Engine, execution_id: str, worker_id: str):
     return Lease(execution_id, row.attempt, worker_id), row
 
 
-def _mark_blobs_used(conn: Connection, tenant_id: str, inputs: list[dict]) -> None:
-    """Retention keeps inputs in use: the kept blobs this run reads get their last use now."""
+@lru_cache(maxsize=None)
+def _blobs_used_statement():
     from .db.models import Blob
 
+    return (update(Blob).where(Blob.tenant_id == bindparam("tid"), Blob.object_key.in_(bindparam("keys", expanding=True)))
+            .values(last_used_at=utcnow()))
+
+
+def _mark_blobs_used(conn: Connection, tenant_id: str, inputs: list[dict]) -> None:
+    """Retention keeps inputs in use: the kept blobs this run reads get their last use now."""
     keys = [i["object_key"] for i in inputs or () if i.get("object_key", "").startswith("blobs/")]
     if keys:
-        conn.execute(update(Blob).where(Blob.tenant_id == tenant_id, Blob.object_key.in_(keys))
-                     .values(last_used_at=utcnow()))
+        conn.execute(_blobs_used_statement(), {"tid": tenant_id, "keys": keys})
 
 
 # The attempt's stage times the runner reports (the claim itself is the start of staging).
@@ -216,6 +219,30 @@ def renew(
     return True
 
 
+@lru_cache(maxsize=None)
+def _finish_statements(worker_alive: bool, stages: frozenset[str]):
+    """The finish's statements for a worker check or none and one set of reported stages, built
+    once (see _claim_statements)."""
+    fence = (Execution.id == bindparam("eid"), Execution.attempt == bindparam("n"),
+             Execution.status == ExecutionStatus.RUNNING, Execution.worker_id == bindparam("wid"))
+    guard = (_worker_not_given_up(bindparam("wid")),) if worker_alive else ()
+    end = (
+        update(Execution).where(*fence, *guard)
+        .values(status=bindparam("st"), exit_code=bindparam("code"), reason=bindparam("why"), finished_at=utcnow(),
+                **ENV_GONE)
+        .returning(Execution.finished_at)
+    )
+    # A stage time no renew wrote is counted back from finished_at (so a stage a moment ago never
+    # lands after it); one already written is kept.
+    stage_times = {ATTEMPT_STAGES[s].key: func.coalesce(ATTEMPT_STAGES[s], bindparam(f"at_{s}")) for s in sorted(stages)}
+    attempt = (
+        update(ExecutionAttempt)
+        .where(ExecutionAttempt.execution_id == bindparam("eid"), ExecutionAttempt.attempt == bindparam("n"))
+        .values(finished_at=utcnow(), outcome=bindparam("st"), reason=bindparam("why"), **stage_times)
+    )
+    return end, attempt
+
+
 def finish(
     engine: Engine,
     lease: Lease,
@@ -228,16 +255,14 @@ def finish(
 ) -> bool:
     """Commit the run's result and its outputs in one transaction, only while the lease holds.
     `stages` (stage -> seconds ago) fills the attempt's stage times no renew wrote, counted back
-    from finished_at (so a stage a moment ago never lands after it). `worker_alive`: and only while
-    the lease's worker is not given up, in the same statement."""
-    guard = (_worker_not_given_up(lease.worker_id),) if worker_alive else ()
+    from finished_at. `worker_alive`: and only while the lease's worker is not given up, in the
+    same statement."""
+    stages = {s: ago for s, ago in (stages or {}).items() if s in ATTEMPT_STAGES}
+    end, attempt = _finish_statements(worker_alive, frozenset(stages))
+    params = {"eid": lease.execution_id, "n": lease.attempt, "wid": lease.worker_id, "st": status,
+              "code": exit_code, "why": reason}
     with write_tx(engine) as conn:
-        done = conn.execute(
-            update(Execution)
-            .where(*_fence(lease), *guard)
-            .values(status=status, exit_code=exit_code, reason=reason, finished_at=utcnow(), **ENV_GONE)
-            .returning(Execution.finished_at)
-        ).first()
+        done = conn.execute(end, params).first()
         if done is None:
             return False
         if outputs:
@@ -245,11 +270,10 @@ def finish(
                 insert(ExecutionOutput),
                 [dict(execution_id=lease.execution_id, attempt=lease.attempt, **o) for o in outputs],
             )
-        conn.execute(
-            update(ExecutionAttempt)
-            .where(ExecutionAttempt.execution_id == lease.execution_id, ExecutionAttempt.attempt == lease.attempt)
-            .values(finished_at=utcnow(), outcome=status, reason=reason, **_stage_values(stages, done.finished_at))
-        )
+        finished_at = done.finished_at
+        if isinstance(finished_at, str):  # SQLite hands back RETURNING's text as it is
+            finished_at = datetime.fromisoformat(finished_at)
+        conn.execute(attempt, {**params, **{f"at_{s}": finished_at - timedelta(seconds=ago) for s, ago in stages.items()}})
     return True
 
 
