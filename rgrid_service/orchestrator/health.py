@@ -44,6 +44,7 @@ class HearingWatch:
         self._probe_down_since: datetime | None = None
         self._last_heard: datetime | None = None  # `now` of the last read that heard cleanly
         self._said: set[str] = set()
+        self._probe = None  # the httpx client of the API probe, made on first use
 
     def read(self, engine, nodes):
         """health_snapshot, remembering whether the database and the workers' API answered."""
@@ -113,11 +114,15 @@ class HearingWatch:
             return False
         import httpx
 
-        # trust_env=False: the orchestrator runs with ray_process_env, whose HTTP proxies point at a
-        # closed port, so a probe of an API off loopback through them always failed, and with it
-        # every worker's silence stopped counting (found by chaos scenario 10).
+        if self._probe is None:
+            # One client for every probe: a new one per sweep built an SSL context (reading the CA
+            # bundle) each time, the larger part of an idle orchestrator's CPU.
+            # trust_env=False: the orchestrator runs with ray_process_env, whose HTTP proxies point
+            # at a closed port, so a probe of an API off loopback through them always failed, and
+            # with it every worker's silence stopped counting (found by chaos scenario 10).
+            self._probe = httpx.Client(timeout=self.probe_timeout, trust_env=False)
         try:
-            return httpx.get(self.api_health_url, timeout=self.probe_timeout, trust_env=False).status_code != 200
+            return self._probe.get(self.api_health_url).status_code != 200
         except httpx.HTTPError:
             return True
 
