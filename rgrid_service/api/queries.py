@@ -3,8 +3,9 @@ and the workers. Every execution query filters by tenant."""
 from __future__ import annotations
 
 import base64
+import re
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -13,7 +14,7 @@ from rgrid_core.states import TERMINAL, WorkerState
 from ..db.models import Execution, ExecutionAttempt, ExecutionOutput, FleetEvent, LogChunk, Worker, WorkerHeartbeat
 from ..storage import ObjectStore
 from . import schemas
-from .errors import NotFound
+from .errors import Invalid, NotFound
 
 LOG_PAGE_BYTES = 4 * 1024 * 1024
 
@@ -38,28 +39,65 @@ def attempts(engine: Engine, execution_id: str) -> list:
         ).all()
 
 
-def list_executions(engine: Engine, tenant_id: str, status: str | None, batch: str | None,
-                    limit: int) -> list[Execution]:
-    """The tenant's executions, newest created first, optionally of one status or batch."""
+# A page's cursor: the seq of its last (oldest) row, in decimal. Clients keep it as given; any
+# such number is a valid place to go on from, so the OpenAPI's pattern describes every good one.
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+
+
+def cursor_after(ex: Execution) -> str:
+    """The cursor a client passes back to list what comes after `ex` (older ones)."""
+    return str(ex.seq)
+
+
+def seq_of_cursor(cursor: str) -> int:
+    """The seq a cursor holds; Invalid (400, a sentence) for a string this API does not give out."""
+    if re.fullmatch(CURSOR_PATTERN, cursor):
+        return int(cursor)
+    raise Invalid(f"The cursor {cursor[:40]!r} is not one this API gives out. Pass the X-Next-Cursor header of the "
+                  "previous page as it came, or leave cursor out to start from the newest.")
+
+
+def list_statement(tenant_id: str, status: str | None, batch: str | None, limit: int,
+                   before_seq: int | None = None) -> Select:
+    """The listing's query, newest created first, built apart from running it so that the tests
+    can EXPLAIN the very statement the API runs. Each shape has its index (migration 0009):
+    (tenant_id, seq), (tenant_id, status, seq), (tenant_id, batch_id, seq) and
+    (tenant_id, batch_id, status, seq); `before_seq` (a keyset cursor) is a range on the same
+    index, so every page costs the same however much history lies behind it."""
     q = select(Execution).where(Execution.tenant_id == tenant_id)
     if status:
         q = q.where(Execution.status == status)
     if batch:
         q = q.where(Execution.batch_id == batch)
-    q = q.order_by(Execution.seq.desc()).limit(limit)  # creation order, unique: see Execution.seq
+    if before_seq is not None:
+        q = q.where(Execution.seq < before_seq)
+    return q.order_by(Execution.seq.desc()).limit(limit)  # creation order, unique: see Execution.seq
+
+
+def list_executions(engine: Engine, tenant_id: str, status: str | None, batch: str | None,
+                    limit: int, cursor: str | None = None) -> tuple[list[Execution], str | None]:
+    """A page of the tenant's executions, newest created first, optionally of one status or
+    batch, after `cursor`; and the cursor of the next page (None: this page is the last)."""
+    before = None if cursor is None else seq_of_cursor(cursor)
     with Session(engine) as session:
-        return list(session.scalars(q).all())
+        rows = list(session.scalars(list_statement(tenant_id, status, batch, limit + 1, before)).all())
+    page = rows[:limit]
+    return page, (cursor_after(page[-1]) if len(rows) > limit else None)
+
+
+def batch_totals_statement(tenant_id: str, batch_id: str) -> Select:
+    """A batch's runs counted and priced per status: a range of (tenant_id, batch_id, status, seq),
+    as large as the batch, never the tenant's history."""
+    return (select(Execution.status, func.count(), func.sum(Execution.cost_eur))
+            .where(Execution.tenant_id == tenant_id, Execution.batch_id == batch_id)
+            .group_by(Execution.status))
 
 
 def batch_totals(engine: Engine, tenant_id: str, batch_id: str) -> tuple[dict[str, int], float | None]:
     """A batch's executions counted per status (empty: the tenant has no such batch), and what
     they cost so far (None: none priced yet)."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(Execution.status, func.count(), func.sum(Execution.cost_eur))
-            .where(Execution.tenant_id == tenant_id, Execution.batch_id == batch_id)
-            .group_by(Execution.status)
-        ).all()
+        rows = conn.execute(batch_totals_statement(tenant_id, batch_id)).all()
     costs = [c for _, _, c in rows if c is not None]
     return {st: n for st, n, _ in rows}, (sum(costs) if costs else None)
 
@@ -83,15 +121,18 @@ def summary(batch_id: str, counts: dict[str, int], cost_eur: float | None = None
                 finished=sum(n for st, n in counts.items() if st in TERMINAL) == total)
 
 
+def log_page_statement(execution_id: str, after: int, limit: int) -> Select:
+    """One run's chunks after the cursor in arrival order: a range of (execution_id, id)."""
+    return (select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
+            .where(LogChunk.execution_id == execution_id, LogChunk.id > after)
+            .order_by(LogChunk.id)
+            .limit(limit))
+
+
 def log_page(engine: Engine, ex: Execution, after: int, limit: int) -> schemas.LogPage:
     """Chunks after the cursor, up to `limit` chunks and about LOG_PAGE_BYTES."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
-            .where(LogChunk.execution_id == ex.id, LogChunk.id > after)
-            .order_by(LogChunk.id)
-            .limit(limit)
-        ).all()
+        rows = conn.execute(log_page_statement(ex.id, after, limit)).all()
     chunks, size, next_after = [], 0, after
     for r in rows:
         if chunks and size + len(r.data) > LOG_PAGE_BYTES:

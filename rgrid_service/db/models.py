@@ -122,7 +122,12 @@ class Execution(Base):
     __table_args__ = (
         Index("ix_executions_seq", "seq", unique=True),
         Index("ix_executions_finished_at", "finished_at"),
+        # One per shape of the API's reads (migration 0009, docs/architecture.md, Read paths):
+        # equality on the leading columns, newest first on seq, a keyset cursor a range of it.
         Index("ix_executions_tenant_seq", "tenant_id", "seq"),
+        Index("ix_executions_tenant_status_seq", "tenant_id", "status", "seq"),
+        Index("ix_executions_tenant_batch_seq", "tenant_id", "batch_id", "seq"),
+        Index("ix_executions_tenant_batch_status_seq", "tenant_id", "batch_id", "status", "seq"),
         Index("ix_executions_status_worker", "status", "worker_id"),
     )
 
@@ -166,11 +171,13 @@ class LogChunk(Base):
 
     __tablename__ = "log_chunks"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"), index=True)
+    execution_id: Mapped[str] = mapped_column(ForeignKey("executions.id"))
     attempt: Mapped[int] = mapped_column(Integer)
     stream: Mapped[str] = mapped_column(String(8))  # stdout | stderr | system
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    # A page of one run's log after a cursor, in order, is a range of this index (migration 0009).
+    __table_args__ = (Index("ix_log_chunks_execution_id_id", "execution_id", "id"),)
 
 
 class Blob(Base):
