@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import httpx
 
+NEXT_CURSOR = "X-Next-Cursor"  # a list's header: the cursor of its next page
+
 
 class ApiError(Exception):
     """An error a person can act on; str() is the sentence to show."""
@@ -23,6 +25,10 @@ class Client:
         )
 
     def request(self, method: str, path: str, **kwargs):
+        return self.send(method, path, **kwargs).json()
+
+    def send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """The answer to a request, headers and all; every failure an ApiError with a sentence."""
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.TransportError as e:
@@ -38,19 +44,27 @@ class Client:
             if isinstance(detail, list):  # FastAPI validation errors
                 detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
             raise ApiError(detail or f"The API answered {resp.status_code}.", resp.status_code)
-        return resp.json()
+        return resp
 
     def get(self, path: str, **params):
+        return self.get_response(path, **params).json()
+
+    def get_page(self, path: str, **params) -> tuple[list, str | None]:
+        """A page of a list (GET /v1/executions) and the cursor of the next one (None: the last)."""
+        resp = self.get_response(path, **params)
+        return resp.json(), resp.headers.get(NEXT_CURSOR)
+
+    def get_response(self, path: str, **params) -> httpx.Response:
         """GETs are safe to repeat: ride out an API restart or a database blip for a while."""
         params = {k: v for k, v in params.items() if v is not None}
         try:
-            return self.request("GET", path, params=params)
+            return self.send("GET", path, params=params)
         except ApiError as e:
             if not _transient(e):
                 raise
         from rgrid_core.retry import retrying  # tenacity is imported only once a request has failed
 
-        return retrying(lambda: self.request("GET", path, params=params), seconds=self.retry_seconds,
+        return retrying(lambda: self.send("GET", path, params=params), seconds=self.retry_seconds,
                         when=_transient)
 
     def post(self, path: str, json=None):

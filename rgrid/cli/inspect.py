@@ -15,7 +15,7 @@ from .batch import BATCH_MAX, batch_executions, batch_input, cancel_batch, count
 from .connect import call
 from .fetch import fetch_outputs
 from .follow import exit_code_for, follow, print_logs, stop_following
-from .output import eur, fail, local_time, out, say, warn
+from .output import eur, fail, local_time, note, out, say, warn
 
 TIMES = ("created_at", "queued_at", "started_at", "finished_at")
 
@@ -89,23 +89,30 @@ def list_(
     batch: Optional[str] = typer.Option(None, "--batch", metavar="BATCH_ID", help="Only this batch's executions."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, max=BATCH_MAX,
                                         help=f"At most this many, the newest (default 20; with --batch {BATCH_MAX})."),
+    cursor: Optional[str] = typer.Option(None, "--cursor", help="Go on where a previous listing stopped (it prints "
+                                         "the command)."),
 ):
-    """List your executions, newest first."""
+    """List your executions, newest first, a page at a time (the next page's command comes last)."""
     if limit is None:
         limit = BATCH_MAX if batch else 20
     # The API answers newest first; shown in its order, never sorted again here.
-    rows = call(connect.client().get, "/v1/executions", status=status_filter, batch=batch, limit=limit)
+    rows, next_cursor = call(connect.client().get_page, "/v1/executions", status=status_filter, batch=batch,
+                             limit=limit, cursor=cursor)
     if as_json:
         out.print_json(json.dumps(rows))
-        return
-    from rich.table import Column, Table
+    else:
+        from rich.table import Column, Table
 
-    table = Table(Column("id", no_wrap=True), Column("status", no_wrap=True), "exit", "worker", "script",
-                  Column("created", no_wrap=True), box=None, pad_edge=False)
-    for ex in rows:
-        table.add_row(ex["id"], ex["status"], "" if ex["exit_code"] is None else str(ex["exit_code"]),
-                      ex["worker_id"] or "", ex["script"], local_time(ex["created_at"], 0))
-    out.print(table)
+        table = Table(Column("id", no_wrap=True), Column("status", no_wrap=True), "exit", "worker", "script",
+                      Column("created", no_wrap=True), box=None, pad_edge=False)
+        for ex in rows:
+            table.add_row(ex["id"], ex["status"], "" if ex["exit_code"] is None else str(ex["exit_code"]),
+                          ex["worker_id"] or "", ex["script"], local_time(ex["created_at"], 0))
+        out.print(table)
+    if next_cursor is not None:  # on stderr: --json's stdout stays one JSON document
+        again = ["rgrid", "list", *(["--json"] if as_json else []), *(["--status", status_filter] if status_filter else []),
+                 *(["--batch", batch] if batch else []), "--limit", str(limit), "--cursor", next_cursor]
+        note(f"Older ones: {shlex.join(again)}")
 
 
 def logs(execution_id: str,

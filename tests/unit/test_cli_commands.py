@@ -51,6 +51,11 @@ class FakeApi:
     def get(self, path: str, **params):
         return self.answer("GET", path, {k: v for k, v in params.items() if v is not None})
 
+    def get_page(self, path: str, **params):
+        """A list's page and next cursor: a route's (rows, cursor) pair, or rows alone (the last page)."""
+        value = self.get(path, **params)
+        return value if isinstance(value, tuple) else (value, None)
+
     def post(self, path: str, json=None):
         return self.answer("POST", path, json)
 
@@ -242,6 +247,20 @@ def test_list_asks_for_the_newest_and_keeps_the_apis_order(api):
     assert [line.split()[0] for line in r.stdout.splitlines()[1:]] == ["ex-3", "ex-2", "ex-1"]
     r = invoke("list", "--json")
     assert [e["id"] for e in json.loads(r.stdout)] == ["ex-3", "ex-2", "ex-1"]
+    assert "--cursor" not in r.stderr  # the last page names no next one
+
+
+def test_list_prints_the_command_for_the_next_page_and_goes_on_with_cursor(api):
+    rows = [{**EX, "id": f"ex-{n}", "status": "failed"} for n in (9, 8)]
+    api.routes[("GET", "/v1/executions")] = (rows, "8")
+    r = invoke("list", "--status", "failed", "--limit", "2")
+    assert r.exit_code == 0, r.output
+    assert "rgrid list --status failed --limit 2 --cursor 8" in text(r.stderr)
+    assert [line.split()[0] for line in r.stdout.splitlines()[1:]] == ["ex-9", "ex-8"]
+    api.routes[("GET", "/v1/executions")] = [{**EX, "id": "ex-7", "status": "failed"}]
+    r = invoke("list", "--json", "--status", "failed", "--limit", "2", "--cursor", "8")
+    assert api.calls[-1] == ("GET", "/v1/executions", {"status": "failed", "limit": 2, "cursor": "8"})
+    assert [e["id"] for e in json.loads(r.stdout)] == ["ex-7"] and "--cursor" not in r.stderr
 
 
 # ---------------------------------------------------------------- the local grid through its entry point

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from .. import progress, queries, schemas, service
 from ..costs import PricesDep
@@ -48,16 +48,31 @@ def submit_execution(execution_id: str, engine: EngineDep, store: StoreDep, tena
     return schemas.ExecutionView.of(submitted)
 
 
-@router.get("/v1/executions", response_model=list[schemas.ExecutionView], responses=responses(422))
+NEXT_CURSOR = "X-Next-Cursor"
+LISTED = {200: {"headers": {NEXT_CURSOR: {
+    "description": "Present when older executions match: pass it back as `cursor` for the next page.",
+    "schema": {"type": "string", "pattern": queries.CURSOR_PATTERN}}}},
+    **responses(400, 422, why={400: "The cursor is not one this API gives out; the sentence says what to send."})}
+
+
+@router.get("/v1/executions", response_model=list[schemas.ExecutionView], responses=LISTED)
 def list_executions(
+    response: Response,
     engine: EngineDep,
     tenant_id: TenantDep,
     prices: PricesDep,
     status: str | None = None,
     batch: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
+    cursor: str | None = Query(None, json_schema_extra={"pattern": queries.CURSOR_PATTERN},
+                               description=f"Go on after a previous page: its {NEXT_CURSOR} header, as it came."),
 ):
-    rows = queries.list_executions(engine, tenant_id, status, batch, limit)
+    """The tenant's executions, newest created first, `limit` per page (optionally of one status or
+    batch). When older ones match, the X-Next-Cursor header holds the cursor of the next page; each
+    page costs the same however much history is stored (docs/architecture.md, Read paths)."""
+    rows, next_cursor = queries.list_executions(engine, tenant_id, status, batch, limit, cursor)
+    if next_cursor is not None:
+        response.headers[NEXT_CURSOR] = next_cursor
     current = progress.current_attempts(engine, rows)
     unpriced = queries.unpriced_workers(engine, prices, {ex.worker_id for ex in rows if ex.cost_eur == 0})
     return [schemas.ExecutionView.of(ex, current=current.get(ex.id), unpriced_why=unpriced.get(ex.worker_id))
