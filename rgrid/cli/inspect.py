@@ -110,7 +110,8 @@ def list_(
                           ex["worker_id"] or "", ex["script"], local_time(ex["created_at"], 0))
         out.print(table)
     if next_cursor is not None:  # on stderr: --json's stdout stays one JSON document
-        again = ["rgrid", "list", *(["--json"] if as_json else []), *(["--status", status_filter] if status_filter else []),
+        again = ["rgrid", "list", *(["--json"] if as_json else []),
+                 *(["--status", status_filter] if status_filter else []),
                  *(["--batch", batch] if batch else []), "--limit", str(limit), "--cursor", next_cursor]
         note(f"Older ones: {shlex.join(again)}")
 

@@ -51,7 +51,8 @@ def fill_history(conn) -> None:
         SELECT 'ex-' || n, 't-' || (n % {TENANTS}),
                CASE WHEN n % 97 < 10 THEN 'failed' WHEN n % 97 = 96 THEN 'queued' ELSE 'succeeded' END,
                's.py', {empty_list}, {empty_dict}, 'python:3.11', 60, {empty_list},
-               CASE WHEN n / {TENANTS} % 2 = 1 THEN 'b-' || (n % {TENANTS}) || '-' || (n / {TENANTS * 2} % {BATCHES}) END, 1, 3, 0, false, n + 1
+               CASE WHEN n / {TENANTS} % 2 = 1 THEN 'b-' || (n % {TENANTS}) || '-' || (n / {TENANTS * 2} % {BATCHES}) END,
+               1, 3, 0, false, n + 1
         FROM s"""))
     conn.execute(text(series.format(LOGGED_RUNS * CHUNKS_EACH) + f"""
         INSERT INTO log_chunks (execution_id, attempt, stream, data)
@@ -129,6 +130,7 @@ def test_a_batchs_counts_read_its_runs_only(history):
 @pytest.mark.parametrize("from_start", [True, False], ids=["from-the-start", "after-its-first-chunk"])
 def test_a_log_page_reads_the_runs_chunks_after_its_cursor(history, from_start):
     with history.connect() as conn:
-        after = 0 if from_start else conn.execute(text("SELECT min(id) FROM log_chunks WHERE execution_id = 'ex-7'")).scalar()
+        first_chunk = conn.execute(text("SELECT min(id) FROM log_chunks WHERE execution_id = 'ex-7'")).scalar()
+        after = 0 if from_start else first_chunk
         steps = plan_of(conn, queries.log_page_statement("ex-7", after, 1001))
     assert_reads_through(steps, "log_chunks", "ix_log_chunks_execution_id_id")
