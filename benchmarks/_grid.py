@@ -210,8 +210,10 @@ def utc(ts: str | None) -> float | None:
 
 @contextmanager
 def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None = None, keep: bool = False,
-               ray_jobs: bool = False):
+               ray_jobs: bool = False, database_url: str | None = None):
     """Start a throwaway local grid; yields a BenchGrid; stops and removes it afterwards.
+
+    database_url: a database instead of the grid's own SQLite file (e.g. a throwaway PostgreSQL).
 
     ray_jobs: make Ray's own Jobs API usable on it: pin the dashboard agent to loopback (see
     benchmarks/_rayshim/sitecustomize.py); without it a job submission hangs."""
@@ -237,7 +239,8 @@ def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None 
     os.environ.update(overrides)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    if ray_jobs:
+    if ray_jobs:  # Ray Jobs goes through the dashboard, which the grid starts only when asked
+        os.environ["RGRID_RAY_DASHBOARD"] = "1"
         shim = str(Path(__file__).resolve().parent / "_rayshim")
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (shim, os.environ.get("PYTHONPATH")) if p)
         os.environ["RGB_PIN_AGENT_LOOPBACK"] = "1"
@@ -248,7 +251,8 @@ def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None 
     started = time.monotonic()
     try:
         try:
-            state = localgrid.up(home, workers=workers, on_step=lambda m: print(f"  grid: starting {m}", flush=True))
+            state = localgrid.up(home, workers=workers, database_url=database_url,
+                                 on_step=lambda m: print(f"  grid: starting {m}", flush=True))
         except Exception:
             for log in sorted((home / "local" / "logs").glob("*.log")):
                 print(f"---- {log}\n{log.read_text(errors='replace')[-2000:]}")
@@ -313,9 +317,11 @@ def _role(pid: int, cmdline: str, me: int) -> str:
              ("orchestrator", "orchestrator"), ("rgrid_runner.agent", "worker agent"),
              ("ray::execute", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
              ("ray::IDLE", "runner (Ray worker incl. sandboxes)"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
+             ("raynet start", "ray start --block (per node)"),
              ("dashboard/agent", "Ray dashboard agent"), ("runtime_env/agent", "Ray runtime-env agent"),
+             ("ray::DashboardAgent", "Ray dashboard agent"), ("ray::RuntimeEnvAgent", "Ray runtime-env agent"),
              ("dashboard", "Ray dashboard"), ("log_monitor", "Ray log monitor"), ("monitor.py", "Ray monitor"),
-             ("raynet start", "ray start --block (per node)"), ("ray/", "Ray other"), ("bwrap", "sandbox"))
+             ("rgrid_runner.node", "worker node command"), ("ray/", "Ray other"), ("bwrap", "sandbox"))
     for needle, role in rules:
         if needle in cmdline:
             return role
@@ -343,6 +349,83 @@ def cpu_seconds_by_role() -> dict[str, float]:
         role = _role(pid, cmd, me)
         totals[role] = totals.get(role, 0.0) + secs
     return totals
+
+
+def _grid_marks(home: Path) -> tuple[bytes, ...]:
+    """Paths only the grid at `home` uses: its home, Ray's temp dir, the workers' work root."""
+    from rgrid_service.localgrid.layout import ray_temp_dir, work_root
+
+    return tuple(str(p).encode() for p in (home, ray_temp_dir(home), work_root(home)))
+
+
+def _marked(pid: int, marks: tuple[bytes, ...]) -> bool:
+    """Whether one of the grid's paths is in the process's command line (SeaweedFS, Ray's
+    --temp-dir) or environment (what the grid and its workers start). A process that retitled
+    itself (setproctitle: Ray's agents, the dashboard's modules) may have lost both: its parent has them."""
+    for name in ("cmdline", "environ"):
+        try:
+            with open(f"/proc/{pid}/{name}", "rb") as f:
+                text = f.read()
+        except OSError:
+            return False
+        if any(m in text for m in marks):
+            return True
+    return False
+
+
+def grid_processes(home: Path) -> dict[int, tuple[str, str, float]]:
+    """pid -> (role, command line, CPU seconds: user+sys, waited-for children included) for the
+    processes of the grid at `home` only (not other grids or tests on the same machine)."""
+    from rgrid_service.localgrid.procs import proc_stats
+
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    marks = _grid_marks(home)
+    stats = dict(proc_stats())
+    verdict: dict[int, bool] = {}
+
+    def belongs(pid: int) -> bool:  # it, or an ancestor below init, carries one of the marks
+        if pid not in verdict:
+            parent = int(stats[pid][1]) if pid in stats else 0
+            verdict[pid] = _marked(pid, marks) or (parent > 1 and belongs(parent))
+        return verdict[pid]
+
+    found = {}
+    for pid, fields in stats.items():
+        if pid == me or not belongs(pid):
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found[pid] = (_role(pid, cmd, me), cmd, sum(int(v) for v in fields[11:15]) / tick)
+    return found
+
+
+def idle_cpu(home: Path, seconds: float, per_process: list | None = None) -> tuple[dict[str, float], float]:
+    """Percent of one core each role of the grid at `home` used over `seconds` of sampling, and
+    the wall time it really took. per_process, if given, gets (percent, role, command) per process."""
+    before, t0 = grid_processes(home), time.monotonic()
+    time.sleep(seconds)
+    after, wall = grid_processes(home), time.monotonic() - t0
+    percent: dict[str, float] = {}
+    for pid, (role, cmd, secs) in after.items():
+        used = 100 * max(0.0, secs - (before[pid][2] if pid in before else 0.0)) / wall
+        percent[role] = percent.get(role, 0.0) + used
+        if per_process is not None:
+            per_process.append((used, role, cmd))
+    return percent, wall
+
+
+def idle_report(percent: dict[str, float], wall: float) -> str:
+    """idle_cpu()'s figures as lines, largest first, with the total."""
+    lines = [f"idle CPU of the grid's processes over {wall:.0f} s (% of one core):"]
+    for role, p in sorted(percent.items(), key=lambda kv: -kv[1]):
+        if p >= 0.05:
+            lines.append(f"    {role:40s} {p:5.1f} %")
+    lines.append(f"    {'total':40s} {sum(percent.values()):5.1f} %")
+    return "\n".join(lines)
 
 
 def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> str:

@@ -14,6 +14,9 @@ class WorkerKnobs(BaseSettings):
 
     worker_id: str | None = None
     ray_address: str | None = None
+    # Ray's dashboard (web UI, Jobs API) on the head and the full dashboard agent on every node.
+    # The grid itself does not use them; off, each node runs lighter (rgrid_service.raynet).
+    ray_dashboard: bool = False
 
     # Agent. The control plane's register answer carries the interval it expects.
     heartbeat_interval_seconds: float = 30.0

@@ -46,8 +46,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_node_command(worker_id: str, head: str, slots: int, ip: str) -> list[str]:
-    return [sys.executable, "-m", "rgrid_service.raynet", "start", "--block",
+def ray_node_command(worker_id: str, head: str, slots: int, ip: str, dashboard: bool = False) -> list[str]:
+    """dashboard: the cluster runs Ray's dashboard (RGRID_RAY_DASHBOARD), so this node's dashboard
+    agent runs in full; otherwise it is minimal (rgrid_service.raynet.lean_flags)."""
+    from rgrid_service.raynet import lean_flags
+
+    return [sys.executable, "-m", "rgrid_service.raynet", "start", "--block", *lean_flags(dashboard),
             "--address", head, "--node-ip-address", ip,
             "--num-cpus", str(slots), "--resources", json.dumps({SLOT_RESOURCE: slots}),
             "--labels", json.dumps({WORKER_LABEL: worker_id}),
@@ -132,6 +136,8 @@ def stop_agent(agent: subprocess.Popen, grace: float = 10.0) -> None:
 def main() -> None:
     from rgrid_service.raynet import ray_process_env
 
+    from .settings import WorkerSettings
+
     worker_id = os.environ["RGRID_WORKER_ID"]
     head = os.environ["RGRID_RAY_ADDRESS"]
     slots = int(os.environ.get("RGRID_WORKER_SLOTS", "2"))
@@ -144,10 +150,12 @@ def main() -> None:
     agent = subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
                              env=agent_env, stdin=subprocess.DEVNULL)
     ip = node_ip(head)
+    dashboard = WorkerSettings().ray_dashboard
     failures, joined = 0, False
     while True:
         started = time.monotonic()
-        code = subprocess.call(ray_node_command(worker_id, head, slots, ip), env=env, stdin=subprocess.DEVNULL)
+        code = subprocess.call(ray_node_command(worker_id, head, slots, ip, dashboard), env=env,
+                               stdin=subprocess.DEVNULL)
         ran_for = time.monotonic() - started
         joined = joined or ran_for > START_WINDOW
         failures = 0 if ran_for > START_WINDOW else failures + 1

@@ -47,21 +47,85 @@ def pin_loopback() -> None:
 
 
 NO_CLIENT_SERVER = "--no-ray-client-server"
+NO_DASHBOARD = "--no-dashboard"
+# Not used by the grid on any node: the log monitor streams worker output to drivers, and the
+# orchestrator (the only driver) connects with log_to_driver=False.
+NO_LOG_MONITOR = ("--include-log-monitor", "false")
+
+
+def lean_flags(dashboard: bool) -> list[str]:
+    """The `raynet start` flags of every Ray node we start: no log monitor, and without the
+    dashboard neither its process nor the full dashboard agent."""
+    return [*NO_LOG_MONITOR, *([] if dashboard else [NO_DASHBOARD])]
 
 
 def main() -> None:
     """`python -m rgrid_service.raynet start ...`: the `ray` CLI with loopback pinned.
 
-    `--no-ray-client-server` (ours) starts a head without the Ray client server, which the grid
-    does not use: `ray start` has no switch for it (it starts one whenever grpc is installed)."""
+    Two switches of ours, for parts the grid does not use and `ray start` cannot leave out:
+    `--no-ray-client-server` starts a head without the Ray client server (Ray starts one whenever
+    grpc is installed); `--no-dashboard` starts no dashboard process on a head (`--include-dashboard
+    false` still starts one, to serve usage stats) and each node's dashboard agent in Ray's minimal
+    mode (no HTTP server, no modules: rgrid_service.rayagent), as a `pip install ray` without
+    extras would."""
     pin_loopback()
     import ray.scripts.scripts as scripts
 
     if NO_CLIENT_SERVER in sys.argv:
         sys.argv.remove(NO_CLIENT_SERVER)
         scripts.get_ray_client_dependency_error = lambda: ImportError("the Ray client server is not wanted")
+    if NO_DASHBOARD in sys.argv:
+        sys.argv.remove(NO_DASHBOARD)
+        leave_out_dashboard()
     sys.argv[0] = "ray"
     scripts.main()
+
+
+def leave_out_dashboard() -> None:
+    """No dashboard process on a head, and every agent this node starts without modules
+    (rgrid_service.rayagent), as Ray does when its dashboard extras are not installed."""
+    import ray._private.node as node
+    import ray._private.ray_constants as ray_constants
+    import ray._private.services as services
+    import ray._private.utils as utils
+
+    def no_api_server(self, *, include_dashboard, raise_on_failure) -> None:
+        self._webui_url = None
+
+    node.Node.start_api_server = no_api_server
+    utils.get_dashboard_dependency_error = lambda: ImportError("the Ray dashboard is not wanted")
+    python_command = services._build_python_executable_command_memory_profileable
+
+    def agent_without_modules(component: str, session_dir: str, unbuffered: bool = True) -> list[str]:
+        command = python_command(component, session_dir, unbuffered)
+        if component == ray_constants.PROCESS_TYPE_DASHBOARD_AGENT:
+            command += ["-m", "rgrid_service.rayagent"]
+        return command
+
+    services._build_python_executable_command_memory_profileable = agent_without_modules
+
+
+# Ray's own periodic work, set for every Ray process we start (Ray reads RAY_<name> at start).
+# A value already in the environment wins, so each stays configuration.
+LEAN_RAY_SETTINGS = {
+    # Ray's metrics feed its dashboard and Prometheus export; the grid's are its own (orchestrator).
+    "RAY_enable_metrics_collection": "0",
+    # Task events feed Ray's state API and dashboard; the grid's run states live in its database.
+    "RAY_task_events_report_interval_ms": "0",
+    # The raylet's debug_state.txt, rewritten every 10 s.
+    "RAY_debug_dump_period_milliseconds": "0",
+    # Per-event-loop handler statistics, kept for the debug dump and metrics.
+    "RAY_event_stats": "0",
+    # The raylet's memory monitor (its OOM killer) looks 4 times a second; the sandbox has its own
+    # memory limit, so once a second is enough.
+    "RAY_memory_monitor_refresh_ms": "1000",
+    # Each node's agents watch their raylet through a pipe instead of asking psutil every 0.4 s.
+    "RAY_enable_pipe_based_agent_to_parent_health_check": "1",
+    # How often the raylet looks for idle workers to end (default 0.2 s) and for a reason to
+    # collect garbage cluster-wide (default 0.1 s).
+    "RAY_kill_idle_workers_interval_ms": "1000",
+    "RAY_raylet_check_gc_period_milliseconds": "1000",
+}
 
 
 
@@ -98,7 +162,8 @@ def use_token(token_file: str | Path) -> None:
 
 def ray_process_env(base: dict[str, str]) -> dict[str, str]:
     """Environment for every Ray process we start: token authentication (the token file that
-    `base` names in RGRID_RAY_TOKEN_FILE), no usage stats, and no way off the machine.
+    `base` names in RGRID_RAY_TOKEN_FILE), no usage stats, Ray's periodic work the grid does not
+    need left out (LEAN_RAY_SETTINGS, unless `base` sets them), and no way off the machine.
 
     Ray's dashboard probes cloud metadata (169.254.169.254) over `requests` even with usage stats
     off; pointing HTTP(S) proxies at a closed loopback port makes such probes fail on 127.0.0.1.
@@ -110,6 +175,8 @@ def ray_process_env(base: dict[str, str]) -> dict[str, str]:
     env.pop("RAY_AUTH_TOKEN", None)
     env.update(token_env(base[TOKEN_FILE_VAR]))
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    for name, value in LEAN_RAY_SETTINGS.items():
+        env.setdefault(name, value)
     dead = "http://127.0.0.1:9"
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env[var] = dead

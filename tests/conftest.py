@@ -170,3 +170,17 @@ def grid():
     yield Grid(home, state)
     localgrid.down(home)
     remove_grid_dirs(home)
+
+
+@pytest.fixture(scope="session")
+def dashboard_grid():
+    """A smaller second grid with Ray's dashboard on (RGRID_RAY_DASHBOARD=1); `grid` runs as a user's
+    does, without it."""
+    if not shutil.which("bwrap"):
+        missing("bubblewrap", "install it with `apt-get install bubblewrap` (make setup does).")
+    from rgrid_service.localgrid import grid as localgrid
+
+    home, state = start_test_grid("rgd-", {**GRID_ENV, "RGRID_RAY_DASHBOARD": "1"}, workers=1)
+    yield Grid(home, state)
+    localgrid.down(home)
+    remove_grid_dirs(home)

@@ -55,7 +55,7 @@ def restart_head(home: Path, down_seconds: float) -> float:
     # file is the killed head's, so it goes.
     (ray_temp_dir(home) / "ray_current_cluster").unlink(missing_ok=True)
     ray_port = int(state.ray_address.rsplit(":", 1)[1])
-    dash_port = int(state.dashboard_url.rsplit(":", 1)[1])
+    dash_port = int(state.dashboard_url.rsplit(":", 1)[1]) if state.dashboard_url else None
     state.pids["ray-head"] = start_head(home, service_env_for(state), ray_port, dash_port)
     state.save()
     return time.monotonic()

@@ -156,7 +156,8 @@ def local_status():
         table.add_row(name, str(state.pids[name]), "[green]running[/green]" if ok else "[red]stopped[/red]")
     out.print(table)
     out.print(f"API        {state.api_url}  (docs: {state.api_url}/docs)", highlight=False)
-    out.print(f"Ray        {state.ray_address}  dashboard {state.dashboard_url}", highlight=False)
+    dashboard = state.dashboard_url or "off (RGRID_RAY_DASHBOARD=1 at `rgrid local up` starts it)"
+    out.print(f"Ray        {state.ray_address}  dashboard {dashboard}", highlight=False)
     out.print(f"S3         http://{state.s3_endpoint}", highlight=False)
     out.print(f"Database   {state.database_url}", highlight=False)
     out.print(f"Fleet      {state.fleet}" + (f"  cloud API {state.cloud_url}" if state.cloud_url else ""),

@@ -37,7 +37,6 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
         RGRID_S3_SECRET_KEY=s3_keys[1],
         RGRID_S3_BUCKET="rgrid",
         RGRID_RAY_ADDRESS=state.ray_address,
-        RGRID_RAY_DASHBOARD_URL=state.dashboard_url,
         RGRID_RAY_TOKEN_FILE=str(ray_token_file(Path(state.home))),
         RGRID_LOCAL_GRID_HOME=state.home,
         RGRID_FLEET=state.fleet,
@@ -45,6 +44,9 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
         RGRID_WORKER_API_URL=state.api_url,
     )
     env.pop(SECRET_KEY_ENV, None)  # the API's and the orchestrator's alone (control_plane_env)
+    env.pop("RGRID_RAY_DASHBOARD_URL", None)
+    if state.dashboard_url:  # none without RGRID_RAY_DASHBOARD: GET /v1/cluster says null
+        env["RGRID_RAY_DASHBOARD_URL"] = state.dashboard_url
     return env
 
 
@@ -91,9 +93,11 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
     keys = bootstrap.s3_keys(home)
     bootstrap.ray_token(home)
     api_port, ray_port, dash_port = free_ports(3)
+    if not ServiceSettings(_env_file=None).ray_dashboard:
+        dash_port = None
     state = GridState(
         home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",
-        ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}",
+        ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}" if dash_port else "",
         s3_endpoint="", database_url=database_url or f"sqlite:///{local_dir(home) / 'rgrid.db'}", fleet=fleet,
         started_env=started_settings(dict(os.environ)), wake_port=free_udp_port(),
     )

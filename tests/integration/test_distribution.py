@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -169,13 +170,48 @@ def test_status_shows_worker_attempts_and_times(grid, tmp_path):
     assert listed[ex_id]["worker_id"] == shown["worker_id"]
 
 
-def test_api_shows_dashboard_and_workers(grid):
-    import httpx
-
+def test_api_shows_workers_and_no_dashboard_on_a_default_grid(grid):
     with grid.api() as api:
         cluster = api.get("/v1/cluster").json()
-    assert cluster["ray_dashboard_url"] == grid.state.dashboard_url
-    assert cluster["ray_dashboard_url"].startswith("http://127.0.0.1:")
-    assert httpx.get(cluster["ray_dashboard_url"], timeout=10).status_code == 200
+    assert grid.state.dashboard_url == "" and cluster["ray_dashboard_url"] is None
     active = [w for w in cluster["workers"] if w["state"] == "active"]
     assert len(active) == 3 and all(w["slots"] == 2 and w["last_heartbeat_at"] for w in active)
+
+
+def test_api_shows_the_dashboard_of_a_grid_started_with_it(dashboard_grid):
+    import httpx
+
+    with dashboard_grid.api() as api:
+        cluster = api.get("/v1/cluster").json()
+    assert cluster["ray_dashboard_url"] == dashboard_grid.state.dashboard_url
+    assert cluster["ray_dashboard_url"].startswith("http://127.0.0.1:")
+    assert httpx.get(cluster["ray_dashboard_url"], timeout=10).status_code == 200
+
+
+def _ray_processes(home) -> list[str]:
+    """The command lines of the Ray processes of the grid at `home` (they name its Ray temp dir)."""
+    from rgrid_service.localgrid.layout import ray_temp_dir
+
+    mark, found = str(ray_temp_dir(home)), []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and mark in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_a_default_grid_starts_no_ray_part_it_does_not_use(grid):
+    """Issue #13: no dashboard, no log monitor, and every node's dashboard agent without modules."""
+    from rgrid_service.localgrid.layout import ray_temp_dir
+
+    procs = _ray_processes(grid.home)
+    raylets = [c for c in procs if "/raylet/raylet " in c]
+    assert len(raylets) >= 4, procs  # the head and the workers
+    assert all("rgrid_service.rayagent" in c for c in raylets)
+    assert not [c for c in procs if "log_monitor.py" in c or "dashboard/dashboard.py" in c]
+    logs = sorted((ray_temp_dir(grid.home) / "session_latest" / "logs").glob("dashboard_agent*.log"))
+    assert len(logs) >= 4 and all("Loaded 0 modules." in p.read_text() for p in logs)
+    assert all("Get dashboard http address failed" not in p.read_text() for p in logs)

@@ -32,7 +32,8 @@ def test_a_driver_with_the_token_joins_and_sees_every_worker(grid, tmp_path):
     assert {n["worker"] for n in nodes if n["alive"]} >= {"w-1", "w-2", "w-3"}
 
 
-def test_the_dashboard_api_wants_the_token(grid):
+def test_the_dashboard_api_wants_the_token(dashboard_grid):
+    grid = dashboard_grid
     token = ray_token_file(grid.home).read_text().strip()
     url = f"{grid.state.dashboard_url}/api/version"
     with httpx.Client(timeout=10, trust_env=False) as http:

@@ -1,5 +1,6 @@
-"""What a script in the sandbox cannot reach, on the real local grid: no Ray port (the head's GCS
-and dashboard, its own worker's raylet and object manager), not the API, not the object store, and
+"""What a script in the sandbox cannot reach, on the real local grid: no Ray port (the head's GCS,
+the dashboard of a grid started with one, its own worker's raylet and object manager), not the
+API, not the object store, and
 no secret (the Ray token, the worker's own token, any other secret of the worker) in its
 environment, in /proc or at the token files' paths. Every port is also tried from outside the
 sandbox, where it answers, so that a refusal inside means the sandbox, not a closed port."""
@@ -45,7 +46,7 @@ interfaces = [line.split(":")[0].strip() for line in open("/proc/net/dev").read(
 print("PROBE " + json.dumps({"reach": reach, "seen": seen, "interfaces": interfaces}))
 '''
 
-KINDS = ("ray gcs", "ray dashboard", "raylet", "object manager", "api", "s3")
+KINDS = ("ray gcs", "raylet", "object manager", "api", "s3")  # a default grid runs no Ray dashboard
 SECRET_NAMES = re.compile(r"TOKEN|SECRET|PASSWORD|KEY|DATABASE_URL")
 
 
@@ -76,7 +77,6 @@ def probe(grid, tmp_path_factory):
     workers = {n["worker"]: n for n in nodes if n["alive"] and n["worker"]}
     targets = {
         "ray gcs": [host_port(grid.state.ray_address)],
-        "ray dashboard": [host_port(grid.state.dashboard_url)],
         "raylet": [("127.0.0.1", n["raylet_port"]) for n in workers.values()],
         "object manager": [("127.0.0.1", n["object_manager_port"]) for n in workers.values()],
         "api": [host_port(grid.state.api_url)],
@@ -126,3 +126,15 @@ def test_a_sandboxed_script_finds_no_token(probe):
     for path, content in probe["token_files"].items():
         assert content == secrets["grid's ray token"]
         assert not probe["seen"]["files"][path].startswith("read: "), probe["seen"]["files"][path]
+
+
+def test_a_sandboxed_script_cannot_reach_the_dashboard_of_a_grid_that_has_one(dashboard_grid, tmp_path):
+    grid = dashboard_grid
+    targets = {"ray dashboard": [host_port(grid.state.dashboard_url)]}
+    (tmp_path / "probe.py").write_text(PROBE)
+    r = grid.rgrid("run", "probe.py", json.dumps(targets), "[]", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    line = next(x for x in r.stdout.decode().splitlines() if x.startswith("PROBE "))
+    tried = json.loads(line[len("PROBE "):])["reach"]["ray dashboard"]
+    assert tried and "connected" not in tried, tried
+    socket.create_connection(targets["ray dashboard"][0], timeout=5).close()  # it answers outside
