@@ -166,6 +166,9 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         "RGRID_S3_ACCESS_KEY": s3_access_key,
         "RGRID_S3_SECRET_KEY": s3_secret_key,
         "RGRID_RAY_DASHBOARD_URL": f"http://{PRIVATE_IP}:8265",
+        # The head runs the dashboard (the operators' view on the private network), so the workers'
+        # Ray nodes run full dashboard agents for it.
+        "RGRID_RAY_DASHBOARD": "true",
         # Workers reach the API through nginx on the private address, and the store directly.
         "RGRID_WORKER_API_URL": f"http://{PRIVATE_IP}:{config.api_port}",
         "RGRID_S3_WORKER_ENDPOINT": f"{PRIVATE_IP}:{config.s3_port}",

@@ -3,6 +3,8 @@ anywhere, no dashboard and module-less dashboard agents unless RGRID_RAY_DASHBOA
 and Ray's periodic work the grid does not need off or slower, each overridable by its RAY_* name."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from rgrid_core.localstate import GridState
 from rgrid_runner.node import ray_node_command
 from rgrid_service.fleet.launch import worker_launch
@@ -53,3 +55,22 @@ def test_a_grid_without_a_dashboard_reports_none(tmp_path, monkeypatch):
     assert "RGRID_RAY_DASHBOARD_URL" not in service_env(state, ("ak", "sk"))
     state.dashboard_url = "http://127.0.0.1:3"
     assert service_env(state, ("ak", "sk"))["RGRID_RAY_DASHBOARD_URL"] == "http://127.0.0.1:3"
+
+
+def _unit_environment(unit: str) -> dict[str, str]:
+    """The Environment= settings of one systemd unit in the control plane's cloud-init."""
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "cloud-init" / "control_plane.yaml").read_text())
+    content = next(f["content"] for f in doc["write_files"] if f["path"] == f"/etc/systemd/system/{unit}")
+    env = {}
+    for line in content.splitlines():
+        if line.startswith("Environment="):
+            env.update(item.split("=", 1) for item in line[len("Environment="):].split())
+    return env
+
+
+def test_the_control_planes_ray_head_and_driver_run_lean_too():
+    for unit in ("rgrid-ray-head.service", "rgrid-orchestrator.service"):
+        env = _unit_environment(unit)
+        assert {k: env.get(k) for k in LEAN_RAY_SETTINGS} == LEAN_RAY_SETTINGS, unit
