@@ -313,7 +313,7 @@ def _role(pid: int, cmdline: str, me: int) -> str:
         return "benchmark client"
     if pid == 1:  # init reaps what outlives its parent: each sandbox's script (bwrap's pid namespace)
         return "init (reaped orphans: sandboxed scripts)"
-    rules = (("weed", "object store (SeaweedFS)"), ("uvicorn", "API"), ("rgrid_service.api", "API"),
+    rules = (("weed", "object store (SeaweedFS)"), ("postgres", "PostgreSQL"), ("uvicorn", "API"), ("rgrid_service.api", "API"),
              ("orchestrator", "orchestrator"), ("rgrid_runner.agent", "worker agent"),
              ("ray::execute", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
              ("ray::IDLE", "runner (Ray worker incl. sandboxes)"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
@@ -351,11 +351,12 @@ def cpu_seconds_by_role() -> dict[str, float]:
     return totals
 
 
-def _grid_marks(home: Path) -> tuple[bytes, ...]:
-    """Paths only the grid at `home` uses: its home, Ray's temp dir, the workers' work root."""
+def _grid_marks(home: Path, extra: tuple[Path, ...] = ()) -> tuple[bytes, ...]:
+    """Paths only the grid at `home` uses: its home, Ray's temp dir, the workers' work root, and
+    `extra` (e.g. the data folder of a PostgreSQL it runs on)."""
     from rgrid_service.localgrid.layout import ray_temp_dir, work_root
 
-    return tuple(str(p).encode() for p in (home, ray_temp_dir(home), work_root(home)))
+    return tuple(str(p).encode() for p in (home, ray_temp_dir(home), work_root(home), *extra))
 
 
 def _marked(pid: int, marks: tuple[bytes, ...]) -> bool:
@@ -373,14 +374,15 @@ def _marked(pid: int, marks: tuple[bytes, ...]) -> bool:
     return False
 
 
-def grid_processes(home: Path) -> dict[int, tuple[str, str, float]]:
+def grid_processes(home: Path, extra: tuple[Path, ...] = ()) -> dict[int, tuple[str, str, float]]:
     """pid -> (role, command line, CPU seconds: user+sys, waited-for children included) for the
-    processes of the grid at `home` only (not other grids or tests on the same machine)."""
+    processes of the grid at `home` only (not other grids or tests on the same machine), and those
+    naming one of the `extra` paths, with their children."""
     from rgrid_service.localgrid.procs import proc_stats
 
     tick = os.sysconf("SC_CLK_TCK")
     me = os.getpid()
-    marks = _grid_marks(home)
+    marks = _grid_marks(home, extra)
     stats = dict(proc_stats())
     verdict: dict[int, bool] = {}
 
@@ -403,12 +405,14 @@ def grid_processes(home: Path) -> dict[int, tuple[str, str, float]]:
     return found
 
 
-def idle_cpu(home: Path, seconds: float, per_process: list | None = None) -> tuple[dict[str, float], float]:
-    """Percent of one core each role of the grid at `home` used over `seconds` of sampling, and
-    the wall time it really took. per_process, if given, gets (percent, role, command) per process."""
-    before, t0 = grid_processes(home), time.monotonic()
+def idle_cpu(home: Path, seconds: float, per_process: list | None = None,
+             extra: tuple[Path, ...] = ()) -> tuple[dict[str, float], float]:
+    """Percent of one core each role of the grid at `home` (and of the processes naming an `extra`
+    path) used over `seconds` of sampling, and the wall time it really took. per_process, if given,
+    gets (percent, role, command) per process."""
+    before, t0 = grid_processes(home, extra), time.monotonic()
     time.sleep(seconds)
-    after, wall = grid_processes(home), time.monotonic() - t0
+    after, wall = grid_processes(home, extra), time.monotonic() - t0
     percent: dict[str, float] = {}
     for pid, (role, cmd, secs) in after.items():
         used = 100 * max(0.0, secs - (before[pid][2] if pid in before else 0.0)) / wall
