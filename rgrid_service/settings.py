@@ -121,6 +121,18 @@ class ServiceSettings(WorkerKnobs):
     default_timeout_seconds: int = 3600
     max_attempts: int = 3
 
+    # Following a run or a batch (api/follow.py, Server-Sent Events): how often a stream looks for new
+    # log chunks and status (one small indexed read per follower), and a batch's counts; how often a
+    # queued run's wait is told again; a comment line when nothing else was sent for this long (keeps
+    # proxies from closing an idle stream); at most this many streams per API process, each at most
+    # this long (the client then resumes from its cursor).
+    follow_poll_seconds: float = 0.2
+    follow_batch_poll_seconds: float = 0.5
+    follow_waiting_seconds: float = 1.0
+    follow_keepalive_seconds: float = 15.0
+    follow_max_streams: int = 500
+    follow_max_seconds: float = 900.0
+
     # Per-tenant quotas (policies.quotas); the table tenant_quotas overrides them per tenant
     # (`python -m rgrid_service.admin set-quota`). 0: no limit.
     quota_max_queued_runs: int = 10_000  # uploading + queued

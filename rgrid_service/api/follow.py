@@ -1,0 +1,210 @@
+"""Following a run or a batch over one connection: Server-Sent Events.
+
+A run's stream carries its log chunks (`event: log`, `id:` the chunk id, which is the cursor), its
+status whenever it changes (`event: status`; while queued, again every `follow_waiting_seconds`
+with what it waits for), and at the end its final status and exit code (`event: end`), then ends.
+A follower that comes back sends the last id it saw (`Last-Event-ID`, or `?after=`) and gets every
+chunk after it, so no byte is lost or repeated.
+
+How the stream learns of new data: every `follow_poll_seconds` it reads the run's status by primary
+key and the chunks after its cursor (the log_chunks index on execution_id), each read on a pooled
+connection that is returned before it sleeps, so an idle follower holds no database connection.
+The API processes share no memory with the worker API that writes the logs (several processes in
+production), so the database is what they share. Each API process streams at most
+`follow_max_streams` at once and each stream lasts at most `follow_max_seconds` (the client then
+reconnects with its cursor), so followers cannot pile up on a process.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import anyio
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from rgrid_core.states import TERMINAL, ExecutionStatus
+
+from ..db.models import Execution, LogChunk
+from ..settings import ServiceSettings
+from . import progress, queries, schemas
+from .errors import NotFound, Unavailable
+
+CHUNKS_PER_READ = 32  # at most ~8 MiB per read (chunks are up to ~256 KiB); a full read is followed at once
+
+
+def busy_sentence(limit: int) -> str:
+    return (f"This API process is already streaming {limit} runs (RGRID_FOLLOW_MAX_STREAMS), so it cannot "
+            "follow one more now. Nothing is lost: try again in a few seconds (the CLI does), or look at the "
+            "run with `rgrid status ID` and `rgrid logs ID`.")
+
+
+class Streams:
+    """How many streams this process serves, bounded: take() refuses one more with a sentence."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> "Slot":
+        with self._lock:
+            if self.open >= self.limit:
+                raise Unavailable(busy_sentence(self.limit))
+            self.open += 1
+        return Slot(self)
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+class Slot:
+    """One stream's place; released once, by the stream's end or when its generator is dropped
+    unstarted (a client gone before the first byte)."""
+
+    def __init__(self, streams: Streams):
+        self._streams: Streams | None = streams
+
+    def release(self) -> None:
+        streams, self._streams = self._streams, None
+        if streams is not None:
+            streams._give_back()
+
+    def hold_until_gone(self, body) -> None:
+        weakref.finalize(body, self.release)
+
+
+@dataclass
+class RunState:
+    """One look at a run: its status fields and the chunks after the cursor."""
+
+    status: str
+    exit_code: int | None
+    reason: str | None
+    worker_id: str | None
+    attempt: int
+    chunks: list
+
+    def status_event(self) -> dict:
+        return {"status": self.status, "exit_code": self.exit_code, "reason": self.reason,
+                "worker_id": self.worker_id, "attempt": self.attempt}
+
+
+def read_run(engine: Engine, tenant_id: str, execution_id: str, after: int) -> RunState:
+    """The run's status, then its chunks after `after` (in this order: a terminal status read
+    first means every chunk was committed before it, so an empty read then is the end). NotFound
+    for a missing run and another tenant's alike."""
+    ex_table, chunks = Execution.__table__, LogChunk.__table__
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(ex_table.c.status, ex_table.c.exit_code, ex_table.c.reason, ex_table.c.worker_id,
+                   ex_table.c.attempt)
+            .where(ex_table.c.id == execution_id, ex_table.c.tenant_id == tenant_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"No execution {execution_id!r} for this API key. `rgrid list` shows yours.")
+        found = conn.execute(
+            select(chunks.c.id, chunks.c.attempt, chunks.c.stream, chunks.c.data)
+            .where(chunks.c.execution_id == execution_id, chunks.c.id > after)
+            .order_by(chunks.c.id).limit(CHUNKS_PER_READ)
+        ).all()
+    return RunState(row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0, found)
+
+
+def waiting_now(engine: Engine, tenant_id: str, execution_id: str, settings: ServiceSettings) -> dict | None:
+    """What a queued run waits for, as GET /v1/executions/{id} shows it (None once it is not queued)."""
+    try:
+        ex = queries.owned(engine, tenant_id, execution_id)
+    except NotFound:
+        return None
+    found = progress.waiting_of(engine, ex, settings.quota_max_running_runs)
+    return schemas.WaitingView.model_validate(found, from_attributes=True).model_dump() if found else None
+
+
+def sse(event: str, data: dict, event_id: int | None = None) -> bytes:
+    """One Server-Sent Event; data is one line of JSON."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+KEEPALIVE = b": still here\n\n"  # a comment: proxies and the client's read timeout see traffic
+
+
+async def run_events(engine: Engine, settings: ServiceSettings, tenant_id: str, execution_id: str,
+                     after: int, first: RunState, slot: Slot) -> AsyncIterator[bytes]:
+    """The run's stream from cursor `after`, starting with the look the route took (`first`)."""
+    clock = time.monotonic
+    ends_at = clock() + settings.follow_max_seconds
+    shown_status: tuple | None = None
+    last_sent = clock()
+    next_waiting = 0.0
+    state = first
+    try:
+        while True:
+            for r in state.chunks:
+                yield sse("log", {"id": r.id, "attempt": r.attempt, "stream": r.stream,
+                                  "data_b64": base64.b64encode(r.data).decode()}, r.id)
+                after = r.id
+                last_sent = clock()
+            full = len(state.chunks) == CHUNKS_PER_READ
+            if state.status in TERMINAL and not full:
+                yield sse("end", state.status_event(), after)
+                return
+            status = state.status_event()
+            waiting = None
+            if state.status == ExecutionStatus.QUEUED and clock() >= next_waiting:
+                waiting = await anyio.to_thread.run_sync(waiting_now, engine, tenant_id, execution_id, settings)
+                next_waiting = clock() + settings.follow_waiting_seconds
+            if tuple(status.values()) != shown_status or waiting is not None:
+                yield sse("status", {**status, "waiting": waiting}, after)
+                shown_status = tuple(status.values())
+                last_sent = clock()
+            if clock() >= ends_at:
+                return  # the client reconnects from `after`
+            if not full:
+                if clock() - last_sent >= settings.follow_keepalive_seconds:
+                    yield KEEPALIVE
+                    last_sent = clock()
+                await anyio.sleep(settings.follow_poll_seconds)
+            state = await anyio.to_thread.run_sync(read_run, engine, tenant_id, execution_id, after)
+    finally:
+        slot.release()
+
+
+def batch_counts(engine: Engine, tenant_id: str, batch_id: str) -> dict:
+    return queries.batch_view(engine, tenant_id, batch_id).model_dump()
+
+
+async def batch_events(engine: Engine, settings: ServiceSettings, tenant_id: str, batch_id: str,
+                       first: dict, slot: Slot) -> AsyncIterator[bytes]:
+    """A batch's counts (`event: progress`) whenever they change, and `event: end` with the last
+    counts once every execution has ended. Counts are state, not a log: a follower that comes
+    back simply gets the current ones."""
+    clock = time.monotonic
+    ends_at = clock() + settings.follow_max_seconds
+    shown = None
+    last_sent = clock()
+    view = first
+    try:
+        while True:
+            if view["finished"]:
+                yield sse("end", view)
+                return
+            if view != shown:
+                yield sse("progress", view)
+                shown, last_sent = view, clock()
+            elif clock() - last_sent >= settings.follow_keepalive_seconds:
+                yield KEEPALIVE
+                last_sent = clock()
+            if clock() >= ends_at:
+                return
+            await anyio.sleep(settings.follow_batch_poll_seconds)
+            view = await anyio.to_thread.run_sync(batch_counts, engine, tenant_id, batch_id)
+    finally:
+        slot.release()
