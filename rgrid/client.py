@@ -70,6 +70,17 @@ class Client:
     def post(self, path: str, json=None):
         return self.request("POST", path, json=json)
 
+    def events(self, path: str, **params):
+        """Follow a Server-Sent Events stream of the API (GET /v1/executions/{id}/follow and the
+        like): yields Event(name, id, data) for each event, reconnecting when the connection drops
+        or the stream ends without an `end` event, with `Last-Event-ID` set to the last id received,
+        so the stream resumes where it broke: no event after that id is lost, none comes twice. The
+        last `end` event is yielded, then it returns. Opening the stream rides out an API restart
+        for retry_seconds, as get() does; an error with a sentence (404, 401…) is raised at once."""
+        from .sse import follow_stream  # only commands that follow a run import it
+
+        return follow_stream(self, path, params)
+
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.status in (None, 502, 503, 504)

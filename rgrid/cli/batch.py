@@ -6,7 +6,6 @@ import glob
 import os
 import secrets
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +23,6 @@ from .output import err, error, eur, fail, note, out, plural, say, warn
 from .run import collect_inputs
 
 BULK_CREATE = 500  # executions per POST /v1/executions/bulk
-POLL = 0.5  # seconds between progress polls
 # The list endpoint answers at most this many rows, so a batch holds at most this many executions.
 BATCH_MAX = 1000
 
@@ -238,21 +236,19 @@ def progress_line(counts: dict[str, int], cost_eur: float | None = None) -> str:
 
 
 def follow_batch(c, batch_id: str, total: int) -> list[dict]:
-    """One progress line for the whole batch until every execution has ended; Ctrl-C cancels or detaches."""
+    """One progress line for the whole batch until every execution has ended, fed by the batch's
+    follow stream (one connection; counts only, however large the batch; the rows once at the
+    end); Ctrl-C cancels or detaches."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     try:
         with Progress(TextColumn(f"Batch {batch_id}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("", total=total, counts=progress_line({S.QUEUED: total}))
-            while True:
-                # Counts only (one small query), however large the batch; the rows once at the end.
-                view = call(c.get, f"/v1/batches/{batch_id}")
-                finished = sum(n for st, n in view["counts"].items() if st in TERMINAL)
-                bar.update(task, completed=finished, counts=progress_line(view["counts"], view.get("cost_eur")))
-                if view["finished"] and view["total"] >= total:
-                    return batch_executions(c, batch_id)
-                time.sleep(POLL)
+            call(show_progress, c, batch_id, lambda view: bar.update(
+                task, completed=sum(n for st, n in view["counts"].items() if st in TERMINAL),
+                counts=progress_line(view["counts"], view.get("cost_eur"))))
+            return batch_executions(c, batch_id)
     except KeyboardInterrupt:
         def cancel() -> str:
             n = call(cancel_batch, c, batch_id)["canceled"]
@@ -261,3 +257,11 @@ def follow_batch(c, batch_id: str, total: int) -> list[dict]:
         cancel_or_detach("Cancel the batch's unfinished executions (c) or detach and leave them running (d)?",
                          cancel, f"Detached. Follow it with `rgrid status --batch {batch_id}`; "
                          f"`rgrid cancel {batch_id}` cancels it.")
+
+
+def show_progress(c, batch_id: str, show) -> None:
+    """Hand each view of the batch's counts to show() until every execution has ended."""
+    for event in c.events(f"/v1/batches/{batch_id}/follow"):
+        show(event.data)
+        if event.name == "end":
+            return

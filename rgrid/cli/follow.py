@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import sys
-import time
 from typing import Callable, NoReturn
 
 import typer
@@ -13,8 +12,6 @@ from rgrid_core.states import ExecutionStatus as S
 
 from .connect import call
 from .output import error, say
-
-POLL = 0.2  # seconds between empty log pages
 
 
 def exit_code_for(ex: dict) -> int:
@@ -31,46 +28,62 @@ def exit_code_for(ex: dict) -> int:
     return 1
 
 
+def write_chunk(chunk: dict) -> None:
+    """One log chunk onto our stdout or stderr, raw bytes as the script wrote them."""
+    stream = sys.stdout if chunk["stream"] == "stdout" else sys.stderr
+    stream.buffer.write(base64.b64decode(chunk["data_b64"]))
+    stream.flush()
+
+
 def write_page(page: dict) -> None:
-    """A page of log chunks onto our stdout and stderr, raw bytes as the script wrote them."""
     for chunk in page["chunks"]:
-        stream = sys.stdout if chunk["stream"] == "stdout" else sys.stderr
-        stream.buffer.write(base64.b64decode(chunk["data_b64"]))
-        stream.flush()
+        write_chunk(chunk)
 
 
-def pump_logs(c, execution_id: str, until_end: bool) -> None:
-    """Write the logs as they come: until the execution has ended and they are drained (until_end),
-    or until a page comes back empty (what is there now)."""
+def print_logs(c, execution_id: str) -> None:
+    """Everything logged so far, page by page, then return."""
     after = 0
     while True:
         page = call(c.get, f"/v1/executions/{execution_id}/logs", after=after)
         write_page(page)
         after = page["next_after"]
-        if page["finished"] or (not until_end and not page["chunks"]):
+        if page["finished"] or not page["chunks"]:
             return
-        if not page["chunks"]:
-            time.sleep(POLL)
 
 
-def print_logs(c, execution_id: str) -> None:
-    """Everything logged so far, then return."""
-    pump_logs(c, execution_id, until_end=False)
+def stream_logs(c, execution_id: str, on_status: Callable[[dict], None] | None = None) -> dict:
+    """Write the logs as they come, over the run's follow stream (one connection, resumed from the
+    last chunk after a drop: every byte once), until the run has ended and they are drained.
+    Status events go to on_status; returns the final status ({status, exit_code, reason, …})."""
+    for event in c.events(f"/v1/executions/{execution_id}/follow"):
+        if event.name == "log":
+            write_chunk(event.data)
+        elif event.name == "status" and on_status is not None:
+            on_status(event.data)
+        elif event.name == "end":
+            if on_status is not None:
+                on_status(event.data)
+            return event.data
+    raise AssertionError("unreachable: the stream ends with an `end` event")  # pragma: no cover
 
 
 def follow(c, execution_id: str, on_interrupt: Callable[[], NoReturn], show_waiting: bool = False) -> dict:
-    """Stream the logs until the execution has ended and they are drained; returns the execution
-    and says why on stderr when it did not succeed. With show_waiting, what the run waits for is
-    shown until it starts (stages.py). Ctrl-C calls on_interrupt, which exits."""
+    """Stream the logs until the execution has ended and they are drained; returns its final
+    status and says why on stderr when it did not succeed. With show_waiting, what the run waits
+    for is shown until it starts (stages.py). Ctrl-C calls on_interrupt, which exits."""
+    watch = None
     try:
         if show_waiting:
-            from .stages import wait_for_start
+            from .stages import WaitWatch
 
-            wait_for_start(c, execution_id)
-        pump_logs(c, execution_id, until_end=True)
-        ex = call(c.get, f"/v1/executions/{execution_id}")
+            watch = WaitWatch()
+        ex = call(stream_logs, c, execution_id, watch.seen if watch else None)
     except KeyboardInterrupt:
+        if watch is not None:
+            watch.close()  # the prompt must not fight the spinner
         on_interrupt()
+    if watch is not None:
+        watch.close()
     if ex["status"] != S.SUCCEEDED and ex.get("reason"):
         error(f"{execution_id} {ex['status']}: {ex['reason']}")
     return ex

@@ -15,11 +15,9 @@ from typing import Callable
 from rich.table import Table
 from rich.text import Text
 
-from .connect import call
 from .output import err, local_time, note, parse_time
 
 WAIT_QUIET = 1.0  # seconds a run may wait before anything is shown
-WAIT_POLL = 0.5  # seconds between looks at a waiting run
 
 
 def elapsed(seconds: float, precise: bool = True) -> str:
@@ -86,22 +84,29 @@ class WaitDisplay:
             self.status = None
 
 
-def wait_for_start(c, execution_id: str, clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep, display: WaitDisplay | None = None) -> dict:
-    """Look at the run until it is no longer queued, showing what it waits for; returns it."""
-    display = display or WaitDisplay()
-    began = clock()
-    try:
-        while True:
-            ex = call(c.get, f"/v1/executions/{execution_id}")
-            if ex["status"] != "queued":
-                break
-            waited = clock() - began
-            if waited >= WAIT_QUIET and ex.get("waiting"):
-                display.show(ex["waiting"], waited)
-            sleep(WAIT_POLL)
-    finally:
-        display.close()
-    if display.shown and ex.get("worker_id"):
-        note(f"Started on worker {ex['worker_id']} after {elapsed(clock() - began, precise=False)} of waiting.")
-    return ex
+class WaitWatch:
+    """What `rgrid run` shows while its run waits, fed the status events of the run's follow
+    stream (while queued, one every second or so, with what it waits for)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, display: WaitDisplay | None = None):
+        self.clock = clock
+        self.display = display or WaitDisplay()
+        self.began = clock()
+        self.started = False
+
+    def seen(self, status: dict) -> None:
+        if self.started:
+            return
+        if status["status"] == "queued":
+            waited = self.clock() - self.began
+            if waited >= WAIT_QUIET and status.get("waiting"):
+                self.display.show(status["waiting"], waited)
+            return
+        self.started = True
+        self.display.close()
+        if self.display.shown and status.get("worker_id"):
+            note(f"Started on worker {status['worker_id']} after {elapsed(self.clock() - self.began, precise=False)} "
+                 "of waiting.")
+
+    def close(self) -> None:
+        self.display.close()

@@ -19,6 +19,7 @@ from rgrid.cli import app, connect, local
 from rgrid.cli.batch import follow_batch, unqueue
 from rgrid.cli.output import local_time
 from rgrid.client import ApiError
+from rgrid.sse import Event
 from rgrid_core.localstate import GridState
 
 
@@ -59,6 +60,10 @@ class FakeApi:
     def post(self, path: str, json=None):
         return self.answer("POST", path, json)
 
+    def events(self, path: str, **params):
+        """A follow stream: the table's answer for ("EVENTS", path) is the list of its events."""
+        yield from self.answer("EVENTS", path, params or None)
+
     def called(self, method: str, path: str) -> int:
         return sum(1 for m, p, _ in self.calls if (m, p) == (method, path))
 
@@ -80,6 +85,11 @@ def page(*chunks: tuple[str, bytes], finished: bool, after: int = 0) -> dict:
             "next_after": after + len(chunks), "status": "running", "finished": finished}
 
 
+def log_event(chunk_id: int, stream: str, data: bytes) -> Event:
+    return Event("log", str(chunk_id), {"id": chunk_id, "attempt": 1, "stream": stream,
+                                        "data_b64": base64.b64encode(data).decode()})
+
+
 EX = {"id": "ex-1", "status": "succeeded", "script": "job.py", "args": ["a b", "/work/x.csv"], "env_keys": ["TOKEN"],
       "runtime": "python:3.11", "batch_id": None, "attempt": 1, "worker_id": "w-1", "exit_code": 0, "reason": None,
       "log_truncated": False, "created_at": "2026-05-01T12:00:00.123456Z", "queued_at": "2026-05-01T12:00:01.5+00:00",
@@ -98,18 +108,27 @@ EX = {"id": "ex-1", "status": "succeeded", "script": "job.py", "args": ["a b", "
     ({"status": "lost", "exit_code": None, "reason": "attempt 3 on worker w-2 lost"}, 1),
 ])
 def test_logs_follow_exits_with_the_runs_code(api, final, code):
-    api.routes[("GET", "/v1/executions/ex-1/logs")] = iter([
-        page(("stdout", b"hello\n"), finished=False), page(finished=True, after=1)])
-    api.routes[("GET", "/v1/executions/ex-1")] = {**EX, **final}
+    api.routes[("EVENTS", "/v1/executions/ex-1/follow")] = [
+        Event("status", "0", {"status": "running", "exit_code": None, "reason": None, "worker_id": "w-1"}),
+        log_event(1, "stdout", b"hello\n"), log_event(2, "stderr", b"warn\n"), log_event(3, "stdout", b"bye\n"),
+        Event("end", "3", {"worker_id": "w-1", "reason": None, **final})]
     r = invoke("logs", "-f", "ex-1")
     assert r.exit_code == code, r.output
-    assert r.stdout == "hello\n"
+    assert r.stdout == "hello\nbye\n"
+    assert r.stderr.startswith("warn\n")
     if final.get("reason"):
         assert f"ex-1 {final['status']}: {final['reason']}" in text(r.stderr)
+    assert [c[:2] for c in api.calls] == [("EVENTS", "/v1/executions/ex-1/follow")]  # one stream, no polling
+
+
+def test_logs_follow_says_the_apis_sentence_when_the_stream_cannot_be_opened(api):
+    api.routes[("EVENTS", "/v1/executions/ex-9/follow")] = ApiError("No execution 'ex-9' for this API key.", 404)
+    r = invoke("logs", "-f", "ex-9")
+    assert r.exit_code == 1 and "No execution 'ex-9' for this API key." in text(r.stderr)
 
 
 def test_logs_follow_ctrl_c_stops_following_and_cancels_nothing(api):
-    api.routes[("GET", "/v1/executions/ex-1/logs")] = KeyboardInterrupt()
+    api.routes[("EVENTS", "/v1/executions/ex-1/follow")] = KeyboardInterrupt()
     r = invoke("logs", "--follow", "ex-1")
     assert r.exit_code == 130
     assert not [c for c in api.calls if c[0] == "POST"]
@@ -179,7 +198,7 @@ def test_cancel_of_an_execution(api):
 
 def test_ctrl_c_while_following_a_batch_cancels_it_in_one_request(api, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: Ctrl-C cancels
-    api.routes[("GET", "/v1/batches/b-0123456789")] = KeyboardInterrupt()
+    api.routes[("EVENTS", "/v1/batches/b-0123456789/follow")] = KeyboardInterrupt()
     api.routes[("POST", "/v1/batches/b-0123456789/cancel")] = BATCH_CANCELED
     with pytest.raises(Exception) as info:
         follow_batch(api, "b-0123456789", 5)
@@ -187,6 +206,20 @@ def test_ctrl_c_while_following_a_batch_cancels_it_in_one_request(api, monkeypat
     assert api.called("POST", "/v1/batches/b-0123456789/cancel") == 1
     assert not [c for c in api.calls if c[1].startswith("/v1/executions")]
     assert "Canceled 3 unfinished execution(s) of batch b-0123456789." in text(capsys.readouterr().err)
+
+
+def test_a_batch_is_followed_over_its_stream_and_its_rows_read_once_at_the_end(api, capsys):
+    def view(counts, finished=False):
+        return {"batch_id": "b-0123456789", "total": 3, "counts": counts, "finished": finished, "cost_eur": None}
+
+    api.routes[("EVENTS", "/v1/batches/b-0123456789/follow")] = [
+        Event("progress", None, view({"queued": 3})), Event("progress", None, view({"running": 2, "queued": 1})),
+        Event("end", None, view({"succeeded": 2, "failed": 1}, finished=True))]
+    rows = [{**EX, "id": f"ex-{i}", "batch_id": "b-0123456789"} for i in range(3)]
+    api.routes[("GET", "/v1/executions")] = rows
+    assert follow_batch(api, "b-0123456789", 3) == list(reversed(rows))
+    assert [c[:2] for c in api.calls] == [("EVENTS", "/v1/batches/b-0123456789/follow"), ("GET", "/v1/executions")]
+    assert "3/3 queued 0 running 0 done 2 failed 1" in text(capsys.readouterr().err)
 
 
 def test_a_batch_that_failed_to_queue_is_canceled_in_one_request(api, capsys):

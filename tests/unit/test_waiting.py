@@ -114,17 +114,16 @@ def test_timeline_in_stage_order_and_a_requeue_starts_it_again():
 # ---------------------------------------------------------------- the CLI
 
 
-class Api:
-    """The API's answers to GET /v1/executions/ex-1, one per call."""
+def watch_events(statuses, clock, display):
+    """Feed a WaitWatch the status events of a follow stream, one every half second."""
+    from rgrid.cli.stages import WaitWatch
 
-    def __init__(self, answers):
-        self.answers = iter(answers)
-        self.gets = 0
-
-    def get(self, path, **params):
-        assert path == "/v1/executions/ex-1"
-        self.gets += 1
-        return next(self.answers)
+    watch = WaitWatch(clock=clock, display=display)
+    for status in statuses:
+        watch.seen(status)
+        clock.sleep(0.5)
+    watch.close()
+    return watch
 
 
 def queued(kind, sentence, **kw):
@@ -144,7 +143,7 @@ class Clock:
 
 
 def test_waiting_prints_each_new_stage_once_as_a_plain_line(capsys):
-    from rgrid.cli.stages import WaitDisplay, wait_for_start
+    from rgrid.cli.stages import WaitDisplay
 
     answers = [
         queued("provisioning", "Provisioning worker… (0 s elapsed)", worker_id="w-7"),  # within the quiet second
@@ -159,9 +158,9 @@ def test_waiting_prints_each_new_stage_once_as_a_plain_line(capsys):
         queued("dispatched", "Starting on worker w-7…", worker_id="w-7"),
         {"id": "ex-1", "status": "running", "worker_id": "w-7"},
     ]
-    api, clock = Api(answers), Clock()
-    ex = wait_for_start(api, "ex-1", clock=clock, sleep=clock.sleep, display=WaitDisplay(live=False))
-    assert ex["status"] == "running" and api.gets == len(answers)
+    watch = watch_events(answers + [{"id": "ex-1", "status": "succeeded", "worker_id": "w-7"}], Clock(),
+                         WaitDisplay(live=False))
+    assert watch.started
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
         "Provisioning worker… (2 s elapsed)",
@@ -174,11 +173,10 @@ def test_waiting_prints_each_new_stage_once_as_a_plain_line(capsys):
 
 
 def test_a_run_that_starts_at_once_shows_nothing(capsys):
-    from rgrid.cli.stages import WaitDisplay, wait_for_start
+    from rgrid.cli.stages import WaitDisplay
 
-    api, clock = Api([queued("slot", "Waiting for a free slot (1st of 1 queued)"),
-                      {"id": "ex-1", "status": "running", "worker_id": "w-1"}]), Clock()
-    wait_for_start(api, "ex-1", clock=clock, sleep=clock.sleep, display=WaitDisplay(live=False))
+    watch_events([queued("slot", "Waiting for a free slot (1st of 1 queued)"),
+                  {"id": "ex-1", "status": "running", "worker_id": "w-1"}], Clock(), WaitDisplay(live=False))
     assert capsys.readouterr().err == ""
 
 
