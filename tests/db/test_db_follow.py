@@ -160,7 +160,7 @@ def test_unknown_and_other_tenants_runs_are_404_with_a_sentence(db_url, engine):
             assert "for this API key" in r.json()["detail"]
         assert api.get(f"/v1/executions/{ex}/follow").status_code == 401
         r = api.get(f"/v1/executions/{ex}/follow", headers={**bearer(key_a), "Last-Event-ID": "banana"})
-        assert r.status_code == 400 and "Last-Event-ID" in r.json()["detail"]
+        assert r.status_code == 422 and "last-event-id" in r.json()["detail"]
 
 
 def test_streams_per_process_are_bounded_and_given_back(db_url, engine):

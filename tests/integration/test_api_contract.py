@@ -49,7 +49,8 @@ def valid_requests_are_accepted(ctx, response, case):
 def contract_grid():
     if not shutil.which("bwrap"):
         missing("bubblewrap", "install it with `apt-get install bubblewrap` (make setup does).")
-    home, state = start_test_grid("rgc-", GRID_ENV, workers=1)
+    # A followed run that does not end (one created and never submitted) ends its stream after 2 s.
+    home, state = start_test_grid("rgc-", {**GRID_ENV, "RGRID_FOLLOW_MAX_SECONDS": "2"}, workers=1)
     try:
         grid = Grid(home, state)
         # The grid's own key is an operator key; a second tenant gets an ordinary one.

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from .. import follow
 from ..deps import EngineDep, SettingsDep, TenantDep
-from ..errors import KEYED, Invalid, responses
+from ..errors import KEYED, responses
 
 router = APIRouter(tags=["follow"], responses=responses(*KEYED))
 
@@ -29,21 +29,12 @@ def streams(request: Request) -> follow.Streams:
 
 def cursor(after: int, last_event_id: str | None) -> int:
     """Where a follower resumes: the event id it saw last (the header a reconnecting EventSource
-    sends), else ?after=."""
-    if last_event_id is None or not last_event_id.strip():
-        return after
-    try:
-        value = int(last_event_id)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 2**62:
-        raise Invalid(f"Last-Event-ID {last_event_id[:40]!r} is not a cursor this API sent; send the `id:` of the "
-                      "last event you received, or leave it out to start from the beginning.")
-    return value
+    sends; the Header's pattern makes it a number), else ?after=."""
+    return int(last_event_id) if last_event_id else after
 
 
 @router.get("/v1/executions/{execution_id}/follow", response_class=StreamingResponse,
-            responses={**EVENT_STREAM, **responses(400, 404, 422, 503, why=BUSY)})
+            responses={**EVENT_STREAM, **responses(404, 422, 503, why=BUSY)})
 def follow_execution(
     execution_id: str,
     request: Request,
@@ -51,7 +42,8 @@ def follow_execution(
     settings: SettingsDep,
     tenant_id: TenantDep,
     after: int = Query(0, ge=0, le=2**62, description="Send the chunks after this log cursor (a chunk id)."),
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(
+        pattern=r"^[0-9]{1,18}$", description="The `id:` of the last event received: resume after it.")] = None,
 ):
     """The run's logs and status as Server-Sent Events, until it has ended and its log is drained.
 
