@@ -181,6 +181,25 @@ def test_streams_per_process_are_bounded_and_given_back(db_url, engine):
         assert r.status_code == 503 and "RGRID_FOLLOW_MAX_STREAMS" in r.json()["detail"]
 
 
+def test_a_follower_that_goes_away_gives_its_place_back(db_url, engine):
+    key = auth.create_key(engine, "tenant-a")
+    ex = new_run(engine, "tenant-a")  # running: its stream does not end by itself
+    with serving(db_url, follow_max_streams=1) as (host, port):
+        url = f"http://{host}:{port}/v1/executions/{ex}/follow"
+        with httpx.stream("GET", url, headers=bearer(key)) as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()  # kept: a dropped line iterator closes the connection
+            assert next(lines) == "id: 0"  # it streams
+            refused = httpx.get(url, headers=bearer(key), timeout=10)
+            assert refused.status_code == 503 and "RGRID_FOLLOW_MAX_STREAMS" in refused.json()["detail"]
+        end(engine, ex)  # so that a stream served again ends by itself
+        deadline = time.monotonic() + 20  # the server notices the disconnect and ends the first stream
+        while (again := httpx.get(url, headers=bearer(key), timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline, "the place of a follower that went away was not given back"
+            time.sleep(0.1)
+        assert again.status_code == 200 and events_of(again.text)[-1].name == "end", again.text
+
+
 def test_a_live_run_followed_through_cut_connections_prints_every_byte_once(db_url, engine):
     """The CLI's client against a real server, through a proxy that drops the connection right
     after some chunks (each time between two chunks of stdout) while the run keeps writing: it
