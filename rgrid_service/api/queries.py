@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -32,11 +32,27 @@ def owned(engine: Engine, tenant_id: str, execution_id: str) -> Execution:
 
 def attempts(engine: Engine, execution_id: str) -> list:
     with engine.connect() as conn:
-        return conn.execute(
-            select(ExecutionAttempt.__table__)
-            .where(ExecutionAttempt.execution_id == execution_id)
-            .order_by(ExecutionAttempt.attempt)
-        ).all()
+        return attempts_in(conn, execution_id)
+
+
+# The reads every follower repeats (a run's view, its log page) are Core rows read on one
+# connection, not ORM objects in a Session of their own per query: the Session's bookkeeping,
+# and a connection (with its BEGIN) per query, cost more than the reads themselves.
+_OWNED = select(Execution.__table__).where(Execution.id == bindparam("eid"), Execution.tenant_id == bindparam("tid"))
+_ATTEMPTS = (select(ExecutionAttempt.__table__).where(ExecutionAttempt.execution_id == bindparam("eid"))
+             .order_by(ExecutionAttempt.attempt))
+
+
+def owned_row(conn, tenant_id: str, execution_id: str):
+    """The tenant's execution as a row; NotFound for a missing one and for another tenant's alike."""
+    row = conn.execute(_OWNED, {"eid": execution_id, "tid": tenant_id}).first()
+    if row is None:
+        raise NotFound(f"No execution {execution_id!r} for this API key. `rgrid list` shows yours.")
+    return row
+
+
+def attempts_in(conn, execution_id: str) -> list:
+    return conn.execute(_ATTEMPTS, {"eid": execution_id}).all()
 
 
 # A page's cursor: the seq of its last (oldest) row, in decimal. Clients keep it as given; any
@@ -121,18 +137,37 @@ def summary(batch_id: str, counts: dict[str, int], cost_eur: float | None = None
                 finished=sum(n for st, n in counts.items() if st in TERMINAL) == total)
 
 
+_STATUS = select(Execution.id, Execution.status).where(Execution.id == bindparam("eid"),
+                                                        Execution.tenant_id == bindparam("tid"))
+_LOG_PAGE = (select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
+             .where(LogChunk.execution_id == bindparam("eid"), LogChunk.id > bindparam("after"))
+             .order_by(LogChunk.id).limit(bindparam("limit")))
+
+
+def owned_log_page(engine: Engine, tenant_id: str, execution_id: str, after: int, limit: int) -> schemas.LogPage:
+    """log_page of the tenant's execution, read on one connection (NotFound as owned())."""
+    with engine.connect() as conn:
+        ex = conn.execute(_STATUS, {"eid": execution_id, "tid": tenant_id}).first()
+        if ex is None:
+            raise NotFound(f"No execution {execution_id!r} for this API key. `rgrid list` shows yours.")
+        return log_page_in(conn, ex, after, limit)
+
+
 def log_page_statement(execution_id: str, after: int, limit: int) -> Select:
-    """One run's chunks after the cursor in arrival order: a range of (execution_id, id)."""
-    return (select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
-            .where(LogChunk.execution_id == execution_id, LogChunk.id > after)
-            .order_by(LogChunk.id)
-            .limit(limit))
+    """One run's chunks after the cursor in arrival order (a range of (execution_id, id)): the
+    statement log pages run, with these values bound (the plan tests EXPLAIN it)."""
+    return _LOG_PAGE.params(eid=execution_id, after=after, limit=limit)
 
 
 def log_page(engine: Engine, ex: Execution, after: int, limit: int) -> schemas.LogPage:
     """Chunks after the cursor, up to `limit` chunks and about LOG_PAGE_BYTES."""
     with engine.connect() as conn:
-        rows = conn.execute(log_page_statement(ex.id, after, limit)).all()
+        return log_page_in(conn, ex, after, limit)
+
+
+def log_page_in(conn, ex, after: int, limit: int) -> schemas.LogPage:
+    """log_page on an open connection; `ex` needs its id and status (a row will do)."""
+    rows = conn.execute(_LOG_PAGE, {"eid": ex.id, "after": after, "limit": limit}).all()
     chunks, size, next_after = [], 0, after
     for r in rows:
         if chunks and size + len(r.data) > LOG_PAGE_BYTES:

@@ -14,7 +14,11 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Several processes (API, orchestrator, runners) share one file: WAL plus a long busy
         # timeout turns lock contention into waiting instead of "database is locked".
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        # A pool as large as the API's thread pool (anyio's 40 threads): with SQLAlchemy's default
+        # (5 + 10 overflow) a loaded API opened and closed a connection (and ran its pragmas) for
+        # most requests. SQLite connections are cheap to keep.
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                               pool_size=40, max_overflow=10)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -31,7 +35,10 @@ def make_engine(url: str) -> Engine:
             # Writes (write_tx) take the write lock up front, so read-then-write transactions
             # cannot fail on a stale snapshot; reads stay deferred, so WAL lets them run beside a
             # writer instead of queueing behind it.
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("rgrid_write") else "BEGIN")
+            # Straight to the driver: through SQLAlchemy's statement machinery the BEGIN cost as
+            # much as the read after it.
+            conn.connection.dbapi_connection.execute(
+                "BEGIN IMMEDIATE" if conn.get_execution_options().get("rgrid_write") else "BEGIN")
 
         return engine
     if url.startswith("postgresql://"):

@@ -82,11 +82,12 @@ def list_executions(
 @router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView, responses=responses(404, 422))
 def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep,
                   settings: SettingsDep):
-    ex = queries.owned(engine, tenant_id, execution_id)
+    with engine.connect() as conn:
+        ex = queries.owned_row(conn, tenant_id, execution_id)
+        attempts = queries.attempts_in(conn, execution_id)
     unpriced = queries.unpriced_workers(engine, prices, {ex.worker_id} if ex.cost_eur == 0 else set())
     waiting = progress.waiting_of(engine, ex, settings.quota_max_running_runs)
-    return schemas.ExecutionView.of(ex, queries.attempts(engine, execution_id), waiting=waiting,
-                                    unpriced_why=unpriced.get(ex.worker_id))
+    return schemas.ExecutionView.of(ex, attempts, waiting=waiting, unpriced_why=unpriced.get(ex.worker_id))
 
 
 @router.post("/v1/executions/{execution_id}/cancel", response_model=schemas.ExecutionView,
@@ -105,7 +106,7 @@ def get_logs(
     after: int = Query(0, ge=0, le=2**62),
     limit: int = Query(1000, ge=1, le=10_000),
 ):
-    return queries.log_page(engine, queries.owned(engine, tenant_id, execution_id), after, limit)
+    return queries.owned_log_page(engine, tenant_id, execution_id, after, limit)
 
 
 @router.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView],
