@@ -17,7 +17,8 @@ from . import schemas
 MAX_HOURS = 24 * 31
 
 
-def get_prices(request: Request) -> PriceTable:
+async def get_prices(request: Request) -> PriceTable:
+    # async: FastAPI runs a plain `def` dependency in the thread pool, a hop per request.
     return request.app.state.prices
 
 

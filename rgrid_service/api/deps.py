@@ -19,8 +19,9 @@ from . import workerapi
 from .workerapi import TokenWorker
 
 
-# The lookups on app.state (and the worker token's MAC check) are `async def` so FastAPI runs them
-# on the event loop: a plain `def` dependency costs a hop to the thread pool and back per request.
+# Every dependency that does no I/O (the lookups on app.state, the worker token's MAC check, the
+# tenant or operator of a caller already found) is `async def`, so FastAPI runs it on the event
+# loop: a plain `def` dependency costs a hop to the thread pool and back per request.
 async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
@@ -65,11 +66,11 @@ def get_caller(engine: EngineDep,
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_tenant(caller: CallerDep) -> str:
+async def get_tenant(caller: CallerDep) -> str:
     return caller.tenant_id
 
 
-def get_operator(caller: CallerDep) -> Caller:
+async def get_operator(caller: CallerDep) -> Caller:
     """An operator key's caller; a tenant key gets 403 with the sentence above."""
     if not caller.operator:
         raise HTTPException(403, NEEDS_OPERATOR)
@@ -95,7 +96,7 @@ async def get_worker_id(request: Request,
     return workerapi.token_worker_id(request.app.state.keys, creds.credentials if creds else None)
 
 
-def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -> TokenWorker:
+async def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -> TokenWorker:
     """A worker the control plane has not given up on (403 for a dead, deleting or deleted one, or
     one whose token was revoked: its agent takes it down)."""
     return workerapi.require_alive(worker)

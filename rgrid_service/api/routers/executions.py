@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from .. import progress, queries, schemas, service
 from ..costs import PricesDep
@@ -79,14 +80,22 @@ def list_executions(
             for ex in rows]
 
 
+# The reads a follower repeats are `async def` handing their database work to the thread pool
+# themselves: a plain `def` route costs two hops there and back (FastAPI validates a sync route's
+# response in the pool too), these one.
 @router.get("/v1/executions/{execution_id}", response_model=schemas.ExecutionView, responses=responses(404, 422))
-def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep,
-                  settings: SettingsDep):
+async def get_execution(execution_id: str, engine: EngineDep, tenant_id: TenantDep, prices: PricesDep,
+                        settings: SettingsDep):
+    return await run_in_threadpool(_execution_view, engine, tenant_id, execution_id, prices,
+                                   settings.quota_max_running_runs)
+
+
+def _execution_view(engine, tenant_id: str, execution_id: str, prices, running_limit: int) -> schemas.ExecutionView:
     with engine.connect() as conn:
         ex = queries.owned_row(conn, tenant_id, execution_id)
         attempts = queries.attempts_in(conn, execution_id)
     unpriced = queries.unpriced_workers(engine, prices, {ex.worker_id} if ex.cost_eur == 0 else set())
-    waiting = progress.waiting_of(engine, ex, settings.quota_max_running_runs)
+    waiting = progress.waiting_of(engine, ex, running_limit)
     return schemas.ExecutionView.of(ex, attempts, waiting=waiting, unpriced_why=unpriced.get(ex.worker_id))
 
 
@@ -99,14 +108,14 @@ def cancel_execution(execution_id: str, engine: EngineDep, store: StoreDep, tena
 
 
 @router.get("/v1/executions/{execution_id}/logs", response_model=schemas.LogPage, responses=responses(404, 422))
-def get_logs(
+async def get_logs(
     execution_id: str,
     engine: EngineDep,
     tenant_id: TenantDep,
     after: int = Query(0, ge=0, le=2**62),
     limit: int = Query(1000, ge=1, le=10_000),
 ):
-    return queries.owned_log_page(engine, tenant_id, execution_id, after, limit)
+    return await run_in_threadpool(queries.owned_log_page, engine, tenant_id, execution_id, after, limit)
 
 
 @router.get("/v1/executions/{execution_id}/outputs", response_model=list[schemas.OutputView],

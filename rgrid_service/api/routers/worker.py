@@ -3,6 +3,7 @@ token. The rules are in api/workerapi; this module maps paths to them and names 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from rgrid_core import workerwire as wire
 
@@ -32,6 +33,10 @@ def refusals(*statuses: int) -> dict:
 
 router = APIRouter(tags=["worker"])
 
+# Claim, renew and finish (every run's path) are `async def` handing their database work to the
+# thread pool themselves: a plain `def` route costs two hops there and back (FastAPI validates a
+# sync route's response in the pool too), these one.
+
 
 def _keys(request: Request):
     return request.app.state.keys
@@ -53,16 +58,16 @@ def heartbeat(worker: WorkerDep, engine: EngineDep):
 
 
 @router.post(wire.CLAIM, response_model=wire.ClaimResponse, responses=refusals(403, 404, 409))
-def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request):
+async def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request):
     """Take a run dispatched to this worker: its spec, its env values (never log them) and a
     presigned GET per input."""
-    return workerapi.claim(engine, store, _keys(request), worker_id, id)
+    return await run_in_threadpool(workerapi.claim, engine, store, _keys(request), worker_id, id)
 
 
 @router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
-def renew(id: str, attempt: int, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep):
+async def renew(id: str, attempt: int, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep):
     """Keep the attempt's lease; append its log chunks and stage times."""
-    return workerapi.renew(engine, worker_id, id, attempt, body)
+    return await run_in_threadpool(workerapi.renew, engine, worker_id, id, attempt, body)
 
 
 @router.get(wire.INPUT_URL, response_model=wire.InputSpec, responses=refusals(403, 404, 409))
@@ -87,10 +92,14 @@ def output_urls(id: str, attempt: int, body: wire.OutputUrlsRequest, worker: Wor
 
 
 @router.post(wire.FINISH, response_model=wire.FinishResponse, responses=refusals(400, 403, 404, 409))
-def finish(id: str, attempt: int, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
-           store: StoreDep, bell: BellDep):
+async def finish(id: str, attempt: int, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
+                 store: StoreDep, bell: BellDep):
     """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
     same status is answered the same; a refused attempt's uploaded outputs are deleted."""
-    finished = workerapi.finish(engine, store, worker_id, id, attempt, body)
-    bell.ring()  # a slot is free
+    return await run_in_threadpool(_finish_and_ring, bell, engine, store, worker_id, id, attempt, body)
+
+
+def _finish_and_ring(bell, engine, store, worker_id: str, execution_id: str, attempt: int, body: wire.FinishRequest):
+    finished = workerapi.finish(engine, store, worker_id, execution_id, attempt, body)
+    bell.ring()  # a slot is free (in the pool too: on PostgreSQL the ring is a NOTIFY)
     return finished
