@@ -17,7 +17,7 @@ Statuses a worker must handle (every refusal carries `detail`, a sentence):
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -83,11 +83,15 @@ class LogChunkIn(BaseModel):
     data_b64: str = Field(json_schema_extra={"pattern": BASE64})
 
 
+# Seconds ago a stage began: within the database's range of times (a run's timeout is far less).
+StageAgo = Annotated[float, Field(ge=0, le=10**9)]
+
+
 class RenewRequest(BaseModel):
     logs: list[LogChunkIn] = []
     truncated: bool = False
     # stage -> seconds ago, on the runner's monotonic clock ("running", "uploading")
-    stages: dict[Literal["running", "uploading"], float] = {}
+    stages: dict[Literal["running", "uploading"], StageAgo] = {}
 
 
 class RenewResponse(BaseModel):
@@ -120,10 +124,10 @@ class CommittedOutput(BaseModel):
 
 class FinishRequest(BaseModel):
     status: Literal["succeeded", "failed", "timed_out"]
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-2**31, le=2**31 - 1)  # the database's 32-bit integer
     reason: str | None = Field(default=None, max_length=4000)
     outputs: list[CommittedOutput] = []
-    stages: dict[Literal["running", "uploading"], float] = {}
+    stages: dict[Literal["running", "uploading"], StageAgo] = {}
 
 
 class FinishResponse(BaseModel):

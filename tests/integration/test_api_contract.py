@@ -118,6 +118,10 @@ def test_served_openapi_holds_for_generated_requests(contract_grid: Grid, who: s
         print(f"  {status} {op}: {n}")
     for failure in failures:
         print("  FAILED", failure)
+    if failures:  # the server's side of a 500: its traceback
+        from rgrid_service.localgrid.layout import logs_dir
+
+        print((logs_dir(contract_grid.home) / "api.log").read_text(errors="replace")[-6000:])
     assert not failures, f"{len(failures)} contract failures (above)"
     answered = {op for op, status in seen if str(status).startswith("2")}
     # Every route without parameters answered with its data at least once (so its body was checked),

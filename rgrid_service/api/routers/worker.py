@@ -2,7 +2,9 @@
 token. The rules are in api/workerapi; this module maps paths to them and names every status."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from rgrid_core import workerwire as wire
@@ -32,6 +34,10 @@ def refusals(*statuses: int) -> dict:
 
 
 router = APIRouter(tags=["worker"])
+
+# An attempt number as the database holds it (a 32-bit integer): a larger one is a 422, never a
+# database error.
+AttemptPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="The attempt the claim answered.")]
 
 # Claim, renew and finish (every run's path) are `async def` handing their database work to the
 # thread pool themselves: a plain `def` route costs two hops there and back (FastAPI validates a
@@ -65,19 +71,19 @@ async def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: 
 
 
 @router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
-async def renew(id: str, attempt: int, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep):
+async def renew(id: str, attempt: AttemptPath, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep):
     """Keep the attempt's lease; append its log chunks and stage times."""
     return await run_in_threadpool(workerapi.renew, engine, worker_id, id, attempt, body)
 
 
 @router.get(wire.INPUT_URL, response_model=wire.InputSpec, responses=refusals(403, 404, 409))
-def input_url(id: str, attempt: int, name: str, worker: WorkerDep, engine: EngineDep, store: StoreDep):
+def input_url(id: str, attempt: AttemptPath, name: str, worker: WorkerDep, engine: EngineDep, store: StoreDep):
     """A fresh presigned GET of one input of the run."""
     return workerapi.input_url(engine, store, worker, id, attempt, name)
 
 
 @router.post(wire.DAMAGED_INPUT, responses=refusals(403, 404, 409))
-def damaged_input(id: str, attempt: int, name: str, worker: WorkerDep, engine: EngineDep,
+def damaged_input(id: str, attempt: AttemptPath, name: str, worker: WorkerDep, engine: EngineDep,
                   store: StoreDep) -> dict[str, bool]:
     """The input's stored copy failed its checksum: its tenant forgets it and its object, so the next
     run uploads it anew."""
@@ -85,14 +91,14 @@ def damaged_input(id: str, attempt: int, name: str, worker: WorkerDep, engine: E
 
 
 @router.post(wire.OUTPUT_URLS, response_model=wire.OutputUrlsResponse, responses=refusals(400, 403, 404, 409))
-def output_urls(id: str, attempt: int, body: wire.OutputUrlsRequest, worker: WorkerDep, engine: EngineDep,
+def output_urls(id: str, attempt: AttemptPath, body: wire.OutputUrlsRequest, worker: WorkerDep, engine: EngineDep,
                 store: StoreDep):
     """A presigned PUT per output of this attempt."""
     return workerapi.output_urls(engine, store, worker, id, attempt, body)
 
 
 @router.post(wire.FINISH, response_model=wire.FinishResponse, responses=refusals(400, 403, 404, 409))
-async def finish(id: str, attempt: int, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
+async def finish(id: str, attempt: AttemptPath, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
                  store: StoreDep, bell: BellDep):
     """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
     same status is answered the same; a refused attempt's uploaded outputs are deleted."""
