@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Integer, Select, bindparam, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -141,7 +141,7 @@ _STATUS = select(Execution.id, Execution.status).where(Execution.id == bindparam
                                                         Execution.tenant_id == bindparam("tid"))
 _LOG_PAGE = (select(LogChunk.id, LogChunk.attempt, LogChunk.stream, LogChunk.data)
              .where(LogChunk.execution_id == bindparam("eid"), LogChunk.id > bindparam("after"))
-             .order_by(LogChunk.id).limit(bindparam("limit")))
+             .order_by(LogChunk.id).limit(bindparam("limit", type_=Integer)))
 
 
 def owned_log_page(engine: Engine, tenant_id: str, execution_id: str, after: int, limit: int) -> schemas.LogPage:

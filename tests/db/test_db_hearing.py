@@ -59,7 +59,9 @@ def test_silence_while_the_workers_api_does_not_answer_does_not_count(engine, ap
     watch.read(engine, {})
     assert watch.reachable_since is None
     watch.api_health_url = _closed_port_url()
+    time.sleep(0.01)  # sweeps are seconds apart; the database clock must tell these reads apart
     down1, _ = watch.read(engine, {})
+    time.sleep(0.01)
     down2, _ = watch.read(engine, {})
     assert watch.reachable_since == down2 > down1 > first  # it moves with every sweep while it is away
     watch.api_health_url = api_url
