@@ -39,7 +39,49 @@ class Lease:
 
 
 def run_execution(execution_id: str, client: WorkerClient, settings: WorkerSettings) -> str:
-    """Run execution_id if we win the claim. Returns what happened, for the orchestrator's log."""
+    """Run execution_id if we win the claim. Returns what happened, for the orchestrator's log.
+
+    One runner per run on a worker: the control plane answers a repeated claim of its worker again
+    (an answer lost on the way must not burn the attempt), so a second task for the same run on
+    the same worker (a duplicate dispatch) would take that answer as its own and run the script
+    beside the first. The runner that holds the run's lock file on this worker is the only one
+    that claims."""
+    with RunLock(Path(settings.work_root), execution_id) as held:
+        if not held:
+            log.warning("claim of %s not made: another runner on this worker has it", execution_id)
+            return "not-claimed"
+        return _claim_and_run(execution_id, client, settings)
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on `<work_root>/<execution id>.lock` for the duration of a
+    run; the file goes when its holder is done (a later duplicate finds the run taken by then)."""
+
+    def __init__(self, work_root: Path, execution_id: str):
+        self.path = work_root / f"{execution_id}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> bool:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _claim_and_run(execution_id: str, client: WorkerClient, settings: WorkerSettings) -> str:
     try:
         ex = client.claim(execution_id)
     except (Refused, Unreachable) as e:

@@ -130,6 +130,29 @@ class Grid:
         return httpx.Client(base_url=self.state.api_url, headers=headers, timeout=30)
 
 
+def wait_for_active_workers(grid: Grid, n: int, timeout: float = 120) -> None:
+    """Until n workers have registered: a grid's API answers before its workers' agents have
+    reached it, and a test that places runs must find every worker there."""
+    from sqlalchemy import func, select
+
+    from rgrid_service.db.models import Worker
+
+    def active() -> bool:
+        with grid.engine().connect() as conn:
+            return conn.execute(select(func.count()).where(Worker.state == "active")).scalar_one() >= n
+
+    try:
+        wait_until(active, timeout, f"{n} workers to register", step=0.2)
+    except AssertionError as e:
+        from rgrid_service.localgrid.layout import logs_dir
+
+        with grid.engine().connect() as conn:
+            states = conn.execute(select(Worker.id, Worker.state)).all()
+        tails = "".join(f"\n---- {log.name}\n{log.read_text(errors='replace')[-1500:]}"
+                        for log in sorted(logs_dir(grid.home).glob("*.log")) if "w-" in log.name or "api" in log.name)
+        raise AssertionError(f"{e}; workers {states}{tails}") from None
+
+
 def start_test_grid(prefix: str, env: dict[str, str], **up_kwargs):
     """Start a local grid for tests in a fresh short home (Ray's socket paths must stay short);
     `env` is set only while the grid starts, so its processes inherit it. Returns (home, state)."""
@@ -167,7 +190,9 @@ def grid():
     from rgrid_service.localgrid import grid as localgrid
 
     home, state = start_test_grid("rgt-", GRID_ENV, workers=3)
-    yield Grid(home, state)
+    grid = Grid(home, state)
+    wait_for_active_workers(grid, 3)
+    yield grid
     localgrid.down(home)
     remove_grid_dirs(home)
 

@@ -26,8 +26,8 @@ class Dispatcher:
         self.engine = engine
         self._actor = None
         self._last_full = float("-inf")
-        # Whether the last tick saw runs waiting for a slot: then the safety tick is the dispatch
-        # interval (steals and re-dispatches are due by time), else the idle interval.
+        # Whether the last tick saw runs waiting for a slot or handed ahead: then the safety tick is
+        # the dispatch interval (steals and re-dispatches fall due by time), else the idle interval.
         self.waiting = True
         self._nodes: dict[str, RayNode] | None = None
         self._nodes_at = 0.0
@@ -88,9 +88,11 @@ class Dispatcher:
             snap = dispatch_snapshot(conn, nodes, s.redispatch_after_seconds, s.placement_window_seconds,
                                      s.dispatch_prefetch_per_worker, s.dispatch_interval_seconds,
                                      s.quota_max_running_runs)
-        # No room (snap is None) waits for a ring too: a run ending or a worker registering.
-        self.waiting = snap is not None and bool(snap.queued or snap.waiting)
-        if not self.waiting:
+        # Runs to place, or handed ahead (they may move to a free slot once a dispatch interval
+        # old): the safety tick stays at the dispatch interval. No room anywhere (snap is None)
+        # waits for a ring: a run ending or a worker registering.
+        self.waiting = snap is not None and bool(snap.queued or snap.waiting or snap.handed_ahead)
+        if snap is None or not (snap.queued or snap.waiting):
             return 0
         decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, prefetch=s.dispatch_prefetch_per_worker,
                           tenant_busy=snap.tenant_busy, tenant_limit=snap.tenant_limit)

@@ -56,6 +56,9 @@ class DispatchSnapshot:
     batch_busy: dict[str, int]  # batch id -> its runs running or dispatched
     tenant_busy: dict[str, int] | None = None  # tenant id -> its runs running or dispatched (tenants with a limit)
     tenant_limit: dict[str, int] | None = None  # tenant id -> its limit of concurrent runs (tenants with one)
+    # Runs handed ahead to a worker and not claimed yet: each may become `waiting` (and move to a
+    # free slot) once it is a dispatch interval old, with nothing to ring meanwhile.
+    handed_ahead: int = 0
 
 
 def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_after: float,
@@ -100,8 +103,9 @@ def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_af
         .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
         .group_by(Execution.batch_id)
     ).all()) if batches else {}
+    handed_ahead = conn.execute(select(func.count()).where(pending)).scalar_one()
     return DispatchSnapshot(now, workers, tuple(Queued(q.id, q.batch_id, q.batch_parallel, q.tenant_id) for q in queued),
-                            waiting, batch_busy, tenant_busy, tenant_limit)
+                            waiting, batch_busy, tenant_busy, tenant_limit, handed_ahead)
 
 
 def held_back(conn: Connection, default_running_limit: int) -> int:

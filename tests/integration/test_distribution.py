@@ -43,13 +43,23 @@ def assert_committed_once(grid, done: dict[str, dict]):
     assert all(o.attempt == done[o.execution_id]["attempt"] for o in outs)
 
 
+def _dispatch_log(grid) -> str:
+    """The orchestrator's placements and moves, to explain an uneven spread."""
+    from rgrid_service.localgrid.layout import logs_dir
+
+    lines = (logs_dir(grid.home) / "orchestrator.log").read_text(errors="replace").splitlines()
+    return "\n".join(lines[-60:])
+
+
 def test_ten_equal_jobs_spread_evenly_over_three_workers(grid):
     ids = [grid.submit(SLEEPER, ["3"]) for _ in range(10)]
     done = grid.wait_all(ids)
     assert_committed_once(grid, done)
     per_worker = collections.Counter(ex["worker_id"] for ex in done.values())
     assert len(per_worker) == 3, per_worker
-    assert sorted(per_worker.values()) in ([3, 3, 4],), per_worker
+    # Placed 4/3/3; a worker whose first runs started late (its Ray worker process starting) may
+    # then hand one run it holds ahead to a worker with a free slot (placement.steal): 4/4/2.
+    assert sorted(per_worker.values()) in ([3, 3, 4], [2, 4, 4]), (per_worker, _dispatch_log(grid))
 
 
 def test_hundred_jobs_all_complete_once_within_slot_limits(grid):
