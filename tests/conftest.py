@@ -191,7 +191,11 @@ def grid():
 
     home, state = start_test_grid("rgt-", GRID_ENV, workers=3)
     grid = Grid(home, state)
-    wait_for_active_workers(grid, 3)
+    try:
+        wait_for_active_workers(grid, 3)
+    except BaseException:
+        localgrid.down(home)
+        raise
     yield grid
     localgrid.down(home)
     remove_grid_dirs(home)

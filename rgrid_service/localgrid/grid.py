@@ -92,11 +92,11 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
     logs_dir(home).mkdir(parents=True, exist_ok=True)
     keys = bootstrap.s3_keys(home)
     bootstrap.ray_token(home)
-    api_port, ray_port, dash_port = free_ports(3)
+    ray_port, dash_port = free_ports(2)
     if not ServiceSettings(_env_file=None).ray_dashboard:
         dash_port = None
     state = GridState(
-        home=str(home), api_url=f"http://127.0.0.1:{api_port}", api_key="",
+        home=str(home), api_url="", api_key="",
         ray_address=f"127.0.0.1:{ray_port}", dashboard_url=f"http://127.0.0.1:{dash_port}" if dash_port else "",
         s3_endpoint="", database_url=database_url or f"sqlite:///{local_dir(home) / 'rgrid.db'}", fleet=fleet,
         started_env=started_settings(dict(os.environ)), wake_port=free_udp_port(),
@@ -125,15 +125,22 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
 
         on_step("database")
         state.api_key = bootstrap.prepare_database(home, state.database_url)
+        # The API's port is picked just before the API starts, and the API starts before the
+        # workers: a port picked at the outset was now and then taken meanwhile by one of Ray's
+        # processes (their ports are random), the API could not bind it, and no worker registered.
+        api_port = free_ports(1)[0]
+        state.api_url = f"http://127.0.0.1:{api_port}"
+        env = {**service_env(state, keys), **fleet_env}
         settings = ServiceSettings(_env_file=None, **settings_from_env(control_plane_env(state, env)))
         bootstrap.prepare_bucket(settings)
 
+        on_step("API")
+        start_api(state, env)
+        wait_for_port(api_port, 60, "The API")
         if fleet == "process":
             start_process_workers(home, settings, workers, on_step)
-        on_step("API and orchestrator")
-        start_api(state, env)
+        on_step("orchestrator")
         start_orchestrator(state, env)
-        wait_for_port(api_port, 60, "The API")
         return state
     except BaseException:
         stop_all(state)
