@@ -46,7 +46,7 @@ def run_execution(execution_id: str, client: WorkerClient, settings: WorkerSetti
     the same worker (a duplicate dispatch) would take that answer as its own and run the script
     beside the first. The runner that holds the run's lock file on this worker is the only one
     that claims."""
-    with RunLock(Path(settings.work_root), execution_id) as held:
+    with RunLock(Path(settings.work_root), execution_id, settings.worker_id) as held:
         if not held:
             log.warning("claim of %s not made: another runner on this worker has it", execution_id)
             return "not-claimed"
@@ -54,11 +54,13 @@ def run_execution(execution_id: str, client: WorkerClient, settings: WorkerSetti
 
 
 class RunLock:
-    """An exclusive, non-blocking lock on `<work_root>/<execution id>.lock` for the duration of a
-    run; the file goes when its holder is done (a later duplicate finds the run taken by then)."""
+    """An exclusive, non-blocking lock on `<work_root>/<execution id>.<worker id>.lock` for the
+    duration of a run; the file goes when its holder is done (a later duplicate finds the run
+    taken by then). The worker's id is in the name since the local grid's workers share one work
+    root: a frozen worker's runner must not hold the run back from the worker it moved to."""
 
-    def __init__(self, work_root: Path, execution_id: str):
-        self.path = work_root / f"{execution_id}.lock"
+    def __init__(self, work_root: Path, execution_id: str, worker_id: str | None = None):
+        self.path = work_root / f"{execution_id}.{worker_id or 'worker'}.lock"
         self.fd: int | None = None
 
     def __enter__(self) -> bool:

@@ -13,12 +13,16 @@ class NoClaims:
 
 
 def test_a_second_runner_of_the_same_run_on_this_worker_does_not_claim(tmp_path):
-    settings = WorkerSettings(_env_file=None, work_root=str(tmp_path))
-    with RunLock(tmp_path, "ex-1") as held:
+    settings = WorkerSettings(_env_file=None, work_root=str(tmp_path), worker_id="w-1")
+    with RunLock(tmp_path, "ex-1", "w-1") as held:
         assert held
         assert run_execution("ex-1", NoClaims(), settings) == "not-claimed"
-        with RunLock(tmp_path, "ex-2") as other:  # another run is not held back
+        with RunLock(tmp_path, "ex-2", "w-1") as other:  # another run is not held back
             assert other
-    assert not (tmp_path / "ex-1.lock").exists()
-    with RunLock(tmp_path, "ex-1") as again:  # once the first is done, the run's lock is free
+        # Nor is the same run on another worker sharing the work root (the local grid's): a
+        # frozen worker's runner must not keep the run from the worker it moved to.
+        with RunLock(tmp_path, "ex-1", "w-2") as elsewhere:
+            assert elsewhere
+    assert not list(tmp_path.glob("*.lock"))
+    with RunLock(tmp_path, "ex-1", "w-1") as again:  # once the first is done, the run's lock is free
         assert again
