@@ -167,14 +167,10 @@ def _mark_blobs_used(conn: Connection, tenant_id: str, inputs: list[dict]) -> No
 ATTEMPT_STAGES = {"running": ExecutionAttempt.running_at, "uploading": ExecutionAttempt.uploading_at}
 
 
-def _stage_values(stages: dict[str, float] | None, before: datetime | None = None) -> dict:
+def _stage_values(stages: dict[str, float] | None) -> dict:
     """The attempt's stage times not written yet, from stage -> seconds ago (timed on the runner's
-    monotonic clock, turned into database time here, or counted back from `before`, a database
-    time just written); a time already written is kept."""
-    def at(ago: float):
-        return utcago(ago) if before is None else before - timedelta(seconds=ago)
-
-    return {ATTEMPT_STAGES[s].key: func.coalesce(ATTEMPT_STAGES[s], at(ago)) for s, ago in (stages or {}).items()}
+    monotonic clock, turned into database time here); a time already written is kept."""
+    return {ATTEMPT_STAGES[s].key: func.coalesce(ATTEMPT_STAGES[s], utcago(ago)) for s, ago in (stages or {}).items()}
 
 
 def _stage_times(conn: Connection, lease: Lease, stages: dict[str, float] | None) -> None:

@@ -30,17 +30,17 @@ def owned(engine: Engine, tenant_id: str, execution_id: str) -> Execution:
     return ex
 
 
-def attempts(engine: Engine, execution_id: str) -> list:
-    with engine.connect() as conn:
-        return attempts_in(conn, execution_id)
-
-
 # The reads every follower repeats (a run's view, its log page) are Core rows read on one
 # connection, not ORM objects in a Session of their own per query: the Session's bookkeeping,
 # and a connection (with its BEGIN) per query, cost more than the reads themselves.
 _OWNED = select(Execution.__table__).where(Execution.id == bindparam("eid"), Execution.tenant_id == bindparam("tid"))
 _ATTEMPTS = (select(ExecutionAttempt.__table__).where(ExecutionAttempt.execution_id == bindparam("eid"))
              .order_by(ExecutionAttempt.attempt))
+
+
+def attempts(engine: Engine, execution_id: str) -> list:
+    with engine.connect() as conn:
+        return attempts_in(conn, execution_id)
 
 
 def owned_row(conn, tenant_id: str, execution_id: str):
@@ -159,14 +159,9 @@ def log_page_statement(execution_id: str, after: int, limit: int) -> Select:
     return _LOG_PAGE.params(eid=execution_id, after=after, limit=limit)
 
 
-def log_page(engine: Engine, ex: Execution, after: int, limit: int) -> schemas.LogPage:
-    """Chunks after the cursor, up to `limit` chunks and about LOG_PAGE_BYTES."""
-    with engine.connect() as conn:
-        return log_page_in(conn, ex, after, limit)
-
-
 def log_page_in(conn, ex, after: int, limit: int) -> schemas.LogPage:
-    """log_page on an open connection; `ex` needs its id and status (a row will do)."""
+    """Chunks after the cursor, up to `limit` chunks and about LOG_PAGE_BYTES, read on an open
+    connection; `ex` needs its id and status (a row will do)."""
     rows = conn.execute(_LOG_PAGE, {"eid": ex.id, "after": after, "limit": limit}).all()
     chunks, size, next_after = [], 0, after
     for r in rows:
