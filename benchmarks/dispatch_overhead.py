@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dispatch_overhead.py [--runs 20] [--warmup 2] [--workers 1]
                                                       [--ray-on head|worker] [--fast]
+                                                      [--set RGRID_X=V ...]
 
 Starts a throwaway local grid and, on that one Ray cluster, alternates (RGrid, Ray Jobs, RGrid,
 Ray Jobs, ...) so that whatever else loads the machine weighs on both equally:
@@ -48,6 +49,8 @@ def main() -> None:
                     help="where the Ray job's entrypoint runs (default: Ray's own default, the head)")
     ap.add_argument("--fast", action="store_true", help="the test suite's timings instead of product defaults")
     ap.add_argument("--poll", type=float, default=0.05, help="status poll interval in seconds (default 0.05)")
+    ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                    help="an RGRID_* (or RAY_*) setting for the grid (repeatable)")
     opts = ap.parse_args()
 
     print("dispatch overhead: RGrid vs Ray Jobs, no-op script, same local Ray cluster")
@@ -62,7 +65,8 @@ def main() -> None:
     from rgrid_runner.sandbox import resolve_interpreter
 
     interpreter = resolve_interpreter("python:3.11")
-    with local_grid(workers=opts.workers, fast=opts.fast, ray_jobs=True) as g, tempfile.TemporaryDirectory(prefix="rgb-job-") as wd:
+    with local_grid(workers=opts.workers, fast=opts.fast, ray_jobs=True,
+                    env=dict(kv.split("=", 1) for kv in opts.set)) as g, tempfile.TemporaryDirectory(prefix="rgb-job-") as wd:
         print("  " + describe(g))
         Path(wd, "noop.py").write_text("pass\n")
         assert g.state.dashboard_url.startswith("http://127.0.0.1:"), g.state.dashboard_url
@@ -126,12 +130,20 @@ def main() -> None:
         # CURRENT_TIMESTAMP, whole seconds only.
         phases = {"create (+ PUT + submit if new) (client)": [], "queued -> claimed (dispatch tick, Ray task)": [],
                   "claimed -> finished (stage, sandbox, commit)": [], "finished -> seen by the 50 ms poll": []}
+        # The same span by the run's timeline: the tick, Ray's task path and the claim, the runner's
+        # set-up to the script's start (as the runner saw it), the script and the finish.
+        stages: dict[str, list[float]] = {}
         for ex in views:
             q, s_, f = (utc(ex[k]) for k in ("queued_at", "started_at", "finished_at"))
             phases["create (+ PUT + submit if new) (client)"].append(ex["_w1"] - ex["_w0"])
             phases["queued -> claimed (dispatch tick, Ray task)"].append(s_ - q)
             phases["claimed -> finished (stage, sandbox, commit)"].append(f - s_)
             phases["finished -> seen by the 50 ms poll"].append(ex["_w2"] - f)
+            at = {step["stage"]: utc(step["at"]) for step in ex.get("timeline") or []}
+            for a, b in (("queued", "dispatched"), ("dispatched", "staging"), ("staging", "running"),
+                         ("running", "finished")):
+                if a in at and b in at:
+                    stages.setdefault(f"{a} -> {b}", []).append(at[b] - at[a])
 
     print(load_line() + "  [after]")
     m_rg, m_ry = median(rg), median(ry)
@@ -145,6 +157,9 @@ def main() -> None:
           f"Ray entrypoint on the {opts.ray_on}; polled every {opts.poll * 1000:.0f} ms)")
     print("\nRGrid phases (database clock, median / p90):")
     for name, xs in phases.items():
+        print(f"  {name:46} {median(xs):.3f} s / {pct(xs, 90):.3f} s")
+    print("RGrid stages (the run's timeline, median / p90; staging = claimed, running = the runner started the script):")
+    for name, xs in stages.items():
         print(f"  {name:46} {median(xs):.3f} s / {pct(xs, 90):.3f} s")
     print(f"\nreproduce: {command_line()}")
 

@@ -402,6 +402,17 @@ def release_placements(conn: Connection, worker_ids: list[str]) -> None:
     )
 
 
+def release_dispatches(engine: Engine, execution_ids: list[str]) -> None:
+    """These runs, sent to a node that turned out to be gone, go back to the pool at once (those
+    still queued; one claimed meanwhile is running and stays as it is)."""
+    with write_tx(engine) as conn:
+        conn.execute(
+            update(Execution)
+            .where(Execution.id.in_(execution_ids), Execution.status == ExecutionStatus.QUEUED)
+            .values(dispatched_at=None, dispatched_to=None)
+        )
+
+
 def _hand_back(conn: Connection, row, why: str) -> str:
     """Re-queue one orphaned attempt (or end it as lost), fenced on that attempt still running."""
     from .policies.orphans import Orphan, orphan_outcome

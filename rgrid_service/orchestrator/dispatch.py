@@ -77,12 +77,39 @@ class Dispatcher:
         """Place queued executions and send them. A full tick also collects finished tasks'
         reports and asks Ray for its nodes afresh; a tick triggered by a queue change between
         them reuses the node list it got less than an interval ago, so a burst of short runs does
-        not cost two Ray round trips per finished run."""
-        if full:
-            self._last_full = time.monotonic()
-            for execution_id, outcome in self._call("reap"):
-                log.info("%s: %s", execution_id, outcome)
-        nodes = self._ray_nodes(fresh=full)
+        not cost two Ray round trips per finished run.
+
+        A full tick sends first, with the node list it holds, and asks Ray only then: the first
+        ring after a quiet spell makes a full tick, and those two round trips sat between the
+        run's queueing and its start. Should Ray's fresh list differ, the runs just sent to a
+        worker whose node is gone, dead or another one now go back to the queue at once, and the
+        tick places again with the fresh list, as it would have had it asked first."""
+        if not full:
+            return len(self._place_and_send(self._ray_nodes(fresh=False)))
+        self._last_full = time.monotonic()
+        held = self._nodes
+        if held is None:  # nothing to act on before asking
+            held = self._ray_nodes(fresh=True)
+            self._reap()
+            return len(self._place_and_send(held))
+        sent = self._place_and_send(held)
+        self._reap()
+        fresh = self._ray_nodes(fresh=True)
+        if fresh == held:
+            return len(sent)
+        stale = [e for e, w in sent if moved_off(held.get(w), fresh.get(w))]
+        if stale:
+            lifecycle.release_dispatches(self.engine, stale)
+            log.info("sent %s to a node Ray no longer has as it was; placing again", ", ".join(stale))
+        return len(sent) - len(stale) + len(self._place_and_send(fresh))
+
+    def _reap(self) -> None:
+        """Log what each finished runner task returned."""
+        for execution_id, outcome in self._call("reap"):
+            log.info("%s: %s", execution_id, outcome)
+
+    def _place_and_send(self, nodes: dict[str, RayNode]) -> list[tuple[str, str]]:
+        """One snapshot, placement and send with this node list; returns (run, worker) sent."""
         s = self.settings
         with self.engine.connect() as conn:
             snap = dispatch_snapshot(conn, nodes, s.redispatch_after_seconds, s.placement_window_seconds,
@@ -93,7 +120,7 @@ class Dispatcher:
         # waits for a ring: a run ending or a worker registering.
         self.waiting = snap is not None and bool(snap.queued or snap.waiting or snap.handed_ahead)
         if snap is None or not (snap.queued or snap.waiting):
-            return 0
+            return []
         decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, prefetch=s.dispatch_prefetch_per_worker,
                           tenant_busy=snap.tenant_busy, tenant_limit=snap.tenant_limit)
         moves = steal(list(snap.waiting), list(snap.workers), decisions)
@@ -103,10 +130,16 @@ class Dispatcher:
         if sent:
             self._call("dispatch", [(e, nodes[w].node_id) for e, w in sent])
             log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
-        return len(sent)
+        return sent
 
     def _ray_nodes(self, fresh: bool) -> dict[str, RayNode]:
         now = time.monotonic()
         if fresh or self._nodes is None or now - self._nodes_at >= self.settings.dispatch_interval_seconds:
             self._nodes, self._nodes_at = ray_worker_nodes(), now
         return self._nodes
+
+
+def moved_off(held: RayNode | None, fresh: RayNode | None) -> bool:
+    """Whether a task sent to `held` can no longer start: Ray has that worker's node no more, or
+    dead, or under another id (restarted)."""
+    return held is not None and (fresh is None or not fresh.alive or fresh.node_id != held.node_id)

@@ -92,3 +92,99 @@ def test_with_no_ring_it_ticks_on_the_dispatch_interval_while_runs_wait_and_the_
         stop.set()
         wake.set()
         thread.join(5)
+
+
+# dispatch_tick's order: a full tick sends with the node list it holds before it asks Ray (the
+# first ring after a quiet spell is a full tick), and places again with Ray's fresh list when that
+# differs for a worker it just sent to.
+
+from rgrid_service.orchestrator import dispatch as dispatch_module  # noqa: E402
+from rgrid_service.orchestrator.dispatch import moved_off  # noqa: E402
+from rgrid_service.orchestrator.snapshot import RayNode  # noqa: E402
+
+
+class OrderedDispatcher(Dispatcher):
+    """Records each step of a tick; sends every queued run to the first worker of the list it
+    places with, as placement would with one worker."""
+
+    def __init__(self, queued: list[str]):
+        super().__init__(settings(), engine=None)
+        self.steps: list[tuple] = []
+        self.queued = list(queued)
+
+    def _call(self, method: str, *args):
+        self.steps.append((method,))
+        return []
+
+    def _place_and_send(self, nodes):
+        self.steps.append(("place", dict(nodes)))
+        live = [w for w, n in sorted(nodes.items()) if n.alive]
+        sent = [(e, live[0]) for e in self.queued] if live else []
+        self.queued = [e for e in self.queued if not live]
+        return sent
+
+
+def ray_answers(monkeypatch, steps: list, *answers: dict):
+    answers_left = list(answers)
+
+    def nodes():
+        steps.append(("ray nodes",))
+        return answers_left.pop(0)
+
+    monkeypatch.setattr(dispatch_module, "ray_worker_nodes", nodes)
+
+
+W1 = RayNode("node-1", True, 2)
+W2 = RayNode("node-2", True, 2)
+
+
+def test_a_full_tick_sends_with_the_nodes_it_holds_before_asking_ray(monkeypatch):
+    d = OrderedDispatcher(["ex-1"])
+    d._nodes, d._nodes_at = {"w1": W1}, time.monotonic() - 10
+    ray_answers(monkeypatch, d.steps, {"w1": W1})
+    released = []
+    monkeypatch.setattr(dispatch_module.lifecycle, "release_dispatches", lambda engine, ids: released.append(ids))
+    assert d.dispatch_tick(full=True) == 1
+    assert d.steps == [("place", {"w1": W1}), ("reap",), ("ray nodes",)]
+    assert released == []  # Ray's list is the one it held
+
+
+def test_the_first_tick_asks_ray_first(monkeypatch):
+    d = OrderedDispatcher(["ex-1"])
+    ray_answers(monkeypatch, d.steps, {"w1": W1})
+    assert d.dispatch_tick(full=True) == 1
+    assert d.steps == [("ray nodes",), ("reap",), ("place", {"w1": W1})]
+
+
+def test_runs_sent_to_a_node_ray_no_longer_has_go_back_and_are_placed_with_the_fresh_list(monkeypatch):
+    d = OrderedDispatcher(["ex-1", "ex-2"])
+    d._nodes, d._nodes_at = {"w1": W1}, time.monotonic() - 10
+    fresh = {"w1": RayNode("node-1", False, 2), "w2": W2}  # w1's node died, w2 joined
+    ray_answers(monkeypatch, d.steps, fresh)
+    released = []
+
+    def release(engine, ids):
+        released.append(list(ids))
+        d.queued.extend(ids)  # back in the queue, as the database would have them
+
+    monkeypatch.setattr(dispatch_module.lifecycle, "release_dispatches", release)
+    assert d.dispatch_tick(full=True) == 2
+    assert released == [["ex-1", "ex-2"]]
+    assert d.steps == [("place", {"w1": W1}), ("reap",), ("ray nodes",), ("place", fresh)]
+
+
+def test_a_tick_between_full_ones_does_not_ask_ray(monkeypatch):
+    d = OrderedDispatcher(["ex-1"])
+    d._nodes, d._nodes_at = {"w1": W1}, time.monotonic()
+    ray_answers(monkeypatch, d.steps)
+    assert d.dispatch_tick(full=False) == 1
+    assert d.steps == [("place", {"w1": W1})]
+
+
+def test_moved_off():
+    assert not moved_off(W1, W1)
+    assert not moved_off(W1, RayNode("node-1", True, 4))  # same node, other slots: the task still starts
+    assert moved_off(W1, None)
+    assert moved_off(W1, RayNode("node-1", False, 2))
+    assert moved_off(W1, RayNode("node-9", True, 2))  # restarted under another id
+    assert not moved_off(None, W1)
