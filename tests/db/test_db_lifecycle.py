@@ -336,3 +336,19 @@ def test_a_submit_that_loses_the_race_keeps_nothing(engine, make_execution):
     assert lifecycle.submit(engine, execution_id, [blob], "tenant-a") is False
     with engine.connect() as conn:
         assert conn.execute(select(Blob)).first() is None
+
+
+def test_release_dispatches_puts_back_only_the_named_runs_still_queued(engine, make_execution):
+    """The dispatch tick's undo for runs it sent to a node Ray no longer has: they are placed
+    again; a run claimed meanwhile, or another run placed on the same worker, stays as it is."""
+    sent = make_execution()
+    other = make_execution()
+    running = make_execution(status="running", worker_id="w-1")
+    assert lifecycle.mark_dispatched(engine, [(sent, "w-1"), (other, "w-1")]) == [(sent, "w-1"), (other, "w-1")]
+    with engine.begin() as conn:
+        conn.execute(update(Execution).where(Execution.id == running).values(dispatched_to="w-1",
+                                                                               dispatched_at=lifecycle.utcnow()))
+    lifecycle.release_dispatches(engine, [sent, running])
+    assert (row(engine, sent).dispatched_at, row(engine, sent).dispatched_to) == (None, None)
+    assert row(engine, other).dispatched_to == "w-1"
+    assert (row(engine, running).status, row(engine, running).dispatched_to) == ("running", "w-1")
