@@ -128,6 +128,10 @@ class FinishRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=4000)
     outputs: list[CommittedOutput] = []
     stages: dict[Literal["running", "uploading"], StageAgo] = {}
+    # The script's last log chunks (what it wrote after the last renew), committed in the same
+    # transaction as the status: a short run that prints needs no renew of its own.
+    logs: list[LogChunkIn] = []
+    truncated: bool = False
 
 
 class FinishResponse(BaseModel):

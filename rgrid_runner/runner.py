@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -27,7 +27,7 @@ from . import sandbox, staging
 from .inputcache import InputCache
 from .logpump import LogPump
 from .settings import WorkerSettings
-from .workerclient import ChecksumMismatch, Fenced, Refused, Rejected, Unreachable, WorkerClient
+from .workerclient import ChecksumMismatch, Fenced, Refused, Rejected, Unreachable, WorkerClient, log_chunks
 
 log = logging.getLogger("rgrid.runner")
 
@@ -200,15 +200,16 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
     pump.start({"stdout": out_r, "stderr": err_r})
     tail = bytearray()  # last stderr bytes, to explain a failure in one line
 
+    last = LastChunks()
     try:
-        fenced, timed_out = _supervise(client, settings, lease, proc, pump, limits, tail, stages)
+        fenced, timed_out = _supervise(client, settings, lease, proc, pump, limits, tail, stages, last)
     finally:
         _kill(proc)  # whatever happened above, no sandbox outlives its runner loop
     proc.wait()
     if fenced:
         return "fenced"
     if pump.dropped:
-        _renew_retrying(client, lease, [("system", pump.truncation_note())], settings)
+        last.chunks.append(("system", pump.truncation_note()))
 
     code = proc.returncode
     if timed_out:
@@ -220,15 +221,20 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
     try:
         stages.begin("uploading")
         paths = staging.changed_files(workdir, before)
+        if paths and (last.chunks or last.truncated):
+            # Uploads may take long: the script's last output is shown before they start.
+            if not _renew_retrying(client, lease, last.chunks, settings, truncated=last.truncated):
+                return "fenced"
+            last.chunks, last.truncated = [], False
         with LeaseKeeper(client, lease, settings, stages):
             outputs = staging.upload_outputs(client, lease.execution_id, lease.attempt, workdir, paths)
     except Fenced:
         return "fenced"  # canceled or handed back meanwhile: nothing to commit
     except Exception as e:  # noqa: BLE001
         _finish(client, lease, ExecutionStatus.FAILED, exit_code, f"The script ran, but its output files could not be uploaded: {e}", [],
-                stages)
+                stages, last)
         return "upload-failed"
-    committed = _finish(client, lease, status, exit_code, reason, outputs, stages)
+    committed = _finish(client, lease, status, exit_code, reason, outputs, stages, last)
     if not committed:
         return "fenced"  # the control plane deletes the outputs of an attempt it fenced off
     return committed
@@ -327,8 +333,16 @@ class ExitWatch:
             self.fd = None
 
 
+@dataclass
+class LastChunks:
+    """What the script wrote after it ended (read from its pipes once it had exited): the finish
+    carries it, so a short run that prints costs no renew of its own."""
+    chunks: list = field(default_factory=list)
+    truncated: bool = False
+
+
 def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
-               stages: StageClock):
+               stages: StageClock, last: LastChunks):
     """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out).
 
     The wall clock is also a timer of its own: a renew riding out an API outage blocks the loop,
@@ -345,7 +359,7 @@ def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Lim
     timer.daemon = True
     timer.start()
     try:
-        fenced, timed_out = _supervise_loop(client, settings, lease, proc, pump, limits, tail, watch, stages)
+        fenced, timed_out = _supervise_loop(client, settings, lease, proc, pump, limits, tail, watch, stages, last)
         return fenced, timed_out or expired.is_set()
     finally:
         timer.cancel()
@@ -353,7 +367,7 @@ def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Lim
 
 
 def _supervise_loop(client, settings, lease, proc, pump: LogPump, limits: sandbox.Limits, tail: bytearray,
-                    watch: ExitWatch, stages: StageClock):
+                    watch: ExitWatch, stages: StageClock, last: LastChunks):
     started = time.monotonic()
     last_renew = started  # the claim itself just renewed the lease
     timed_out = False
@@ -370,7 +384,12 @@ def _supervise_loop(client, settings, lease, proc, pump: LogPump, limits: sandbo
                 del tail[:-4096]
         if newly_truncated:
             pump.truncation_noted = True
-        if chunks or newly_truncated or now - last_renew >= settings.lease_check_interval_seconds:
+        if exited:
+            # Read after the script ended: the finish carries them (LastChunks). Until it has gone,
+            # renews carry what it writes, so a follower sees a long run's output as it comes.
+            last.chunks.extend(chunks)
+            last.truncated = last.truncated or newly_truncated
+        elif chunks or newly_truncated or now - last_renew >= settings.lease_check_interval_seconds:
             # The first renew of the run also records when the script started (a script that ends
             # before any renew has it recorded by finish).
             times = stages.pending()
@@ -400,13 +419,15 @@ def _renew_retrying(client: WorkerClient, lease: Lease, chunks, settings, trunca
 
 
 def _finish(client: WorkerClient, lease: Lease, status: str, exit_code: int | None, reason: str | None,
-            outputs: list[CommittedOutput], stages: StageClock | None = None) -> str | None:
+            outputs: list[CommittedOutput], stages: StageClock | None = None,
+            last: LastChunks | None = None) -> str | None:
     """finish() through an API outage as long as the outage budget. The API answers a repeated
     finish as the first, so a try whose answer was lost is simply made again rather than taken
     for being fenced off. Returns the status committed (a finish answered 400 is committed failed
     with the control plane's sentence); None: fenced off (or given up), nothing committed."""
     request = FinishRequest(status=status, exit_code=exit_code, reason=reason[:4000] if reason else None,
-                            outputs=outputs, stages=stages.pending() if stages else {})
+                            outputs=outputs, stages=stages.pending() if stages else {},
+                            logs=log_chunks(last.chunks) if last else [], truncated=bool(last and last.truncated))
     try:
         return status if client.finish(lease.execution_id, lease.attempt, request) else None
     except Rejected as e:
@@ -417,7 +438,7 @@ def _finish(client: WorkerClient, lease: Lease, status: str, exit_code: int | No
         # with the control plane's sentence now, rather than waiting for its lease to expire.
         log.warning("finish of %s rejected (%s); finishing it failed", lease.execution_id, e)
         return _finish(client, lease, ExecutionStatus.FAILED, exit_code,
-                       f"The script ran, but its result could not be committed: {e.sentence}", [], stages)
+                       f"The script ran, but its result could not be committed: {e.sentence}", [], stages, last)
     except Exception:  # noqa: BLE001 - nothing more a runner can do; the lease expires and the sweep decides
         log.exception("could not finish %s attempt %d", lease.execution_id, lease.attempt)
         return None

@@ -130,6 +130,11 @@ class _Budgets:
         return now - self.since < self.unreachable
 
 
+def log_chunks(chunks) -> list[wire.LogChunkIn]:
+    """(stream, bytes) pairs as the wire carries them (renew, finish)."""
+    return [wire.LogChunkIn(stream=s, data_b64=base64.b64encode(d).decode()) for s, d in chunks]
+
+
 def _closing(r: httpx.Response) -> httpx.Response:
     r.close()
     return r
@@ -212,9 +217,7 @@ class WorkerClient:
               stages: dict[str, float] | None = None, budget: float | None = None) -> bool:
         """Heartbeat the run and append log chunks ((stream, bytes) pairs). False: fenced off or
         refused (the worker's token no longer acts on it)."""
-        body = wire.RenewRequest(
-            logs=[wire.LogChunkIn(stream=s, data_b64=base64.b64encode(d).decode()) for s, d in chunks],
-            truncated=truncated, stages=stages or {})
+        body = wire.RenewRequest(logs=log_chunks(chunks), truncated=truncated, stages=stages or {})
         return self._fenced_write("renew", execution_id, wire.RENEW.format(id=execution_id, attempt=attempt), body, budget)
 
     def input_url(self, execution_id: str, attempt: int, name: str) -> str:

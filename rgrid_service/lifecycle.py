@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Boolean, Integer, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .db.clock import utcago, utcnow
@@ -225,7 +225,8 @@ def _finish_statements(worker_alive: bool, stages: frozenset[str]):
     end = (
         update(Execution).where(*fence, *guard)
         .values(status=bindparam("st"), exit_code=bindparam("code"), reason=bindparam("why"), finished_at=utcnow(),
-                **ENV_GONE)
+                log_bytes=Execution.log_bytes + bindparam("added", type_=Integer),
+                log_truncated=or_(Execution.log_truncated, bindparam("truncated", type_=Boolean)), **ENV_GONE)
         .returning(Execution.finished_at)
     )
     # A stage time no renew wrote is counted back from finished_at (so a stage a moment ago never
@@ -248,19 +249,26 @@ def finish(
     outputs: list[dict],
     stages: dict[str, float] | None = None,
     worker_alive: bool = False,
+    chunks: list[tuple[str, bytes]] = (),
+    truncated: bool = False,
 ) -> bool:
-    """Commit the run's result and its outputs in one transaction, only while the lease holds.
-    `stages` (stage -> seconds ago) fills the attempt's stage times no renew wrote, counted back
-    from finished_at. `worker_alive`: and only while the lease's worker is not given up, in the
-    same statement."""
+    """Commit the run's result, its outputs and its last log chunks in one transaction, only while
+    the lease holds. `stages` (stage -> seconds ago) fills the attempt's stage times no renew
+    wrote, counted back from finished_at. `worker_alive`: and only while the lease's worker is not
+    given up, in the same statement. `chunks` and `truncated` as renew() takes them: a follower
+    that reads the final status therefore finds every chunk already there."""
     stages = {s: ago for s, ago in (stages or {}).items() if s in ATTEMPT_STAGES}
     end, attempt = _finish_statements(worker_alive, frozenset(stages))
     params = {"eid": lease.execution_id, "n": lease.attempt, "wid": lease.worker_id, "st": status,
-              "code": exit_code, "why": reason}
+              "code": exit_code, "why": reason, "truncated": bool(truncated),
+              "added": sum(len(data) for stream, data in chunks if stream != "system")}
     with write_tx(engine) as conn:
         done = conn.execute(end, params).first()
         if done is None:
             return False
+        if chunks:
+            conn.execute(insert(LogChunk), [dict(execution_id=lease.execution_id, attempt=lease.attempt, stream=s, data=d)
+                                            for s, d in chunks])
         if outputs:
             conn.execute(
                 insert(ExecutionOutput),

@@ -201,19 +201,28 @@ def renew(engine: Engine, worker_id: str, execution_id: str, attempt: int,
           body: wire.RenewRequest) -> wire.RenewResponse:
     """Keep the lease and append the log chunks (and stage times) under the fence, which includes
     the worker not being given up; a refusal reads why (401, 403 given up, 404/403/409 the lease)."""
-    chunks = []
-    for chunk in body.logs:
-        try:
-            chunks.append((chunk.stream, base64.b64decode(chunk.data_b64, validate=True)))
-        except (binascii.Error, ValueError):
-            require_alive(load_worker(engine, worker_id))
-            raise Invalid(f"A log chunk of run {execution_id} is not valid base64; send data_b64 as standard "
-                          "base64. Nothing was written.") from None
+    try:
+        chunks = _decoded(body.logs, execution_id)
+    except Invalid:
+        require_alive(load_worker(engine, worker_id))
+        raise
     lease = lifecycle.Lease(execution_id, attempt, worker_id)
     if not lifecycle.renew(engine, lease, chunks, body.truncated, dict(body.stages), worker_alive=True):
         worker = require_alive(load_worker(engine, worker_id))
         raise _refused_after_write(engine, worker, execution_id, attempt)
     return wire.RenewResponse()
+
+
+def _decoded(logs: list[wire.LogChunkIn], execution_id: str) -> list[tuple[str, bytes]]:
+    """(stream, bytes) per chunk; Invalid (400) when one is not standard base64."""
+    chunks = []
+    for chunk in logs:
+        try:
+            chunks.append((chunk.stream, base64.b64decode(chunk.data_b64, validate=True)))
+        except (binascii.Error, ValueError):
+            raise Invalid(f"A log chunk of run {execution_id} is not valid base64; send data_b64 as standard "
+                          "base64. Nothing was written.") from None
+    return chunks
 
 
 def input_url(engine: Engine, store: ObjectStore, worker: TokenWorker, execution_id: str, attempt: int,
@@ -268,14 +277,16 @@ def _check_paths(paths: list[str]) -> None:
 
 def finish(engine: Engine, store: ObjectStore, worker_id: str, execution_id: str, attempt: int,
            body: wire.FinishRequest) -> wire.FinishResponse:
-    """Commit the attempt's result and outputs under the fence (which includes the worker not being
-    given up), once each output is in the store with its size. Only when that does not commit are
+    """Commit the attempt's result, outputs and last log chunks under the fence (which includes the
+    worker not being given up), once each output is in the store with its size. Only when that does not commit are
     the worker and the lease read, and answered in this order: given up or fenced first (the same
     finish again, its answer lost, is answered the same; a refused attempt's uploaded outputs are
     deleted here, since the worker holds no store keys), then a bad path or a missing output."""
     early: ServiceError | None = None
     rows: list[dict] = []
+    chunks: list[tuple[str, bytes]] = []
     try:
+        chunks = _decoded(body.logs, execution_id)
         _check_paths([o.path for o in body.outputs])
         rows = [dict(path=o.path, size=o.size, sha256=o.sha256, object_key=output_key(execution_id, attempt, o.path))
                 for o in body.outputs]
@@ -287,7 +298,7 @@ def finish(engine: Engine, store: ObjectStore, worker_id: str, execution_id: str
         early = e
     lease = lifecycle.Lease(execution_id, attempt, worker_id)
     if early is None and lifecycle.finish(engine, lease, body.status, body.exit_code, body.reason, rows,
-                                          dict(body.stages), worker_alive=True):
+                                          dict(body.stages), worker_alive=True, chunks=chunks, truncated=body.truncated):
         return wire.FinishResponse()
     worker = load_worker(engine, worker_id)
     with engine.connect() as conn:

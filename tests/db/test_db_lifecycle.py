@@ -352,3 +352,29 @@ def test_release_dispatches_puts_back_only_the_named_runs_still_queued(engine, m
     assert (row(engine, sent).dispatched_at, row(engine, sent).dispatched_to) == (None, None)
     assert row(engine, other).dispatched_to == "w-1"
     assert (row(engine, running).status, row(engine, running).dispatched_to) == ("running", "w-1")
+
+
+def test_finish_commits_the_last_log_chunks_with_the_status_and_a_fenced_one_none(engine, make_execution):
+    """A finish carrying the script's last output writes it in the same transaction as the status
+    (log_bytes counts all but system notes, truncated sticks); a stale attempt's carries nothing in."""
+    execution_id = make_execution()
+    stale = claim(engine, execution_id, "w-1")
+    with engine.begin() as conn:
+        conn.execute(update(Execution).where(Execution.id == execution_id).values(status="queued"))
+    fresh = claim(engine, execution_id, "w-2")
+    assert lifecycle.finish(engine, stale, "succeeded", 0, None, [], chunks=[("stdout", b"zombie\n")]) is False
+    assert count(engine, LogChunk, execution_id) == 0
+    assert lifecycle.renew(engine, fresh, [("stdout", b"early\n")]) is True
+    assert lifecycle.finish(engine, fresh, "failed", 1, "The script exited with code 1.", [],
+                            chunks=[("stderr", b"late\n"), ("system", b"note")], truncated=True) is True
+    with engine.connect() as conn:
+        chunks = conn.execute(select(LogChunk.stream, LogChunk.data, LogChunk.attempt)
+                              .where(LogChunk.execution_id == execution_id).order_by(LogChunk.id)).all()
+    assert [(c.stream, bytes(c.data), c.attempt) for c in chunks] == [
+        ("stdout", b"early\n", 2), ("stderr", b"late\n", 2), ("system", b"note", 2)]
+    r = row(engine, execution_id)
+    assert (r.status, r.log_bytes, bool(r.log_truncated)) == ("failed", len(b"early\nlate\n"), True)
+    # The same finish again (its answer lost) commits nothing twice.
+    assert lifecycle.finish(engine, fresh, "failed", 1, "The script exited with code 1.", [],
+                            chunks=[("stderr", b"late\n")]) is False
+    assert count(engine, LogChunk, execution_id) == 3

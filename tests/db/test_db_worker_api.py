@@ -99,6 +99,19 @@ def test_outputs_missing_from_the_store_are_not_committed(plane):
     assert worker.finish(run, 1, outputs=uploaded).status_code == 200
 
 
+def test_a_finish_carries_the_last_log_chunks_and_one_not_base64_commits_nothing(plane):
+    worker = plane.worker()
+    run, claim = plane.claimed(worker)
+    r = worker.finish(run, 1, logs=[("stdout", "not base64!")])
+    assert r.status_code == 400 and "not valid base64" in r.json()["detail"] and is_sentence(r)
+    assert plane.row(run).status == "running"
+    r = worker.finish(run, 1, logs=[("stdout", base64.b64encode(b"the last line\n").decode())])
+    assert r.status_code == 200 and r.json() == {"committed": True}
+    logs = plane.client.get(f"/v1/executions/{run}/logs", headers=plane.tenant()).json()
+    assert [base64.b64decode(c["data_b64"]) for c in logs["chunks"]] == [b"the last line\n"]
+    assert (plane.row(run).status, plane.row(run).log_bytes) == ("succeeded", len(b"the last line\n"))
+
+
 def test_a_fenced_attempt_gets_409_and_its_uploaded_outputs_are_deleted(plane):
     worker = plane.worker()
     run, claim = plane.claimed(worker, env={"K": SECRET})

@@ -66,8 +66,11 @@ class Worker:
             assert put.status_code == 200, put.text
         return [{"path": p, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for p, b in files.items()]
 
-    def finish(self, run: str, attempt: int, status: str = "succeeded", outputs=(), exit_code: int | None = 0):
-        return self.post(wire.FINISH, {"status": status, "exit_code": exit_code, "outputs": list(outputs)},
+    def finish(self, run: str, attempt: int, status: str = "succeeded", outputs=(), exit_code: int | None = 0,
+               logs=()):
+        """logs: (stream, data_b64) pairs, the script's last output carried by the finish."""
+        return self.post(wire.FINISH, {"status": status, "exit_code": exit_code, "outputs": list(outputs),
+                                       "logs": [{"stream": s, "data_b64": d} for s, d in logs]},
                          id=run, attempt=attempt)
 
 

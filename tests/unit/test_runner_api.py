@@ -154,3 +154,58 @@ def test_a_claim_answer_that_does_not_parse_is_logged_without_its_values(server,
     result = run_execution("ex1", client, settings)
     assert result.startswith("claim-failed: ValidationError") and "env" in result
     assert "hunter2" not in result and "hunter2" not in caplog.text
+
+
+PRINTER = b"""import sys
+print("to stdout")
+print("to stderr", file=sys.stderr)
+"""
+
+
+def _finish_logs(body: dict) -> list[tuple[str, bytes]]:
+    return [(c["stream"], base64.b64decode(c["data_b64"])) for c in body["logs"]]
+
+
+def test_what_a_script_writes_after_the_last_renew_goes_with_the_finish(server, work_root):
+    """A short run that prints and writes no file: its output reaches the API with the finish, in
+    the same request (no renew of its own). The runner's loop looks only when the script ends here
+    (a long flush interval), so everything it wrote is read after its end."""
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    settings = settings.model_copy(update={"log_flush_interval_seconds": 60.0})
+    server.objects["/blobs/script"] = PRINTER
+    claim = server.answers[("POST", wire.CLAIM.format(id="ex1"))][0][1]
+    claim.update(inputs=[dict(claim["inputs"][0], sha256=_sha(PRINTER), size=len(PRINTER))])
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (200, {"committed": True}))
+    assert run_execution("ex1", client, settings) == "succeeded"
+    assert _logs(server) == b""  # no renew carried any of it
+    body = _finish_body(server)
+    assert sorted(_finish_logs(body)) == [("stderr", b"to stderr\n"), ("stdout", b"to stdout\n")]
+    assert body["truncated"] is False and "running" in body["stages"]
+    assert server.requests("POST", wire.OUTPUT_URLS.format(id="ex1", attempt=1)) == []
+
+
+def test_a_finish_answered_400_is_finished_again_with_the_same_last_output(server, work_root):
+    """The first finish was not committed (400), so the second carries the script's last output."""
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    settings = settings.model_copy(update={"log_flush_interval_seconds": 60.0})
+    server.objects["/blobs/script"] = PRINTER
+    claim = server.answers[("POST", wire.CLAIM.format(id="ex1"))][0][1]
+    claim.update(inputs=[dict(claim["inputs"][0], sha256=_sha(PRINTER), size=len(PRINTER))])
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (400, {"detail": "No."}), (200, {"committed": True}))
+    assert run_execution("ex1", client, settings) == "failed"
+    first, second = [json.loads(r["body"]) for r in server.requests("POST", wire.FINISH.format(id="ex1", attempt=1))]
+    assert _finish_logs(first) == _finish_logs(second) and len(_finish_logs(second)) == 2
+
+
+def test_a_run_that_writes_files_shows_its_last_output_before_the_uploads(server, work_root):
+    need_bwrap()
+    client, settings = _grid(server, work_root)
+    settings = settings.model_copy(update={"log_flush_interval_seconds": 60.0})
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), (200, {"committed": True}))
+    assert run_execution("ex1", client, settings) == "succeeded"
+    assert b"read 17 bytes" in _logs(server) and b"to stderr" in _logs(server)
+    assert _finish_logs(_finish_body(server)) == []
+    order = [r["path"] for r in server.seen if r["method"] == "POST"]
+    assert order.index(wire.RENEW.format(id="ex1", attempt=1)) < order.index(wire.OUTPUT_URLS.format(id="ex1", attempt=1))
