@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--n 300] [--submitters 4] [--fast]
                                               [--dispatch-interval S] [--set RGRID_X=V ...] [--skip-floor]
-                                              [--rounds 3] [--unique-scripts]
+                                              [--rounds 3] [--unique-scripts] [--prints]
 
 - Rounds (--rounds, default 3): floor, RGrid, floor, RGrid, …, floor. Each RGrid run is compared
   with the mean of the floor runs just before and just after it, so that the machine's speed
@@ -44,6 +44,10 @@ from _grid import (NOOP, command_line, cpu_report, cpu_seconds_by_role, describe
                    median, pct, utc)
 
 SLOTS = 2
+# The script every run runs: NOOP, or with --prints one that writes a line (its output goes to the
+# API as a log chunk), both in the floor and through RGrid.
+SCRIPT = {"text": NOOP}
+PRINTS = 'print("hello from the script")\n'
 
 
 def sandbox_run(root: Path, i: int, interpreter: str, limits, argv: tuple[str, list[str]] = ("noop.py", []),
@@ -62,7 +66,7 @@ def sandbox_run(root: Path, i: int, interpreter: str, limits, argv: tuple[str, l
     run_root = root / f"ex-{i}-a1"
     workdir = run_root / "work"
     workdir.mkdir(parents=True)
-    (workdir / "noop.py").write_text(NOOP)
+    (workdir / "noop.py").write_text(SCRIPT["text"])
     cmd = sandbox.bwrap_command(workdir, interpreter, argv[0], list(argv[1]))
     env = sandbox.script_env({})
     env.update(RGRID_EXECUTION_ID=f"ex-{i}", RGRID_ATTEMPT="1")
@@ -135,7 +139,8 @@ def rgrid_throughput(g, n: int, submitters: int = 4, warmup: int = 2, unique: bo
     none is held by the grid: each is uploaded, verified and fetched by its worker."""
     api, store = g.api(), g.store_client()
     batch_id = f"tp-{tag}-{os.urandom(4).hex()}"
-    script = (lambda i: f"pass  # {tag} {i}\n") if unique else (lambda i: NOOP)
+    text = SCRIPT["text"]
+    script = (lambda i: f"{text.rstrip()}  # {tag} {i}\n") if unique else (lambda i: text)
     warm = [g.submit(api, store, script_text=script(-1 - k)) for k in range(warmup)]
     g.wait_all(warm, poll=0.2)
     cpu_before = cpu_seconds_by_role()
@@ -192,12 +197,16 @@ def main() -> None:
                     help="RGrid runs, each between two floor runs; the ratio reported is the median (default 3)")
     ap.add_argument("--unique-scripts", action="store_true",
                     help="a different script per execution: every one is uploaded and fetched (no reuse by content)")
+    ap.add_argument("--prints", action="store_true",
+                    help="a script that prints one line instead of the no-op (its log chunk goes to the API)")
     opts = ap.parse_args()
+    if opts.prints:
+        SCRIPT["text"] = PRINTS
     env = dict(kv.split("=", 1) for kv in opts.set)
     if opts.dispatch_interval:
         env["RGRID_DISPATCH_INTERVAL_SECONDS"] = str(opts.dispatch_interval)
 
-    print(f"throughput: {opts.n} no-op executions, RGrid (1 worker, {SLOTS} slots) vs the same sandbox run directly, "
+    print(f"throughput: {opts.n} {'printing' if opts.prints else 'no-op'} executions, RGrid (1 worker, {SLOTS} slots) vs the same sandbox run directly, "
           f"{SLOTS} at a time; {opts.rounds} round(s), each RGrid run between two floor runs")
     print(load_line() + "  [before]", flush=True)
     floors: list[dict] = []
