@@ -57,17 +57,20 @@ class Dispatcher:
         finished runs is one tick), else a safety tick. A tick that fails (the database away) is
         logged and tried again on the next."""
         s = self.settings
-        last = float("-inf")
+        last = last_rung = float("-inf")
         while not stop.is_set():
             interval = s.dispatch_interval_seconds if self.waiting else s.dispatch_idle_interval_seconds
             rung = wake.wait(max(0.0, last + interval - time.monotonic()))
             if stop.is_set():
                 return
             if rung:
-                # Wait out the min gap before clearing: rings meanwhile join this tick.
-                stop.wait(max(0.0, last + s.dispatch_min_gap_seconds - time.monotonic()))
+                # Wait out the min gap since the last rung tick before clearing: rings meanwhile join
+                # this tick. A safety tick just before does not hold a ring back: it is no burst.
+                stop.wait(max(0.0, last_rung + s.dispatch_min_gap_seconds - time.monotonic()))
                 wake.clear()
             last = time.monotonic()
+            if rung:
+                last_rung = last
             try:
                 self.dispatch_tick(full=last - self._last_full >= s.dispatch_interval_seconds)
             except Exception:  # noqa: BLE001 - the loop must outlive a failed tick

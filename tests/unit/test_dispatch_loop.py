@@ -188,3 +188,20 @@ def test_moved_off():
     assert moved_off(W1, RayNode("node-1", False, 2))
     assert moved_off(W1, RayNode("node-9", True, 2))  # restarted under another id
     assert not moved_off(None, W1)
+
+
+def test_a_ring_right_after_a_safety_tick_is_not_held_back_by_the_min_gap():
+    """The min gap joins a burst of rings into one tick; a safety tick is no burst, so the first ring
+    after one ticks at once rather than a min gap (here 30 s) later."""
+    d, wake, stop, thread = looping(settings(dispatch_interval_seconds=60, dispatch_idle_interval_seconds=60,
+                                             dispatch_min_gap_seconds=30), waiting=False)
+    try:  # the loop's first tick was a safety tick, a moment ago
+        wake.set()
+        wait_until(lambda: len(d.ticks) >= 2, 10, "the ring's tick")
+        wake.set()  # a second ring within the min gap of the first waits for it
+        time.sleep(0.5)
+        assert len(d.ticks) == 2
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(5)
