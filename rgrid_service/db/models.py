@@ -129,6 +129,10 @@ class Execution(Base):
         Index("ix_executions_tenant_batch_seq", "tenant_id", "batch_id", "seq"),
         Index("ix_executions_tenant_batch_status_seq", "tenant_id", "batch_id", "status", "seq"),
         Index("ix_executions_status_worker", "status", "worker_id"),
+        # The orchestrator's periodic reads (migration 0010): runs dispatched within the placement
+        # window, per worker; ended runs whose files are still kept, oldest first (retention).
+        Index("ix_executions_dispatched_at_to", "dispatched_at", "dispatched_to"),
+        Index("ix_executions_files_expired_finished", "files_expired_at", "finished_at"),
     )
 
 

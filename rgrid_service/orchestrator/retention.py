@@ -45,7 +45,9 @@ def expire_runs(engine: Engine, store: ObjectStore, retention: timedelta, batch:
             select(Execution.id, Execution.finished_at, Execution.inputs)
             .where(Execution.finished_at <= now - retention, Execution.files_expired_at.is_(None),
                    Execution.status.in_([str(s) for s in TERMINAL]))
-            .order_by(Execution.finished_at).limit(batch)
+            # Both columns: the order of ix_executions_files_expired_finished, read from its start
+            # (files_expired_at is NULL in every row asked for; see migration 0010).
+            .order_by(Execution.files_expired_at, Execution.finished_at).limit(batch)
         ).all()
     done = expired_runs(now, retention, [EndedRun(r.id, r.finished_at) for r in rows])
     inputs = {r.id: r.inputs or [] for r in rows}

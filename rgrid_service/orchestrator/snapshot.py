@@ -139,9 +139,12 @@ def tenant_limits(conn: Connection, pending, default: int) -> tuple[dict[str, in
     limits = {t: n for t in tenants if (n := effective(default, own.get(t))) is not None}
     if not limits:
         return {}, {}
+    # status IN (running, queued) restates what the OR implies: with it both databases read the
+    # tenants' live runs through ix_executions_tenant_status_seq, not each tenant's whole history.
     busy = dict(conn.execute(
         select(Execution.tenant_id, func.count())
-        .where(Execution.tenant_id.in_(list(limits)), or_(Execution.status == RUNNING, pending))
+        .where(Execution.tenant_id.in_(list(limits)), Execution.status.in_((RUNNING, QUEUED)),
+               or_(Execution.status == RUNNING, pending))
         .group_by(Execution.tenant_id)
     ).all())
     return limits, busy
