@@ -326,6 +326,8 @@ def _role(pid: int, cmdline: str, me: int) -> str:
         if needle in cmdline:
             return role
     words = cmdline.split()
+    if not words:  # a process that ended between the two reads of /proc (a zombie has no command line)
+        return "other: (ended)"
     return "other: " + " ".join([os.path.basename(words[0]), *words[1:3]])[:60]
 
 
