@@ -8,7 +8,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 
 from .db.session import write_tx
@@ -58,12 +58,19 @@ def set_scope(engine: Engine, key: str, scope: str) -> bool:
         return conn.execute(update(ApiKey).where(ApiKey.key_hash == hash_key(key)).values(scope=scope)).rowcount == 1
 
 
+_VALID_KEY = select(ApiKey.tenant_id, ApiKey.scope).where(ApiKey.key_hash == bindparam("key_hash"),
+                                                          ApiKey.revoked_at.is_(None))
+
+
 def caller_for_key(engine: Engine, key: str) -> Caller | None:
     """The tenant and scope of a key that is not revoked; None for any other string."""
+    return caller_for_hash(engine, hash_key(key))
+
+
+def caller_for_hash(engine: Engine, key_hash: str) -> Caller | None:
+    """caller_for_key by the key's sha256 (hash_key): the API hashes once for its cache and this."""
     with engine.connect() as conn:
-        row = conn.execute(
-            select(ApiKey.tenant_id, ApiKey.scope).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
-        ).first()
+        row = conn.execute(_VALID_KEY, {"key_hash": key_hash}).first()
     return None if row is None else Caller(row.tenant_id, row.scope)
 
 

@@ -133,6 +133,12 @@ class ServiceSettings(WorkerKnobs):
     follow_max_streams: int = 500
     follow_max_seconds: float = 900.0
 
+    # API keys each API process keeps once verified (api/keycache.py), so repeated reads skip the
+    # key's lookup: a key revoked or rescoped in the database is honoured at most this many seconds
+    # later (0: looked up on every request), and at most this many keys are kept per process.
+    api_key_cache_seconds: float = 5.0
+    api_key_cache_size: int = 10_000
+
     # Per-tenant quotas (policies.quotas); the table tenant_quotas overrides them per tenant
     # (`python -m rgrid_service.admin set-quota`). 0: no limit.
     quota_max_queued_runs: int = 10_000  # uploading + queued

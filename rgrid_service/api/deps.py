@@ -8,14 +8,16 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
 
 from rgrid_core.workerwire import TOKEN_PREFIX
 
-from ..auth import Caller, caller_for_key
+from ..auth import Caller, caller_for_hash, hash_key
 from ..queuebell import Bell
 from ..settings import ServiceSettings
 from ..storage import ObjectStore
 from . import workerapi
+from .keycache import VerifiedKeys
 from .workerapi import TokenWorker
 
 
@@ -49,17 +51,25 @@ NEEDS_OPERATOR = ("This needs an operator API key; tenant keys see only their ow
                   "or create one with `python -m rgrid_service.admin create-key NAME --operator`.")
 
 
-def get_caller(engine: EngineDep,
-               creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> Caller:
-    """The tenant and scope of the request's API key; 401 with a sentence without a valid one."""
+async def get_caller(request: Request, engine: EngineDep,
+                     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> Caller:
+    """The tenant and scope of the request's API key; 401 with a sentence without a valid one.
+    A key this process verified less than api_key_cache_seconds ago is not looked up again
+    (keycache.py); a lookup goes to the thread pool, the rest stays on the event loop."""
     if creds is None or not creds.credentials:
         raise HTTPException(401, "An API key is required: send 'Authorization: Bearer <key>' (the CLI reads it from RGRID_API_KEY).")
     if creds.credentials.startswith(TOKEN_PREFIX):
         raise HTTPException(401, "That is a worker token; it is good for the worker API (/v1/worker) only. "
                                  "Send an API key (RGRID_API_KEY) instead.")
-    found = caller_for_key(engine, creds.credentials)
+    verified: VerifiedKeys = request.app.state.verified_keys
+    key_hash = hash_key(creds.credentials)
+    found = verified.get(key_hash)
     if found is None:
-        raise HTTPException(401, "That API key is not valid. Check RGRID_API_KEY or ask for a new key.")
+        read_began_at = verified.now()
+        found = await run_in_threadpool(caller_for_hash, engine, key_hash)
+        if found is None:
+            raise HTTPException(401, "That API key is not valid. Check RGRID_API_KEY or ask for a new key.")
+        verified.remember(key_hash, found, read_began_at)
     return found
 
 
