@@ -138,6 +138,10 @@ class ServiceSettings(WorkerKnobs):
     # later (0: looked up on every request), and at most this many keys are kept per process.
     api_key_cache_seconds: float = 5.0
     api_key_cache_size: int = 10_000
+    # API processes `python -m rgrid_service.api` starts (the local grid runs one), and the folder
+    # where they keep their Prometheus figures for each other (None: one made per start).
+    api_workers: int = 1
+    api_metrics_dir: str | None = None
 
     # Per-tenant quotas (policies.quotas); the table tenant_quotas overrides them per tenant
     # (`python -m rgrid_service.admin set-quota`). 0: no limit.

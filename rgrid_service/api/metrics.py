@@ -4,16 +4,23 @@ Every figure is an indexed count, never a scan of history: runs per live status 
 queued, running: range counts of the index on executions.status, as small as the queue), and
 workers per state (the workers table holds one row per server ever made). How many runs ended,
 and how long they took, the orchestrator counts as they happen (orchestrator/metrics.py).
+
+Of the API itself: how long requests waited for a database connection (db/poolwait.py). With
+several API processes (PROMETHEUS_MULTIPROC_DIR set, api/__main__.py) each writes its figures to
+that folder and a scrape, whichever process answers it, adds up every process's.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from rgrid_core.states import ExecutionStatus, WorkerState
 
+from ..db import poolwait
 from ..db.models import Execution, Worker
 
 LIVE = (ExecutionStatus.UPLOADING, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
@@ -46,6 +53,11 @@ class GridState:
 def registry_for(engine: Engine) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GridState(engine))
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)  # every API process's figures, added up
+    else:
+        registry.register(poolwait.POOL_WAIT)
+        registry.register(poolwait.POOL_WAIT_MAX)
     return registry
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
+from .poolwait import TimedQueuePool
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -18,7 +20,7 @@ def make_engine(url: str) -> Engine:
         # (5 + 10 overflow) a loaded API opened and closed a connection (and ran its pragmas) for
         # most requests. SQLite connections are cheap to keep.
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
-                               pool_size=40, max_overflow=10)
+                               poolclass=TimedQueuePool, pool_size=40, max_overflow=10)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -47,6 +49,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
+        poolclass=TimedQueuePool,  # the wait for a connection is a metric (poolwait.py)
         pool_size=10,
         max_overflow=20,
         connect_args={"options": "-c timezone=UTC"},

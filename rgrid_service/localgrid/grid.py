@@ -178,9 +178,9 @@ def start_process_workers(home: Path, settings: ServiceSettings, n: int, on_step
 def start_api(state: GridState, env: dict[str, str]) -> None:
     port = state.api_url.rsplit(":", 1)[1]
     state.pids["api"] = spawn(
-        [sys.executable, "-m", "uvicorn", "rgrid_service.api.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", port, "--log-level", "warning",
-         "--loop", "uvloop", "--http", "httptools"],
+        # One process, whatever RGRID_API_WORKERS says: a local grid serves one user.
+        [sys.executable, "-m", "rgrid_service.api", "--workers", "1",
+         "--host", "127.0.0.1", "--port", port, "--log-level", "warning"],
         logs_dir(Path(state.home)) / "api.log", env=control_plane_env(state, env),
     )
     state.save()

@@ -79,6 +79,7 @@ class ControlPlaneConfig:
     image: str = "debian-12"
     volume_gb: int = 20
     api_port: int = 8000
+    api_workers: int = 2  # API processes (RGRID_API_WORKERS); each has its own database pool
     s3_port: int = 8333
     ray_port: int = 6379
     worker_server_type: str = "cx23"
@@ -120,6 +121,7 @@ class ControlPlaneConfig:
             image=cfg.get("image") or d["image"].default,
             volume_gb=cfg.get_int("volumeSize") or d["volume_gb"].default,
             api_port=cfg.get_int("apiPort") or d["api_port"].default,
+            api_workers=cfg.get_int("apiWorkers") or d["api_workers"].default,
             worker_server_type=cfg.get("workerServerType") or d["worker_server_type"].default,
             worker_image=cfg.get("workerImage") or d["worker_image"].default,
             max_workers=d["max_workers"].default if cfg.get_int("maxWorkers") is None else cfg.get_int("maxWorkers"),
@@ -159,6 +161,7 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         "RGRID_PRIVATE_IP": PRIVATE_IP,
         "RGRID_API_PORT": str(config.api_port),  # nginx: the bucket's paths to the store, the rest to the API
         "RGRID_API_INTERNAL_PORT": str(API_INTERNAL_PORT),
+        "RGRID_API_WORKERS": str(config.api_workers),
         "RGRID_S3_BUCKET": "rgrid",
         "RGRID_S3_PORT": str(config.s3_port),
         "RGRID_RAY_PORT": str(config.ray_port),

@@ -169,6 +169,8 @@ def test_transfers_share_the_public_port_with_the_api():
     env = _env(files[SERVICE_ENV])
     api_unit = files["/etc/systemd/system/rgrid-api.service"]
     assert "--host 127.0.0.1 --port ${RGRID_API_INTERNAL_PORT}" in api_unit and env["RGRID_API_INTERNAL_PORT"] == "8001"
+    # Several API processes (python -m rgrid_service.api reads RGRID_API_WORKERS).
+    assert "python -m rgrid_service.api " in api_unit and env["RGRID_API_WORKERS"] == "2"
     setup = files["/usr/local/sbin/rgrid-control-plane-setup"]
     assert "location /$RGRID_S3_BUCKET/" in setup and "proxy_pass http://$RGRID_PRIVATE_IP:$RGRID_S3_PORT;" in setup
     assert "proxy_set_header Host \\$http_host;" in setup
