@@ -75,3 +75,25 @@ def same_stack_app() -> FastAPI:
                 "next_after": rows[-1].id if rows else after, "status": ex.status}
 
     return app
+
+
+def counted_rgrid_app() -> FastAPI:
+    """RGrid's API with a count of the SQL statements its engine runs, at GET /bench/statements
+    (for the follow benchmark: the database reads its followers cause). The count is one integer
+    bumped per statement by SQLAlchemy's before_cursor_execute event."""
+    from sqlalchemy import event
+
+    from rgrid_service.api.app import create_app
+
+    app = create_app()
+    count = [0]
+
+    @event.listens_for(app.state.engine, "before_cursor_execute")
+    def _count(*_args):
+        count[0] += 1
+
+    @app.get("/bench/statements", include_in_schema=False)
+    async def statements():
+        return {"statements": count[0]}
+
+    return app
