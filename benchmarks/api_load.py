@@ -26,7 +26,7 @@ load: RGrid alone in --load-workers processes (production's RGRID_API_WORKERS), 
 -c<load-connections> -d<load-seconds>` on each read, a fresh server per read: errors, p50/p99, and
 from the API's own /metrics (operator key) the wait for a database connection during the run
 (rgrid_db_pool_wait_seconds: p99 as the histogram bucket it falls in, mean) and its largest since
-the server started (rgrid_db_pool_wait_max_seconds; a 3 s warm-up included).
+the server started (rgrid_db_pool_wait_max_seconds; a 5 s warm-up at -c64 included).
 
 follow: RGrid in one process (benchmarks._apiapps.counted_rgrid_app: the API plus a count of its
 SQL statements), N concurrent SSE followers of N running runs (no new output: what a follower
@@ -155,7 +155,9 @@ def wrk(url: str, key: str, seconds: int, connections: int, threads: int) -> dic
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-H",
                           f"Authorization: Bearer {key}", url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", out, re.M))
+    if set(lat) != {"50", "99"}:
+        raise SystemExit(f"wrk's output has no latency distribution:\n{out}")
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)$", out, re.M)
@@ -255,7 +257,7 @@ def load(opts, fx: dict, env: dict, home: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         proc = serve(rgrid_command(opts.load_workers), port, env, home / "rgrid-load.log")
         try:
-            wrk(base + path, fx["key"], 3, opts.load_connections, opts.threads)  # warm: every process, its pool
+            wrk(base + path, fx["key"], 5, 64, opts.threads)  # warm: every process, its pool
             before = scrape(base, fx["operator_key"])
             res = wrk(base + path, fx["key"], opts.load_seconds, opts.load_connections, opts.threads)
             wait = pool_wait_between(before, scrape(base, fx["operator_key"]))
@@ -342,7 +344,7 @@ def follow(opts, fx: dict, env: dict, home: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=("compare", "load", "follow", "all"), default="compare")
+    ap.add_argument("--mode", default="compare", help="compare, load, follow, several comma-separated, or all")
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
@@ -362,7 +364,9 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="rgb-api-", dir="/tmp"))
     try:
         url = f"sqlite:///{home / 'rgrid.db'}"
-        modes = ("compare", "load", "follow") if opts.mode == "all" else (opts.mode,)
+        modes = ("compare", "load", "follow") if opts.mode == "all" else tuple(opts.mode.split(","))
+        if not set(modes) <= {"compare", "load", "follow"}:
+            raise SystemExit(f"--mode is compare, load, follow (several comma-separated) or all, not {opts.mode!r}.")
         fx = fill(url, opts.runs, max(opts.followers) if "follow" in modes else 0)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RGRID_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(RGRID_DATABASE_URL=url, RGRID_S3_ENDPOINT="127.0.0.1:1", RGRID_S3_ACCESS_KEY="x",
