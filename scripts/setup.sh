@@ -22,6 +22,10 @@ if [ $TESTS = 1 ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
   command -v cloud-init >/dev/null 2>&1 || need_apt+=(cloud-init)
   command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+  # The Docker runtime's tests: an engine and a registry they start themselves, images built by mmdebstrap.
+  command -v dockerd >/dev/null 2>&1 || need_apt+=(docker.io)
+  command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+  command -v mmdebstrap >/dev/null 2>&1 || need_apt+=(mmdebstrap)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
@@ -38,6 +42,11 @@ if [ $TESTS = 1 ]; then
   # The real Pulumi engine and hcloud plugin: a pulumi on PATH if new enough, else a cached build.
   engine_dir=$(scripts/pulumi-engine.sh ensure | tail -n 1)
   echo "Pulumi engine: $engine_dir/pulumi"
+  # The runtime catalogue's images, from Debian's packages into the registry kept under
+  # ~/.cache/rgrid/registry: only an image whose recipe changed is built (a private dockerd, needs root).
+  if [ "$(id -u)" -eq 0 ]; then
+    .venv/bin/python -m rgrid_service.images
+  fi
 else
   .venv/bin/python -m pip install -q -e '.[service]'
 fi
