@@ -59,8 +59,9 @@ def image_changes(runtime: Runtime) -> list[str]:
         "ENV PATH=/usr/local/bin:/usr/bin:/bin",
         "ENV LANG=C.UTF-8",
         "WORKDIR /work",
+        # The recipe itself is the tag's hash: a JSON label would lose its quotes to docker
+        # import's Dockerfile parsing (seen: {command:[python3],...}).
         f"LABEL org.rgrid.runtime={runtime.name}",
-        f"LABEL org.rgrid.recipe={json.dumps(runtime.recipe(), sort_keys=True, separators=(',', ':'))}",
         f"CMD {json.dumps(list(runtime.command))}",
     ]
 
