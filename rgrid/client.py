@@ -67,8 +67,9 @@ class Client:
         return retrying(lambda: self.send("GET", path, params=params), seconds=self.retry_seconds,
                         when=_transient)
 
-    def post(self, path: str, json=None):
-        return self.request("POST", path, json=json)
+    def post(self, path: str, json=None, timeout: float | None = None):
+        """A POST, never retried; `timeout` (seconds) bounds each phase of it instead of the client's."""
+        return self.request("POST", path, json=json, **({"timeout": timeout} if timeout is not None else {}))
 
     def events(self, path: str, **params):
         """Follow a Server-Sent Events stream of the API (GET /v1/executions/{id}/follow and the

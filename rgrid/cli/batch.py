@@ -18,7 +18,7 @@ from rgrid_core.states import ExecutionStatus as S
 from . import connect
 from .connect import call
 from .fetch import fetch_outputs
-from .follow import cancel_or_detach
+from .follow import CANCEL_TIMEOUT, cancel_or_detach
 from .output import err, error, eur, fail, note, out, plural, say, warn
 from .run import collect_inputs
 
@@ -54,10 +54,10 @@ def counts_line(counts: dict[str, int], total: int) -> str:
             + f" ({total} execution{'s' if total != 1 else ''})")
 
 
-def cancel_batch(c, batch_id: str) -> dict:
+def cancel_batch(c, batch_id: str, timeout: float | None = None) -> dict:
     """Cancel every unfinished execution of a batch in one request: {"canceled": n, "counts", "total", …}.
     Raises ApiError (404 with a sentence when the batch is not this key's)."""
-    return c.post(f"/v1/batches/{batch_id}/cancel")
+    return c.post(f"/v1/batches/{batch_id}/cancel", timeout=timeout)
 
 
 def check_pattern(pattern: str, script: str, args: list[str]) -> None:
@@ -251,12 +251,13 @@ def follow_batch(c, batch_id: str, total: int) -> list[dict]:
             return batch_executions(c, batch_id)
     except KeyboardInterrupt:
         def cancel() -> str:
-            n = call(cancel_batch, c, batch_id)["canceled"]
+            n = cancel_batch(c, batch_id, timeout=CANCEL_TIMEOUT)["canceled"]
             return f"Canceled {n} unfinished execution(s) of batch {batch_id}."
 
         cancel_or_detach("Cancel the batch's unfinished executions (c) or detach and leave them running (d)?",
                          cancel, f"Detached. Follow it with `rgrid status --batch {batch_id}`; "
-                         f"`rgrid cancel {batch_id}` cancels it.")
+                         f"`rgrid cancel {batch_id}` cancels it.",
+                         f"Batch {batch_id} may still run: cancel it with `rgrid cancel {batch_id}`.")
 
 
 def show_progress(c, batch_id: str, show) -> None:

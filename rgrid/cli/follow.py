@@ -11,7 +11,7 @@ from rgrid_core.constants import EXIT_CANCELED, EXIT_TIMED_OUT
 from rgrid_core.states import ExecutionStatus as S
 
 from .connect import call
-from .output import error, say
+from .output import error, fail, say
 
 
 def exit_code_for(ex: dict) -> int:
@@ -89,10 +89,19 @@ def follow(c, execution_id: str, on_interrupt: Callable[[], NoReturn], show_wait
     return ex
 
 
-def cancel_or_detach(question: str, cancel: Callable[[], str], detached: str) -> NoReturn:
+# How long each step of the cancel request after Ctrl-C (connect, send, answer) may take: the user asked
+# to get out, so a slow or unreachable API must not keep them (the client's usual bound is 30 s a step).
+CANCEL_TIMEOUT = 10.0
+
+
+def cancel_or_detach(question: str, cancel: Callable[[], str], detached: str, not_canceled: str) -> NoReturn:
     """Ctrl-C while following a run or a batch. On a terminal, ask `question` (c: cancel, the
     default; d: detach); otherwise cancel. Cancelling prints what cancel() returns and exits 130;
-    detaching prints `detached` and exits 0."""
+    detaching prints `detached` and exits 0. A cancel that fails (an ApiError, e.g. the API did not
+    answer within CANCEL_TIMEOUT) or is interrupted by another Ctrl-C exits 1 at once with its
+    reason and `not_canceled` (what may still run, and how to cancel it)."""
+    from ..client import ApiError
+
     choice = "c"
     if sys.stdin.isatty():
         try:
@@ -102,7 +111,13 @@ def cancel_or_detach(question: str, cancel: Callable[[], str], detached: str) ->
     if choice.strip().lower().startswith("d"):
         say(detached)
         raise typer.Exit(0)
-    say(cancel())
+    try:
+        said = cancel()
+    except ApiError as e:
+        fail(f"Could not cancel: {e} {not_canceled}")
+    except KeyboardInterrupt:
+        fail(f"Stopped before the cancel was confirmed. {not_canceled}")
+    say(said)
     raise typer.Exit(EXIT_CANCELED)
 
 

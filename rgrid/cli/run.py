@@ -15,7 +15,7 @@ from rgrid_core.states import WITH_OUTPUTS
 from . import connect
 from .connect import call
 from .fetch import fetch_outputs
-from .follow import cancel_or_detach, exit_code_for, follow
+from .follow import CANCEL_TIMEOUT, cancel_or_detach, exit_code_for, follow
 from .output import fail, note, out, warn
 
 MAX_PARALLEL = 10000
@@ -206,12 +206,13 @@ def run(
     note(f"Execution {ex_id} queued.")
 
     def cancel() -> str:
-        call(c.post, f"/v1/executions/{ex_id}/cancel")
+        c.post(f"/v1/executions/{ex_id}/cancel", timeout=CANCEL_TIMEOUT)
         return f"Canceled {ex_id}."
 
     final = follow(c, ex_id, on_interrupt=lambda: cancel_or_detach(
         "Cancel the execution (c) or detach and leave it running (d)?", cancel,
-        f"Detached. Follow it again with `rgrid logs -f {ex_id}`."), show_waiting=True)
+        f"Detached. Follow it again with `rgrid logs -f {ex_id}`.",
+        f"{ex_id} may still run: cancel it with `rgrid cancel {ex_id}`."), show_waiting=True)
     failures: list = []
     if not no_download and final["status"] in WITH_OUTPUTS:
         fetch_outputs(c, ex_id, output_dir or Path("rgrid-outputs") / ex_id, quiet=False, failures=failures)

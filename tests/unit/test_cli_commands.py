@@ -35,6 +35,7 @@ class FakeApi:
     def __init__(self, routes: dict):
         self.routes = routes
         self.calls: list[tuple[str, str, dict | None]] = []
+        self.timeouts: list[float | None] = []  # each POST's own timeout (None: the client's)
 
     def answer(self, method: str, path: str, data):
         self.calls.append((method, path, data))
@@ -57,7 +58,8 @@ class FakeApi:
         value = self.get(path, **params)
         return value if isinstance(value, tuple) else (value, None)
 
-    def post(self, path: str, json=None):
+    def post(self, path: str, json=None, timeout: float | None = None):
+        self.timeouts.append(timeout)
         return self.answer("POST", path, json)
 
     def events(self, path: str, **params):
@@ -206,6 +208,60 @@ def test_ctrl_c_while_following_a_batch_cancels_it_in_one_request(api, monkeypat
     assert api.called("POST", "/v1/batches/b-0123456789/cancel") == 1
     assert not [c for c in api.calls if c[1].startswith("/v1/executions")]
     assert "Canceled 3 unfinished execution(s) of batch b-0123456789." in text(capsys.readouterr().err)
+
+
+def test_the_cancel_after_ctrl_c_is_bounded_and_a_failed_one_says_how_to_cancel(api, monkeypatch, capsys):
+    """Ctrl-C must get the user out promptly: the cancel request has its own short timeout, and one
+    that fails (the API too slow or away) exits 1 at once with the way to cancel later."""
+    from rgrid.cli.follow import CANCEL_TIMEOUT
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    api.routes[("EVENTS", "/v1/batches/b-0123456789/follow")] = KeyboardInterrupt()
+    api.routes[("POST", "/v1/batches/b-0123456789/cancel")] = ApiError(
+        "Cannot reach the RGrid API at http://api.test (ReadTimeout).")
+    with pytest.raises(Exception) as info:
+        follow_batch(api, "b-0123456789", 5)
+    assert getattr(info.value, "exit_code", None) == 1
+    assert api.timeouts == [CANCEL_TIMEOUT] and CANCEL_TIMEOUT <= 10
+    said = text(capsys.readouterr().err)
+    assert "Could not cancel: Cannot reach the RGrid API" in said
+    assert "Batch b-0123456789 may still run: cancel it with `rgrid cancel b-0123456789`." in said
+
+
+def test_a_second_ctrl_c_during_the_cancel_exits_at_once_with_how_to_cancel(monkeypatch, capsys):
+    from rgrid.cli.follow import cancel_or_detach
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+
+    def cancel() -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(Exception) as info:
+        cancel_or_detach("?", cancel, "Detached.", "ex-1 may still run: cancel it with `rgrid cancel ex-1`.")
+    assert getattr(info.value, "exit_code", None) == 1
+    said = text(capsys.readouterr().err)
+    assert "Stopped before the cancel was confirmed. ex-1 may still run: cancel it with `rgrid cancel ex-1`." in said
+
+
+def test_the_cancel_of_rgrid_run_after_ctrl_c_carries_its_short_timeout(monkeypatch):
+    """Through the real Client: the POST's timeout is CANCEL_TIMEOUT, not the client's 30 s."""
+    import httpx
+
+    from rgrid.cli.follow import CANCEL_TIMEOUT
+    from rgrid.client import Client
+
+    seen = {}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.extensions["timeout"]
+        return httpx.Response(200, json={"id": "ex-1", "status": "canceled"})
+
+    c = Client("http://api.test", "key")
+    c.http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(handle), timeout=30)
+    c.post("/v1/executions/ex-1/cancel", timeout=CANCEL_TIMEOUT)
+    c.post("/v1/executions/ex-1/submit")
+    assert seen["/v1/executions/ex-1/cancel"] == {k: CANCEL_TIMEOUT for k in ("connect", "read", "write", "pool")}
+    assert seen["/v1/executions/ex-1/submit"]["read"] == 30
 
 
 def test_a_batch_is_followed_over_its_stream_and_its_rows_read_once_at_the_end(api, capsys):
