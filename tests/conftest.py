@@ -80,9 +80,10 @@ class Grid:
         )
 
     def submit(self, script_text: str, args: list[str] | None = None, name: str = "job.py",
-               extra_inputs: dict[str, bytes] | None = None, **fields) -> str:
+               extra_inputs: dict[str, bytes] | None = None, queue: bool = True, **fields) -> str:
         """Queue an execution straight through the API (no CLI start-up per job): create,
-        upload each input through its presigned URL, submit. Returns the execution id."""
+        upload each input through its presigned URL, submit (unless not `queue`: the caller
+        submits it). Returns the execution id."""
         import hashlib
 
         files = {name: script_text.encode(), **(extra_inputs or {})}
@@ -95,9 +96,16 @@ class Grid:
             body = created.json()
             for upload in body["uploads"]:
                 assert httpx.put(upload["url"], content=files[upload["name"]]).status_code == 200
-            submitted = api.post(f"/v1/executions/{body['id']}/submit")
-            assert submitted.status_code == 200, submitted.text
+        if queue:
+            self.queue(body["id"])
         return body["id"]
+
+    def queue(self, *ids: str) -> None:
+        """Submit executions created with submit(queue=False), back to back."""
+        with self.api() as api:
+            for some_id in ids:
+                submitted = api.post(f"/v1/executions/{some_id}/submit")
+                assert submitted.status_code == 200, submitted.text
 
     def wait_all(self, ids: list[str], timeout: float = 300) -> dict[str, dict]:
         """Poll until every execution is terminal; returns id -> execution."""
@@ -116,6 +124,35 @@ class Grid:
                 time.sleep(0.3)
         return done
 
+    def unfinished(self, script: str | None = None) -> list[str]:
+        """Ids of the executions queued or running on this grid (those of one script name only,
+        if given): the session grid is shared, so a test can see what others left."""
+        from sqlalchemy import select
+
+        from rgrid_service.db.models import Execution
+
+        query = select(Execution.id).where(Execution.status.in_(["queued", "running"]))
+        if script is not None:
+            query = query.where(Execution.script == script)
+        with self.engine().connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def cancel(self, *ids: str) -> None:
+        """Cancel executions or batches (b-…) a test started, finished or not: a test that fails
+        must not leave its runs on the shared grid for the tests after it."""
+        with self.api() as api:
+            for some_id in ids:
+                kind = "batches" if some_id.startswith("b-") else "executions"
+                api.post(f"/v1/{kind}/{some_id}/cancel")  # 409 once it has ended: nothing to do
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Until nothing is queued or running on the grid: a test about placement needs every
+        worker equally free, whatever the tests before it left."""
+        try:
+            wait_until(lambda: not self.unfinished(), timeout, "an idle grid", step=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: still unfinished {self.unfinished()}") from None
+
     def engine(self):
         from rgrid_service.db.session import engine_for
 
@@ -128,6 +165,32 @@ class Grid:
         elif key:
             headers["Authorization"] = f"Bearer {key}"
         return httpx.Client(base_url=self.state.api_url, headers=headers, timeout=30)
+
+
+def interrupt(proc: subprocess.Popen, grid: Grid, timeout: float = 60) -> tuple[bytes, bytes]:
+    """Ctrl-C (SIGINT) to a CLI started with FAULTHANDLER in its environment; its (stdout, stderr)
+    once it has exited. One that has not exited within `timeout` is made to print where each of its
+    threads is (SIGABRT: faulthandler), then killed, and the test fails with that and the API's log."""
+    import signal
+
+    from rgrid_service.localgrid.layout import logs_dir
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        api_log = (logs_dir(grid.home) / "api.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"the CLI did not exit within {timeout:.0f} s of Ctrl-C; its stderr and stacks:\n"
+                             f"{err.decode(errors='replace')[-6000:]}\n---- api.log\n{api_log}") from None
+
+
+FAULTHANDLER = {"PYTHONFAULTHANDLER": "1"}  # a CLI that hangs can then be asked where (interrupt())
 
 
 def wait_for_active_workers(grid: Grid, n: int, timeout: float = 120) -> None:

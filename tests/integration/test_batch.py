@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 from datetime import datetime
@@ -219,13 +218,15 @@ def test_detach_then_status_and_status_argument_rules(grid, tmp_path):
 
 @pytest.mark.grid
 def test_ctrl_c_in_a_non_interactive_terminal_cancels_the_batch(grid, tmp_path):
-    from tests.conftest import RGRID
+    from tests.conftest import FAULTHANDLER, RGRID, interrupt
 
     write(tmp_path / "long.py", "import time\ntime.sleep(120)\n")
     for n in range(3):
         write(tmp_path / f"in/{n}.txt", str(n))
     proc = subprocess.Popen([RGRID, "run", "--batch", "in/*.txt", "--parallel", "2", "long.py"], cwd=tmp_path,
-                            env=grid.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env={**grid.env, **FAULTHANDLER}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    batch = None
     try:
         seen = b""
         while b"queued" not in seen:  # every execution is queued: now it follows the batch
@@ -243,22 +244,24 @@ def test_ctrl_c_in_a_non_interactive_terminal_cancels_the_batch(grid, tmp_path):
                 time.sleep(0.2)
         # --parallel 2 holds the third back while two run.
         assert len(rows) == 3 and sorted(e["status"] for e in rows) == ["queued", "running", "running"]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = interrupt(proc, grid)
+        assert proc.returncode == 130, err.decode()
+        assert f"Canceled 3 unfinished execution(s) of batch {batch}" in text(err)
+        deadline = time.monotonic() + 30
+        with grid.api() as api:
+            while True:
+                rows = api.get("/v1/executions", params={"batch": batch, "limit": 10}).json()
+                if all(e["status"] in TERMINAL for e in rows):
+                    break
+                assert time.monotonic() < deadline, rows
+                time.sleep(0.2)
+        assert len(rows) == 3 and {e["status"] for e in rows} == {"canceled"}
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err.decode()
-    assert f"Canceled 3 unfinished execution(s) of batch {batch}" in text(err)
-    deadline = time.monotonic() + 30
-    with grid.api() as api:
-        while True:
-            rows = api.get("/v1/executions", params={"batch": batch, "limit": 10}).json()
-            if all(e["status"] in TERMINAL for e in rows):
-                break
-            assert time.monotonic() < deadline, rows
-            time.sleep(0.2)
-    assert len(rows) == 3 and {e["status"] for e in rows} == {"canceled"}
+            proc.communicate()
+        if batch is not None:
+            grid.cancel(batch)  # its two-minute runs must not outlive a failure here
 
 
 @pytest.mark.grid
@@ -269,22 +272,26 @@ def test_cancel_a_batch_in_one_request(grid, tmp_path):
     r = grid.rgrid("run", "--detach", "--batch", "in/*.txt", "--parallel", "1", "long.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     batch = r.stdout.decode().strip()
-    deadline = time.monotonic() + 60
-    with grid.api() as api:
-        while not any(e["status"] == "running" for e in api.get("/v1/executions", params={"batch": batch}).json()):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-    c = grid.rgrid("cancel", batch)
-    assert c.returncode == 0, c.stderr.decode()
-    assert f"{batch}: canceled 3 unfinished execution(s)" in text(c.stdout)
-    deadline = time.monotonic() + 30
-    while True:
-        status = json.loads(grid.rgrid("status", "--batch", batch, "--json").stdout)
-        if status["counts"] == {"canceled": 3}:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(0.3)
-    again = grid.rgrid("cancel", batch)  # nothing left to cancel
-    assert again.returncode == 0 and f"{batch}: canceled 0 unfinished execution(s)" in text(again.stdout)
-    unknown = grid.rgrid("cancel", "b-0000000000")
-    assert unknown.returncode == 1 and "b-0000000000" in text(unknown.stderr) and "Traceback" not in text(unknown.stderr)
+    try:
+        deadline = time.monotonic() + 60
+        with grid.api() as api:
+            while not any(e["status"] == "running" for e in api.get("/v1/executions", params={"batch": batch}).json()):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        c = grid.rgrid("cancel", batch)
+        assert c.returncode == 0, c.stderr.decode()
+        assert f"{batch}: canceled 3 unfinished execution(s)" in text(c.stdout)
+        deadline = time.monotonic() + 30
+        while True:
+            status = json.loads(grid.rgrid("status", "--batch", batch, "--json").stdout)
+            if status["counts"] == {"canceled": 3}:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        again = grid.rgrid("cancel", batch)  # nothing left to cancel
+        assert again.returncode == 0 and f"{batch}: canceled 0 unfinished execution(s)" in text(again.stdout)
+        unknown = grid.rgrid("cancel", "b-0000000000")
+        assert unknown.returncode == 1 and "b-0000000000" in text(unknown.stderr)
+        assert "Traceback" not in text(unknown.stderr)
+    finally:
+        grid.cancel(batch)  # its two-minute runs must not outlive a failure here

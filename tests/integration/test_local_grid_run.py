@@ -215,20 +215,26 @@ def test_download_while_running_says_so_and_logs_follow_exits_like_run(grid, tmp
 
 
 def test_cancel_running_execution(grid, tmp_path):
-    write(tmp_path / "long.py", "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
-    ex_id = grid.rgrid("run", "--detach", "long.py", cwd=tmp_path).stdout.decode().strip()
-    deadline = time.monotonic() + 60
-    with grid.api() as api:
-        while api.get(f"/v1/executions/{ex_id}").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-    r = grid.rgrid("cancel", ex_id)
-    assert r.returncode == 0 and b"canceled" in r.stdout
-    ex = wait_terminal(grid, ex_id)
-    assert ex["status"] == "canceled"
-    # The sandbox was killed: no sleeping script is left on the machine.
-    time.sleep(1.5)
-    assert not any(b"long.py" in c and b"bwrap" not in c and b"rgrid" not in c for c in command_lines())
+    # A name no other run has (the machine may hold other tests' and other grids' scripts).
+    script = f"long_{os.urandom(4).hex()}.py"
+    write(tmp_path / script, "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
+    ex_id = grid.rgrid("run", "--detach", script, cwd=tmp_path).stdout.decode().strip()
+    try:
+        deadline = time.monotonic() + 60
+        with grid.api() as api:
+            while api.get(f"/v1/executions/{ex_id}").json()["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        r = grid.rgrid("cancel", ex_id)
+        assert r.returncode == 0 and b"canceled" in r.stdout
+        ex = wait_terminal(grid, ex_id)
+        assert ex["status"] == "canceled"
+        # The sandbox was killed: this script sleeps nowhere on the machine any more.
+        time.sleep(1.5)
+        left = [c for c in command_lines() if script.encode() in c and b"bwrap" not in c and b"rgrid" not in c]
+        assert not left, left
+    finally:
+        grid.cancel(ex_id)
 
 
 def test_non_utf8_output_and_huge_output_are_kept_bounded(grid, tmp_path):
@@ -326,21 +332,26 @@ def test_presigned_urls_are_really_checked(grid, tmp_path):
 
 
 def test_ctrl_c_in_a_non_interactive_terminal_cancels(grid, tmp_path):
-    import signal
     import subprocess
 
-    from tests.conftest import RGRID
+    from tests.conftest import FAULTHANDLER, RGRID, interrupt
 
-    write(tmp_path / "long.py", "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
-    proc = subprocess.Popen([RGRID, "run", "long.py"], cwd=tmp_path, env=grid.env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout.readline() == b"working\n"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err.decode()
-    assert b"Canceled ex-" in err
-    ex_id = err.decode().split("Canceled ")[1].split(".")[0]
-    assert wait_terminal(grid, ex_id)["status"] == "canceled"
+    script = f"long_{os.urandom(4).hex()}.py"
+    write(tmp_path / script, "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([RGRID, "run", script], cwd=tmp_path, env={**grid.env, **FAULTHANDLER},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"working\n"
+        _, err = interrupt(proc, grid)
+        assert proc.returncode == 130, err.decode()
+        assert b"Canceled ex-" in err
+        ex_id = err.decode().split("Canceled ")[1].split(".")[0]
+        assert wait_terminal(grid, ex_id)["status"] == "canceled"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        grid.cancel(*grid.unfinished(script))  # its two-minute run must not outlive a failure here
 
 
 def test_download_refuses_output_names_that_escape(grid, tmp_path):
