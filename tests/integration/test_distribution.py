@@ -136,30 +136,31 @@ def test_a_run_handed_ahead_to_a_busy_worker_moves_to_a_freed_slot(grid):
     free elsewhere, the orchestrator moves them there (without this they waited for the long
     runs, or for redispatch_after_seconds, 60 s here)."""
     status = lambda ids: {i: grid.api().get(f"/v1/executions/{i}").json() for i in ids}  # noqa: E731
+    grid.wait_idle(timeout=120)  # every slot free for the long runs, whatever earlier tests left
     long_ids = [grid.submit(SLEEPER, ["120"]) for _ in range(6)]  # 3 workers x 2 slots
-    deadline = time.monotonic() + 60
-    while not all(ex["status"] == "running" for ex in status(long_ids).values()):
-        assert time.monotonic() < deadline, status(long_ids)
-        time.sleep(0.3)
-    short_ids = [grid.submit(SLEEPER, ["0.1"]) for _ in range(3)]
-    time.sleep(1.0)  # handed ahead to the full workers, waiting there
-    with grid.engine().connect() as conn:
-        from sqlalchemy import select
-
-        from rgrid_service.db.models import Execution
-
-        placed = dict(conn.execute(select(Execution.id, Execution.dispatched_to)
-                                   .where(Execution.id.in_(short_ids))).all())
-    assert all(placed.values()) and all(ex["status"] == "queued" for ex in status(short_ids).values())
-    # Free both slots of one worker; the other four long runs keep theirs.
-    by_worker: dict[str, list[str]] = {}
-    for i, ex in status(long_ids).items():
-        by_worker.setdefault(ex["worker_id"], []).append(i)
-    freed = sorted(by_worker)[0]
-    with grid.api() as api:
-        for i in by_worker[freed]:
-            api.post(f"/v1/executions/{i}/cancel")
     try:
+        deadline = time.monotonic() + 60
+        while not all(ex["status"] == "running" for ex in status(long_ids).values()):
+            assert time.monotonic() < deadline, status(long_ids)
+            time.sleep(0.3)
+        short_ids = [grid.submit(SLEEPER, ["0.1"]) for _ in range(3)]
+        time.sleep(1.0)  # handed ahead to the full workers, waiting there
+        with grid.engine().connect() as conn:
+            from sqlalchemy import select
+
+            from rgrid_service.db.models import Execution
+
+            placed = dict(conn.execute(select(Execution.id, Execution.dispatched_to)
+                                       .where(Execution.id.in_(short_ids))).all())
+        assert all(placed.values()) and all(ex["status"] == "queued" for ex in status(short_ids).values())
+        # Free both slots of one worker; the other four long runs keep theirs.
+        by_worker: dict[str, list[str]] = {}
+        for i, ex in status(long_ids).items():
+            by_worker.setdefault(ex["worker_id"], []).append(i)
+        freed = sorted(by_worker)[0]
+        with grid.api() as api:
+            for i in by_worker[freed]:
+                api.post(f"/v1/executions/{i}/cancel")
         done = grid.wait_all(short_ids, timeout=30)
         assert {ex["status"] for ex in done.values()} == {"succeeded"}
         assert {ex["worker_id"] for ex in done.values()} == {freed}
