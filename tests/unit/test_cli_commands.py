@@ -243,8 +243,29 @@ def test_a_second_ctrl_c_during_the_cancel_exits_at_once_with_how_to_cancel(monk
     assert "Stopped before the cancel was confirmed. ex-1 may still run: cancel it with `rgrid cancel ex-1`." in said
 
 
-def test_the_cancel_of_rgrid_run_after_ctrl_c_carries_its_short_timeout(monkeypatch):
-    """Through the real Client: the POST's timeout is CANCEL_TIMEOUT, not the client's 30 s."""
+@pytest.mark.parametrize("answer, code, said", [
+    ({**EX, "status": "canceled"}, 130, "Canceled ex-1."),
+    (ApiError("Cannot reach the RGrid API at http://api.test (ReadTimeout)."), 1,
+     "Could not cancel: Cannot reach the RGrid API at http://api.test (ReadTimeout). "
+     "ex-1 may still run: cancel it with `rgrid cancel ex-1`."),
+])
+def test_ctrl_c_in_rgrid_run_cancels_with_the_short_timeout(api, monkeypatch, tmp_path, answer, code, said):
+    from rgrid.cli import run
+    from rgrid.cli.follow import CANCEL_TIMEOUT
+
+    (tmp_path / "job.py").write_text("print('hi')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run, "submit", lambda c, *args: {"id": "ex-1", "status": "queued"})
+    api.routes[("EVENTS", "/v1/executions/ex-1/follow")] = KeyboardInterrupt()
+    api.routes[("POST", "/v1/executions/ex-1/cancel")] = answer
+    r = invoke("run", "job.py")
+    assert r.exit_code == code, r.output
+    assert api.timeouts == [CANCEL_TIMEOUT]
+    assert said in text(r.stderr)
+
+
+def test_a_posts_own_timeout_reaches_httpx_and_other_posts_keep_the_clients():
+    """Through the real Client: the cancel POST waits CANCEL_TIMEOUT a step, any other the client's 30 s."""
     import httpx
 
     from rgrid.cli.follow import CANCEL_TIMEOUT
