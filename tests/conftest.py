@@ -193,6 +193,16 @@ def interrupt(proc: subprocess.Popen, grid: Grid, timeout: float = 60) -> tuple[
 FAULTHANDLER = {"PYTHONFAULTHANDLER": "1"}  # a CLI that hangs can then be asked where (interrupt())
 
 
+def ctrl_c_default() -> None:
+    """Popen's preexec_fn for a CLI a test will Ctrl-C: SIGINT back to its default action. A job
+    started with `&` by a non-interactive shell (a CI runner's, say) inherits SIGINT ignored, and
+    Python then never installs its KeyboardInterrupt handler, so the CLI would rightly ignore the
+    test's Ctrl-C as any background job does."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_active_workers(grid: Grid, n: int, timeout: float = 120) -> None:
     """Until n workers have registered: a grid's API answers before its workers' agents have
     reached it, and a test that places runs must find every worker there."""

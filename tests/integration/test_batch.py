@@ -218,14 +218,14 @@ def test_detach_then_status_and_status_argument_rules(grid, tmp_path):
 
 @pytest.mark.grid
 def test_ctrl_c_in_a_non_interactive_terminal_cancels_the_batch(grid, tmp_path):
-    from tests.conftest import FAULTHANDLER, RGRID, interrupt
+    from tests.conftest import FAULTHANDLER, RGRID, ctrl_c_default, interrupt
 
     write(tmp_path / "long.py", "import time\ntime.sleep(120)\n")
     for n in range(3):
         write(tmp_path / f"in/{n}.txt", str(n))
     proc = subprocess.Popen([RGRID, "run", "--batch", "in/*.txt", "--parallel", "2", "long.py"], cwd=tmp_path,
                             env={**grid.env, **FAULTHANDLER}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=ctrl_c_default)
     batch = None
     try:
         seen = b""

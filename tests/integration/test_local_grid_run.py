@@ -334,12 +334,13 @@ def test_presigned_urls_are_really_checked(grid, tmp_path):
 def test_ctrl_c_in_a_non_interactive_terminal_cancels(grid, tmp_path):
     import subprocess
 
-    from tests.conftest import FAULTHANDLER, RGRID, interrupt
+    from tests.conftest import FAULTHANDLER, RGRID, ctrl_c_default, interrupt
 
     script = f"long_{os.urandom(4).hex()}.py"
     write(tmp_path / script, "import time\nprint('working', flush=True)\ntime.sleep(120)\n")
     proc = subprocess.Popen([RGRID, "run", script], cwd=tmp_path, env={**grid.env, **FAULTHANDLER},
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=ctrl_c_default)
     try:
         assert proc.stdout.readline() == b"working\n"
         _, err = interrupt(proc, grid)
@@ -392,12 +393,13 @@ def test_ctrl_c_on_a_terminal_offers_detach(grid, tmp_path):
     import subprocess
     import termios
 
-    from tests.conftest import RGRID
+    from tests.conftest import RGRID, ctrl_c_default
 
     write(tmp_path / "long.py", "import time\nprint('working', flush=True)\ntime.sleep(4)\nprint('finished')\n")
     master, slave = pty.openpty()
 
     def take_terminal():
+        ctrl_c_default()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen([RGRID, "run", "long.py"], cwd=tmp_path, env={**grid.env, "COLUMNS": "200"},

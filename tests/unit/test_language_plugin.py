@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc
 
+from tests.conftest import ctrl_c_default
+
 LAUNCHER = Path(__file__).resolve().parents[2] / "tools" / "pulumi" / "pulumi-language-python"
 
 
@@ -25,7 +27,7 @@ def test_serves_the_project_with_its_virtualenv_and_stops_on_sigint(tmp_path):
     (project / "prog" / "__main__.py").write_text("import pulumi\n")
     env = {k: v for k, v in os.environ.items() if k != "PULUMI_PYTHON_CMD"}
     proc = subprocess.Popen([str(LAUNCHER), "127.0.0.1:1"], cwd=project / "prog", env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default)
     try:
         port = int(proc.stdout.readline().strip())
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
