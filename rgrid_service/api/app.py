@@ -20,6 +20,7 @@ from ..queuebell import Bell
 from ..settings import ServiceSettings, get_settings
 from ..storage import ObjectStore
 from .errors import BODY_UNREADABLE, ServiceError, validation_sentence
+from .follow import Watcher
 from .keycache import VerifiedKeys
 from .metrics import registry_for
 from .routers import batches, cluster, executions, fleet, follow, health, metrics, spend, worker
@@ -56,6 +57,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.keys = control_plane_keys(settings)
     app.state.bell = Bell(app.state.engine, settings.wake_host, settings.wake_port)
     app.state.verified_keys = VerifiedKeys(settings.api_key_cache_seconds, settings.api_key_cache_size)
+    app.state.follow_watcher = Watcher(app.state.engine, settings.follow_poll_seconds)  # one poll for every followed run
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):

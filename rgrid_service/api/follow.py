@@ -6,26 +6,34 @@ with what it waits for), and at the end its final status and exit code (`event: 
 A follower that comes back sends the last id it saw (`Last-Event-ID`, or `?after=`) and gets every
 chunk after it, so no byte is lost or repeated.
 
-How the stream learns of new data: every `follow_poll_seconds` it reads the run's status by primary
-key and the chunks after its cursor (the log_chunks index on execution_id), each read on a pooled
-connection that is returned before it sleeps, so an idle follower holds no database connection.
-The API processes share no memory with the worker API that writes the logs (several processes in
-production), so the database is what they share. Each API process streams at most
+How a run's stream learns of new data: one `Watcher` per API process (app.state.follow_watcher)
+looks, every `follow_poll_seconds` while anyone follows, at every followed run at once: one thread
+hop, one statement for their status fields (`WHERE id IN (...)`) and one for their newest chunk id
+(`max(id) ... GROUP BY execution_id`, a range of the log_chunks index on (execution_id, id)), the
+IN lists cut into pieces of `WATCH_IDS_PER_STATEMENT`. It wakes only the streams whose run differs
+from what they last sent (another status, or a chunk after their cursor); a woken stream reads its
+status and chunks itself (`read_run`, on a pooled connection returned at once). So an idle
+follower costs no statement of its own, and the cost of a tick does not grow with the followers
+of one run. The API processes share no memory with the worker API that writes the logs (several
+processes in production), so the database is what they share. Each API process streams at most
 `follow_max_streams` at once and each stream lasts at most `follow_max_seconds` (the client then
-reconnects with its cursor), so followers cannot pile up on a process.
+reconnects with its cursor), so followers cannot pile up on a process. A batch's stream still reads
+its counts itself every `follow_batch_poll_seconds`.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator
 
 import anyio
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from rgrid_core.states import TERMINAL, ExecutionStatus
@@ -34,6 +42,9 @@ from ..db.models import Execution, LogChunk
 from ..settings import ServiceSettings
 from . import progress, queries, schemas
 from .errors import NotFound, Unavailable
+
+WATCH_IDS_PER_STATEMENT = 500  # well under SQLite's 32766 bound parameters and PostgreSQL's 65535
+log = logging.getLogger("rgrid.api.follow")
 
 CHUNKS_PER_READ = 32  # at most ~8 MiB per read (chunks are up to ~256 KiB); a full read is followed at once
 
@@ -117,6 +128,105 @@ def read_run(engine: Engine, tenant_id: str, execution_id: str, after: int) -> R
     return RunState(row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0, found)
 
 
+@dataclass(frozen=True)
+class RunHead:
+    """What the watcher sees of a run in one look: its status fields and its newest chunk id."""
+
+    status: tuple
+    newest_chunk: int
+
+
+def read_heads(engine: Engine, execution_ids: list[str]) -> dict[str, RunHead]:
+    """The heads of these runs (a missing run is absent), two statements per
+    WATCH_IDS_PER_STATEMENT runs, on one pooled connection."""
+    ex_table, chunks = Execution.__table__, LogChunk.__table__
+    statuses: dict[str, tuple] = {}
+    newest: dict[str, int] = {}
+    with engine.connect() as conn:
+        for start in range(0, len(execution_ids), WATCH_IDS_PER_STATEMENT):
+            piece = execution_ids[start:start + WATCH_IDS_PER_STATEMENT]
+            for row in conn.execute(
+                select(ex_table.c.id, ex_table.c.status, ex_table.c.exit_code, ex_table.c.reason,
+                       ex_table.c.worker_id, ex_table.c.attempt).where(ex_table.c.id.in_(piece))
+            ):
+                statuses[row.id] = (row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0)
+            newest.update((ex, chunk_id) for ex, chunk_id in conn.execute(
+                select(chunks.c.execution_id, func.max(chunks.c.id))
+                .where(chunks.c.execution_id.in_(piece)).group_by(chunks.c.execution_id)
+            ))
+    return {ex: RunHead(status, newest.get(ex, 0)) for ex, status in statuses.items()}
+
+
+class Watch:
+    """One stream's interest in its run: what it has sent (status tuple, cursor), and an event the
+    watcher sets when the run differs from that."""
+
+    def __init__(self, execution_id: str):
+        self.execution_id = execution_id
+        self.shown_status: tuple | None = None
+        self.cursor = 0
+        self.changed = asyncio.Event()
+
+    def expect(self, shown_status: tuple, cursor: int) -> None:
+        """What the stream has sent; the watcher wakes it when its run differs."""
+        self.shown_status, self.cursor = shown_status, cursor
+        self.changed.clear()
+
+    def differs(self, head: RunHead | None) -> bool:
+        return head is None or head.status != self.shown_status or head.newest_chunk > self.cursor
+
+    async def wait(self, timeout: float) -> bool:
+        """True when woken, False when `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self.changed.wait(), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+
+class Watcher:
+    """The one poll of an API process for every followed run (see the module docstring). Its task
+    runs on the event loop of the streams while there are any, and stops when the last one leaves."""
+
+    def __init__(self, engine: Engine, poll_seconds: float):
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self.watches: set[Watch] = set()
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, execution_id: str) -> Watch:
+        watch = Watch(execution_id)
+        self.watches.add(watch)
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._loop is not loop:
+            self._loop, self._task = loop, loop.create_task(self._run(), name="rgrid-follow-watcher")
+        return watch
+
+    def drop(self, watch: Watch) -> None:
+        self.watches.discard(watch)
+
+    async def _run(self) -> None:
+        while self.watches:
+            await asyncio.sleep(self.poll_seconds)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """One look at every followed run; wakes the streams whose run differs from what they sent."""
+        watches = list(self.watches)
+        if not watches:
+            return
+        try:
+            heads = await anyio.to_thread.run_sync(read_heads, self.engine, sorted({w.execution_id for w in watches}))
+        except Exception:  # the database away: the streams keep their keepalives, the next tick tries again
+            log.warning("Could not look at the followed runs; trying again in %s s.", self.poll_seconds, exc_info=True)
+            return
+        for watch in watches:
+            if watch.differs(heads.get(watch.execution_id)):
+                watch.changed.set()
+
+
+
 def waiting_now(engine: Engine, tenant_id: str, execution_id: str, settings: ServiceSettings) -> dict | None:
     """What a queued run waits for, as GET /v1/executions/{id} shows it (None once it is not queued)."""
     try:
@@ -136,15 +246,18 @@ def sse(event: str, data: dict, event_id: int | None = None) -> bytes:
 KEEPALIVE = b": still here\n\n"  # a comment: proxies and the client's read timeout see traffic
 
 
-async def run_events(engine: Engine, settings: ServiceSettings, tenant_id: str, execution_id: str,
-                     after: int, first: RunState, slot: Slot) -> AsyncIterator[bytes]:
-    """The run's stream from cursor `after`, starting with the look the route took (`first`)."""
+async def run_events(engine: Engine, settings: ServiceSettings, watcher: Watcher, tenant_id: str,
+                     execution_id: str, after: int, first: RunState, slot: Slot) -> AsyncIterator[bytes]:
+    """The run's stream from cursor `after`, starting with the look the route took (`first`). Between
+    reads it waits for the watcher to say its run changed, or for a keepalive, a queued run's
+    `waiting` update or its time limit to be due."""
     clock = time.monotonic
     ends_at = clock() + settings.follow_max_seconds
     shown_status: tuple | None = None
     last_sent = clock()
     next_waiting = 0.0
     state = first
+    watch: Watch | None = None
     try:
         while True:
             for r in state.chunks:
@@ -157,8 +270,9 @@ async def run_events(engine: Engine, settings: ServiceSettings, tenant_id: str, 
                 yield sse("end", state.status_event(), after)
                 return
             status = state.status_event()
+            queued = state.status == ExecutionStatus.QUEUED
             waiting = None
-            if state.status == ExecutionStatus.QUEUED and clock() >= next_waiting:
+            if queued and clock() >= next_waiting:
                 waiting = await anyio.to_thread.run_sync(waiting_now, engine, tenant_id, execution_id, settings)
                 next_waiting = clock() + settings.follow_waiting_seconds
             if tuple(status.values()) != shown_status or waiting is not None:
@@ -168,12 +282,22 @@ async def run_events(engine: Engine, settings: ServiceSettings, tenant_id: str, 
             if clock() >= ends_at:
                 return  # the client reconnects from `after`
             if not full:
-                if clock() - last_sent >= settings.follow_keepalive_seconds:
+                if watch is None:
+                    watch = watcher.watch(execution_id)
+                watch.expect(shown_status, after)
+                keepalive_at = last_sent + settings.follow_keepalive_seconds
+                wake_at = min(ends_at, keepalive_at, next_waiting if queued else ends_at)
+                woken = await watch.wait(wake_at - clock())
+                if clock() >= keepalive_at:
                     yield KEEPALIVE
                     last_sent = clock()
-                await anyio.sleep(settings.follow_poll_seconds)
+                if not woken:  # nothing new: only a keepalive, a `waiting` update or the time limit was due
+                    state = replace(state, chunks=[])
+                    continue
             state = await anyio.to_thread.run_sync(read_run, engine, tenant_id, execution_id, after)
     finally:
+        if watch is not None:
+            watcher.drop(watch)
         slot.release()
 
 

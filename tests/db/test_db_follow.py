@@ -271,3 +271,71 @@ def test_a_batch_stream_shows_its_counts_until_every_run_ended(db_url, engine):
     assert views[0] == ("progress", {"queued": 3})
     assert views[-1] == ("end", {"succeeded": 3})
     assert all(name == "progress" for name, _ in views[:-1])
+
+
+@contextmanager
+def statements_on(engine):
+    """The SQL statements the engine sends while inside (a SQLAlchemy before_cursor_execute listener)."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def watching(engine, followers_per_run: dict[str, int]):
+    """A watcher with this many watches of each run, each set to what the run is now (idle)."""
+    from rgrid_service.api import follow
+
+    watcher = follow.Watcher(engine, poll_seconds=3600)
+    heads = follow.read_heads(engine, list(followers_per_run))
+    for ex, followers in followers_per_run.items():
+        for _ in range(followers):
+            watch = follow.Watch(ex)
+            watch.expect(heads[ex].status, heads[ex].newest_chunk)
+            watcher.watches.add(watch)
+    return watcher
+
+
+def test_a_watcher_tick_costs_the_same_statements_for_3_or_300_idle_followers(db_url, engine):
+    import asyncio
+
+    auth.create_key(engine, "tenant-a")
+    few = {new_run(engine, "tenant-a"): 1 for _ in range(3)}
+    many = {new_run(engine, "tenant-a"): 2 for _ in range(150)}  # 300 followers of 150 runs
+    for ex in [*few, *many]:
+        log(engine, ex, ("stdout", b"started\n"))
+    sent_per_tick = []
+    for followers in (few, many):
+        watcher = watching(engine, followers)
+        with statements_on(engine) as sent:
+            asyncio.run(watcher.tick())
+        sent_per_tick.append(len(sent))
+        assert not any(w.changed.is_set() for w in watcher.watches), "an idle run woke its stream"
+    assert sent_per_tick == [2, 2]
+
+
+def test_a_watcher_wakes_only_the_streams_whose_run_changed(db_url, engine):
+    import asyncio
+
+    auth.create_key(engine, "tenant-a")
+    quiet, logging_run, ending_run = (new_run(engine, "tenant-a") for _ in range(3))
+    watcher = watching(engine, {quiet: 2, logging_run: 2, ending_run: 1})
+    log(engine, logging_run, ("stdout", b"news\n"))
+    end(engine, ending_run)
+    asyncio.run(watcher.tick())
+    woken = sorted(w.execution_id for w in watcher.watches if w.changed.is_set())
+    assert woken == sorted([logging_run, logging_run, ending_run])
+    # a stream that has sent the new chunk is not woken again by it
+    for watch in watcher.watches:
+        if watch.execution_id == logging_run:
+            watch.expect(watch.shown_status, 10**12)
+    asyncio.run(watcher.tick())
+    assert sorted(w.execution_id for w in watcher.watches if w.changed.is_set()) == [ending_run]

@@ -64,7 +64,8 @@ def follow_execution(
     except BaseException:
         slot.release()
         raise
-    body = follow.run_events(engine, settings, tenant_id, execution_id, start, first, slot)
+    watcher = request.app.state.follow_watcher
+    body = follow.run_events(engine, settings, watcher, tenant_id, execution_id, start, first, slot)
     slot.hold_until_gone(body)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
