@@ -8,9 +8,9 @@ chunk after it, so no byte is lost or repeated.
 
 How a run's stream learns of new data: one `Watcher` per API process (app.state.follow_watcher)
 looks, every `follow_poll_seconds` while anyone follows, at every followed run at once: one thread
-hop, one statement for their status fields (`WHERE id IN (...)`) and one for their newest chunk id
-(`max(id) ... GROUP BY execution_id`, a range of the log_chunks index on (execution_id, id)), the
-IN lists cut into pieces of `WATCH_IDS_PER_STATEMENT`. It wakes only the streams whose run differs
+hop, one statement for their status fields and newest chunk ids (`WHERE id IN (...)`, with a
+correlated `max(id)`: one seek in the log_chunks index on (execution_id, id) per run), the IN list
+cut into pieces of `WATCH_IDS_PER_STATEMENT`. It wakes only the streams whose run differs
 from what they last sent (another status, or a chunk after their cursor); a woken stream reads its
 status and chunks itself (`read_run`, on a pooled connection returned at once). So an idle
 follower costs no statement of its own, and the cost of a tick does not grow with the followers
@@ -137,24 +137,24 @@ class RunHead:
 
 
 def read_heads(engine: Engine, execution_ids: list[str]) -> dict[str, RunHead]:
-    """The heads of these runs (a missing run is absent), two statements per
-    WATCH_IDS_PER_STATEMENT runs, on one pooled connection."""
+    """The heads of these runs (a missing run is absent): one statement per WATCH_IDS_PER_STATEMENT
+    runs, on one pooled connection. The newest chunk is a correlated max(id) per run, one seek at the
+    end of the run's range of the log_chunks (execution_id, id) index on SQLite and PostgreSQL alike,
+    however long its log (a GROUP BY over the runs would read each run's whole range)."""
     ex_table, chunks = Execution.__table__, LogChunk.__table__
-    statuses: dict[str, tuple] = {}
-    newest: dict[str, int] = {}
+    newest_chunk = (select(func.max(chunks.c.id)).where(chunks.c.execution_id == ex_table.c.id)
+                    .scalar_subquery().label("newest_chunk"))
+    heads: dict[str, RunHead] = {}
     with engine.connect() as conn:
         for start in range(0, len(execution_ids), WATCH_IDS_PER_STATEMENT):
             piece = execution_ids[start:start + WATCH_IDS_PER_STATEMENT]
             for row in conn.execute(
                 select(ex_table.c.id, ex_table.c.status, ex_table.c.exit_code, ex_table.c.reason,
-                       ex_table.c.worker_id, ex_table.c.attempt).where(ex_table.c.id.in_(piece))
+                       ex_table.c.worker_id, ex_table.c.attempt, newest_chunk).where(ex_table.c.id.in_(piece))
             ):
-                statuses[row.id] = (row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0)
-            newest.update((ex, chunk_id) for ex, chunk_id in conn.execute(
-                select(chunks.c.execution_id, func.max(chunks.c.id))
-                .where(chunks.c.execution_id.in_(piece)).group_by(chunks.c.execution_id)
-            ))
-    return {ex: RunHead(status, newest.get(ex, 0)) for ex, status in statuses.items()}
+                status = (row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0)
+                heads[row.id] = RunHead(status, row.newest_chunk or 0)
+    return heads
 
 
 class Watch:
