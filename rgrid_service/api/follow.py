@@ -226,7 +226,6 @@ class Watcher:
                 watch.changed.set()
 
 
-
 def waiting_now(engine: Engine, tenant_id: str, execution_id: str, settings: ServiceSettings) -> dict | None:
     """What a queued run waits for, as GET /v1/executions/{id} shows it (None once it is not queued)."""
     try:
