@@ -4,7 +4,9 @@
 #   scripts/setup.sh               what `make demo` needs: bubblewrap, and .venv with the service extra
 #   scripts/setup.sh --with-tests  also PostgreSQL, cloud-init (its schema check), iproute2, the dev
 #                                  and fleet extras, and the Pulumi engine with the hcloud plugin
-#                                  (built once from the Go module proxy into ~/.cache/rgrid)
+#                                  (built once from the Go module proxy into ~/.cache/rgrid); as root
+#                                  also docker.io, docker-registry and mmdebstrap, and the runtime
+#                                  images built from Debian's packages (cached in ~/.cache/rgrid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +47,8 @@ if [ $TESTS = 1 ]; then
   # The runtime catalogue's images, from Debian's packages into the registry kept under
   # ~/.cache/rgrid/registry: only an image whose recipe changed is built (a private dockerd, needs root).
   if [ "$(id -u)" -eq 0 ]; then
-    .venv/bin/python -m rgrid_service.images
+    .venv/bin/python -m rgrid_service.images \
+      || echo "The runtime images could not be built (see above); tests/docker will say so when they run."
   fi
 else
   .venv/bin/python -m pip install -q -e '.[service]'
