@@ -91,6 +91,15 @@ class Slot:
         weakref.finalize(body, self.release)
 
 
+STATUS_FIELDS = ("status", "exit_code", "reason", "worker_id", "attempt")
+
+
+def status_of(row) -> tuple:
+    """A run's status fields in STATUS_FIELDS order, from a row or a RunState: what a stream sends
+    and what the watcher compares it with, so the two cannot drift apart."""
+    return (row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0)
+
+
 @dataclass
 class RunState:
     """One look at a run: its status fields and the chunks after the cursor."""
@@ -103,8 +112,7 @@ class RunState:
     chunks: list
 
     def status_event(self) -> dict:
-        return {"status": self.status, "exit_code": self.exit_code, "reason": self.reason,
-                "worker_id": self.worker_id, "attempt": self.attempt}
+        return dict(zip(STATUS_FIELDS, status_of(self)))
 
 
 def read_run(engine: Engine, tenant_id: str, execution_id: str, after: int) -> RunState:
@@ -125,7 +133,7 @@ def read_run(engine: Engine, tenant_id: str, execution_id: str, after: int) -> R
             .where(chunks.c.execution_id == execution_id, chunks.c.id > after)
             .order_by(chunks.c.id).limit(CHUNKS_PER_READ)
         ).all()
-    return RunState(row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0, found)
+    return RunState(*status_of(row), found)
 
 
 @dataclass(frozen=True)
@@ -152,8 +160,7 @@ def read_heads(engine: Engine, execution_ids: list[str]) -> dict[str, RunHead]:
                 select(ex_table.c.id, ex_table.c.status, ex_table.c.exit_code, ex_table.c.reason,
                        ex_table.c.worker_id, ex_table.c.attempt, newest_chunk).where(ex_table.c.id.in_(piece))
             ):
-                status = (row.status, row.exit_code, row.reason, row.worker_id, row.attempt or 0)
-                heads[row.id] = RunHead(status, row.newest_chunk or 0)
+                heads[row.id] = RunHead(status_of(row), row.newest_chunk or 0)
     return heads
 
 
@@ -194,6 +201,7 @@ class Watcher:
         self.watches: set[Watch] = set()
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._failing = False  # the last look failed: said once, not every tick
 
     def watch(self, execution_id: str) -> Watch:
         watch = Watch(execution_id)
@@ -219,8 +227,14 @@ class Watcher:
         try:
             heads = await anyio.to_thread.run_sync(read_heads, self.engine, sorted({w.execution_id for w in watches}))
         except Exception:  # the database away: the streams keep their keepalives, the next tick tries again
-            log.warning("Could not look at the followed runs; trying again in %s s.", self.poll_seconds, exc_info=True)
+            if not self._failing:
+                log.warning("Could not look at the followed runs; trying again every %s s (said once until "
+                            "it works again).", self.poll_seconds, exc_info=True)
+            self._failing = True
             return
+        if self._failing:
+            log.info("Looking at the followed runs again.")
+            self._failing = False
         for watch in watches:
             if watch.differs(heads.get(watch.execution_id)):
                 watch.changed.set()
