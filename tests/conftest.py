@@ -193,6 +193,20 @@ def interrupt(proc: subprocess.Popen, grid: Grid, timeout: float = 60) -> tuple[
 FAULTHANDLER = {"PYTHONFAULTHANDLER": "1"}  # a CLI that hangs can then be asked where (interrupt())
 
 
+@pytest.fixture
+def main_thread_loop():
+    """A current event loop on the main thread, for pulumi's mocks: its Outputs are asyncio futures
+    made on it. A test before (asyncio.run, which leaves the thread without one) would otherwise
+    make them fail with "There is no current event loop"."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 def ctrl_c_default() -> None:
     """Popen's preexec_fn for a CLI a test will Ctrl-C: SIGINT back to its default action. A job
     started with `&` by a non-interactive shell (a CI runner's, say) inherits SIGINT ignored, and

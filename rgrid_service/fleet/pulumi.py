@@ -17,6 +17,7 @@ import httpx
 
 from rgrid_core.constants import WORKER_LABEL
 from rgrid_core.localstate import alive
+from rgrid_core.retry import retrying
 
 from ..settings import ServiceSettings
 from . import FleetBusy, FleetDiff, Server, ServerSpec
@@ -28,6 +29,12 @@ log = logging.getLogger("rgrid.fleet.pulumi")
 PROJECT = "rgrid-worker-pool"
 STACK = "workers"
 SERVER_TYPE = "hcloud:index/server:Server"
+OBSERVE_RETRY_SECONDS = 10.0
+
+
+def caught_mid_write(error: BaseException) -> bool:
+    """The engine read the stack's state file while an update (another process's) was writing it."""
+    return "failed to load checkpoint" in str(error)
 
 
 class PulumiFleet:
@@ -79,9 +86,12 @@ class PulumiFleet:
     # ---------------------------------------------------------------- the interface
 
     def observe(self) -> list[Server]:
+        """The stack's servers. Read by other processes too (the API's fleet preview) while the
+        orchestrator's update rewrites the state file: a read that catches it half-written is
+        read again."""
         with self._lock:
-            stack = self._stack([])
-            return self._servers(stack)
+            return retrying(lambda: self._servers(self._stack([])), seconds=OBSERVE_RETRY_SECONDS,
+                            when=caught_mid_write, first_wait=0.1, max_wait=0.5, log=log)
 
     def preview(self, desired: list[ServerSpec]) -> FleetDiff:
         """The engine's preview: it takes no lock and writes no state, so a running update is

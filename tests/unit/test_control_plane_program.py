@@ -15,6 +15,8 @@ from stacks.control_plane import (ANYWHERE, ORCHESTRATOR_SETTINGS, POOL, PRIVATE
 from stacks.control_plane.cloud_init import SECRET_ENV, SERVICE_ENV, SETUP_ENV, files_of
 from tests.conftest import missing
 
+pytestmark = pytest.mark.usefixtures("main_thread_loop")
+
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine protocol marks a secret value
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import pulumi
+import pytest
 from rgrid_core.constants import WORKER_LABEL
 from rgrid_service.fleet.launch import render_cloud_init, worker_launch
 from rgrid_service.settings import ServiceSettings
 from stacks.worker_pool import PoolConfig, WorkerRecord, private_ip, worker_pool
+
+pytestmark = pytest.mark.usefixtures("main_thread_loop")
 
 SETTINGS = ServiceSettings(_env_file=None, database_url="postgresql://rgrid@10.0.0.2/rgrid", s3_endpoint="10.0.0.2:8333",
                            ray_address="10.0.0.2:6379", secret_key="k" * 32, worker_api_url="http://10.0.0.2:8000")
