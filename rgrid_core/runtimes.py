@@ -1,9 +1,9 @@
-"""Runtimes a script can ask for with --runtime, and the catalogue of runtime images the image
-builder makes.
+"""Runtimes a script can ask for with --runtime: the catalogue the CLI, the API, the image builder
+and the worker share.
 
 Each runtime is a container image built from Debian's packages (rgrid_service.images), named by a
 hash of its recipe, so the builder and every worker agree on the exact image without asking each
-other.
+other. A worker without Docker still runs python:3.11, with its own python3.11 in bubblewrap.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Runtime:
     suite: str                  # the Debian suite its packages come from
     packages: tuple[str, ...]   # Debian packages installed on top of the essential set
     command: tuple[str, ...]    # the interpreter the script is handed to
-    sandbox: bool = False       # also runs in bubblewrap (today's python:3.11 runtime)
+    sandbox: bool = False       # also runs in bubblewrap on a worker without Docker
 
     def recipe(self) -> dict:
         return {"v": RECIPE_VERSION, "suite": self.suite, "mirror": DEBIAN_MIRROR,
@@ -56,8 +56,5 @@ CATALOGUE: dict[str, Runtime] = {r.name: r for r in (
     Runtime("node:20", "Node.js 20 (Debian 13); runs .js scripts", "trixie", ("nodejs",), ("node",)),
 )}
 
-# What --runtime takes today: the worker runs python:3.11 in bubblewrap. The images of the whole
-# catalogue are built and tested (rgrid_service.images, tests/docker); running scripts in them is
-# the Docker runtime still to come (issue 12).
-SUPPORTED_RUNTIMES = ("python:3.11",)
+SUPPORTED_RUNTIMES = tuple(CATALOGUE)
 DEFAULT_RUNTIME = "python:3.11"

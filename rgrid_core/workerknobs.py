@@ -43,6 +43,11 @@ class WorkerKnobs(BaseSettings):
     # measured, 0 instead gave about 6 % less throughput on a 2-core local grid.
     sandbox_niceness: int | None = None
     work_root: str = "/tmp/rgrid-work"
+    # The Docker engine scripts run in (e.g. unix:///run/docker.sock); unset: no Docker on this
+    # worker, and python:3.11 runs in bubblewrap with the worker's own interpreter. Every catalogue
+    # runtime's image comes from image_registry (rgrid_core.runtimes, rgrid_service.images).
+    docker_host: str | None = None
+    image_registry: str = "127.0.0.1:5000"
     # Verified inputs kept on the worker by content (sha256), so a script run again and again (a
     # batch) is fetched from the object store once per worker. 0 turns the cache off.
     input_cache_mb: int = 1024

@@ -133,11 +133,31 @@ def stop_agent(agent: subprocess.Popen, grace: float = 10.0) -> None:
         agent.wait()
 
 
+def pull_runtime_images(settings) -> None:
+    """On a worker with Docker, every catalogue image before the agent's first beat (which makes the
+    worker active), so no first run waits for a pull. A worker that cannot get them stops here,
+    saying why, rather than becoming active without them."""
+    if not settings.docker_host:
+        return
+    from .container import docker_client, prepull
+    from .sandbox import SandboxError
+
+    started = time.monotonic()
+    try:
+        pulled = prepull(docker_client(settings.docker_host), settings.image_registry)
+    except SandboxError as e:
+        print(f"rgrid: this worker cannot get its runtime images: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(f"rgrid: {len(pulled)} runtime images present after {time.monotonic() - started:.1f} s", file=sys.stderr,
+          flush=True)
+
+
 def main() -> None:
     from rgrid_service.raynet import ray_process_env
 
     from .settings import WorkerSettings
 
+    pull_runtime_images(WorkerSettings())
     worker_id = os.environ["RGRID_WORKER_ID"]
     head = os.environ["RGRID_RAY_ADDRESS"]
     slots = int(os.environ.get("RGRID_WORKER_SLOTS", "2"))

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from rgrid_core.runtimes import DEFAULT_RUNTIME
 from rgrid_core.states import ExecutionStatus
 from rgrid_core.workerwire import CommittedOutput, FinishRequest, InputSpec
 
-from . import sandbox, staging
+from . import container, sandbox, staging
 from .inputcache import InputCache
 from .logpump import LogPump
 from .settings import WorkerSettings
@@ -158,15 +159,6 @@ class StageClock:
 def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex, workdir: Path) -> str:
     before = staging.snapshot(workdir)
     stages = StageClock()
-    try:
-        interpreter = sandbox.resolve_interpreter(ex.runtime)
-        cmd = sandbox.bwrap_command(workdir, interpreter, ex.script, list(ex.args))
-        env = sandbox.script_env(dict(ex.env or {}))
-        env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
-    except sandbox.SandboxError as e:
-        _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
-        return "sandbox-error"
-    uid = sandbox.sandbox_uid()
     limits = sandbox.Limits(
         wall_seconds=ex.timeout_seconds,
         cpu_seconds=ex.timeout_seconds + 1,
@@ -174,28 +166,25 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
         max_processes=settings.sandbox_max_processes,
         max_file_mb=settings.sandbox_max_file_mb,
     )
+    env = sandbox.script_env(dict(ex.env or {}))
+    env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
+    uid = sandbox.sandbox_uid()
     try:
-        cmd = sandbox.limited_command(cmd, limits, uid)
+        start = _container_starter(settings, ex, workdir, env, limits, uid) if settings.docker_host else \
+            _sandbox_starter(settings, ex, workdir, env, limits, uid)
     except sandbox.SandboxError as e:
         _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
-    sandbox.hand_over(workdir, uid)
-    if settings.sandbox_niceness is not None:
-        sandbox.set_spawn_niceness(settings.sandbox_niceness)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     stages.begin("running")
-    # No preexec_fn, user or group: Python then starts it with vfork (see limited_command).
-    proc = subprocess.Popen(
-        cmd,
-        env=env,  # passed through bwrap's environment, never on a command line `ps` can show
-        stdin=subprocess.DEVNULL,
-        stdout=out_w,
-        stderr=err_w,
-        start_new_session=True,
-    )
-    os.close(out_w)
-    os.close(err_w)
+    try:
+        proc = start(out_w, err_w)
+    except sandbox.SandboxError as e:
+        os.close(out_r)
+        os.close(err_r)
+        _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
+        return "sandbox-error"
     pump = LogPump(settings.log_limit_bytes)
     pump.start({"stdout": out_r, "stderr": err_r})
     tail = bytearray()  # last stderr bytes, to explain a failure in one line
@@ -205,7 +194,9 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
         fenced, timed_out = _supervise(client, settings, lease, proc, pump, limits, tail, stages, last)
     finally:
         _kill(proc)  # whatever happened above, no sandbox outlives its runner loop
-    proc.wait()
+        proc.wait()
+        if isinstance(proc, container.ContainerRun):
+            proc.close()
     if fenced:
         return "fenced"
     if pump.dropped:
@@ -214,6 +205,8 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
     code = proc.returncode
     if timed_out:
         status, exit_code, reason = ExecutionStatus.TIMED_OUT, None, f"Timed out after {limits.wall_seconds} s (raise it with --timeout)."
+    elif getattr(proc, "oom_killed", False):
+        status, exit_code, reason = ExecutionStatus.FAILED, _exit_code(code), _out_of_memory(limits)
     elif code == 0:
         status, exit_code, reason = ExecutionStatus.SUCCEEDED, 0, None
     else:
@@ -301,6 +294,65 @@ class LeaseKeeper:
                 wait = min(wait, interval)
             cls._wake.wait(max(0.01, wait))
             cls._wake.clear()
+
+
+def _sandbox_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid):
+    """The script under bubblewrap, with the worker's own interpreter."""
+    if ex.runtime not in sandbox.RUNTIME_INTERPRETERS:
+        raise sandbox.SandboxError(f"Runtime {ex.runtime} needs Docker, which this worker does not have; "
+                                   f"run it with --runtime {DEFAULT_RUNTIME} or on a worker with Docker.")
+    interpreter = sandbox.resolve_interpreter(ex.runtime)
+    cmd = sandbox.bwrap_command(workdir, interpreter, ex.script, list(ex.args))
+    cmd = sandbox.limited_command(cmd, limits, uid)
+
+    def start(out_w: int, err_w: int) -> subprocess.Popen:
+        sandbox.hand_over(workdir, uid)
+        if settings.sandbox_niceness is not None:
+            sandbox.set_spawn_niceness(settings.sandbox_niceness)
+        # No preexec_fn, user or group: Python then starts it with vfork (see limited_command).
+        try:
+            return subprocess.Popen(
+                cmd,
+                env=env,  # passed through bwrap's environment, never on a command line `ps` can show
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                start_new_session=True,
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+
+    return start
+
+
+def _container_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid):
+    """The script in a container of its runtime's image (pulled now if the worker lacks it)."""
+    runtime = container.runtime_of(ex.runtime)
+    client = _docker(settings.docker_host)
+    image = container.ensure_image(client, runtime, settings.image_registry)
+
+    def start(out_w: int, err_w: int) -> container.ContainerRun:
+        sandbox.hand_over(workdir, uid)
+        try:
+            return container.ContainerRun(client, image, runtime, ex.script, list(ex.args), workdir, env,
+                                          limits, uid, out_w, err_w)
+        except sandbox.SandboxError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the engine's refusal, as a sentence
+            raise sandbox.SandboxError(f"The container could not start: {e}") from e
+
+    return start
+
+
+_docker_clients: dict[str, object] = {}
+
+
+def _docker(host: str):
+    """One Docker client per engine per worker process (its connection pool is reused by every run)."""
+    if host not in _docker_clients:
+        _docker_clients[host] = container.docker_client(host)
+    return _docker_clients[host]
 
 
 class ExitWatch:
@@ -456,7 +508,10 @@ def _claim_error(e: Exception) -> str:
     return type(e).__name__
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc) -> None:
+    if isinstance(proc, container.ContainerRun):
+        proc.kill()
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -467,12 +522,16 @@ def _exit_code(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def _out_of_memory(limits: sandbox.Limits) -> str:
+    return f"Out of memory: the script exceeded the {limits.memory_mb} MB memory limit."
+
+
 def _explain(code: int, stderr_tail: bytes, limits: sandbox.Limits) -> str:
     text = stderr_tail.decode("utf-8", "replace")
     if text.lstrip().startswith(("bwrap:", "prlimit:", "setpriv:")):
         return "The sandbox could not start: " + text.strip().splitlines()[-1]
     if "MemoryError" in text or code in (-signal.SIGKILL, 128 + signal.SIGKILL):
-        return f"Out of memory: the script exceeded the {limits.memory_mb} MB memory limit."
+        return _out_of_memory(limits)
     if code in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return f"CPU time limit of {limits.cpu_seconds} s exceeded."
     return f"The script exited with code {_exit_code(code)}."

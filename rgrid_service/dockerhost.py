@@ -1,5 +1,5 @@
 """A private Docker engine and image registry, started and stopped by whoever needs them (the image
-builder and the tests), on a socket and a loopback port of their own.
+builder, the tests, a local grid), on a socket and a loopback port of their own.
 
 This kind of machine has no Docker engine running: Debian's docker.io is started here with no
 iptables, no bridge (containers get `--network none` anyway) and a data root of its own, so it

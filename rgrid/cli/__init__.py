@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import fleet, inspect, local, run, workers
+from . import fleet, inspect, local, run, runtimes, workers
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -30,6 +30,7 @@ app.command("list")(inspect.list_)
 app.command()(inspect.logs)
 app.command()(inspect.download)
 app.command()(inspect.cancel)
+app.command()(runtimes.runtimes)
 app.add_typer(local.local_app, name="local")
 app.add_typer(workers.workers_app, name="workers")
 app.add_typer(fleet.fleet_app, name="fleet")

@@ -30,6 +30,7 @@ WORKER_SETTINGS = (
     "ray_address", "ray_dashboard", "heartbeat_interval_seconds", "dead_after_seconds", "api_outage_budget_seconds",
     "api_unreachable_budget_seconds", "log_flush_interval_seconds", "lease_check_interval_seconds", "log_limit_bytes",
     "sandbox_memory_mb", "sandbox_max_processes", "sandbox_max_file_mb", "sandbox_niceness", "work_root", "input_cache_mb",
+    "docker_host", "image_registry",
 )
 
 

@@ -19,9 +19,9 @@ from tests.conftest import missing
 
 @pytest.fixture(scope="session")
 def docker_grid():
-    from rgrid_core.runtimes import CATALOGUE
     from rgrid_service import images
     from rgrid_service.dockerhost import DockerEngine, DockerUnavailable, Registry, missing_tools
+    from rgrid_runner.container import prepull
 
     lacking = missing_tools()
     if lacking:
@@ -33,8 +33,7 @@ def docker_grid():
         with DockerEngine(base / "engine") as engine, Registry(images.registry_storage(), base) as registry:
             client = engine.client()
             images.build_all(client, registry)
-            for runtime in CATALOGUE.values():  # as a worker would at boot
-                client.images.pull(runtime.image(registry.address))
+            prepull(client, registry.address)
             yield engine, registry
     except DockerUnavailable as e:
         missing("Docker", str(e))

@@ -1,0 +1,157 @@
+"""The Docker runtime: a script in a container of its runtime's catalogue image, with the sandbox's
+guarantees (no network, a read-only image, /work the only writable place plus a private /tmp,
+memory, process and file-size limits, the run's own uid).
+
+A ContainerRun looks to the runner like the sandbox's process (poll, wait, returncode, kill), and
+its output arrives on two pipes, so log pumping, the lease loop and the wall clock are the same
+code for both runtimes. Docker's own log store is off: the output is attached, never kept on disk.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+from rgrid_core.runtimes import CATALOGUE, Runtime
+
+from .sandbox import Limits, SandboxError
+
+TMP_MB = 512  # the private /tmp, in memory, counted against the memory limit
+
+
+def docker_client(host: str):
+    try:
+        import docker
+    except ImportError as e:
+        raise SandboxError("This worker lacks the docker Python package; install rgrid's 'service' extra.") from e
+    try:
+        return docker.DockerClient(base_url=host, version="auto", timeout=120)
+    except docker.errors.DockerException as e:
+        raise SandboxError(f"This worker cannot reach its Docker engine at {host} ({e}); start dockerd.") from e
+
+
+def runtime_of(name: str) -> Runtime:
+    if name not in CATALOGUE:
+        raise SandboxError(f"Unknown runtime {name!r}. Valid runtimes: {', '.join(CATALOGUE)}.")
+    return CATALOGUE[name]
+
+
+def ensure_image(client, runtime: Runtime, registry: str) -> str:
+    """The runtime's image, pulled from the registry if this worker does not have it yet."""
+    import docker
+
+    image = runtime.image(registry)
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        try:
+            client.images.pull(image)
+        except docker.errors.APIError as e:
+            raise SandboxError(f"The image of runtime {runtime.name} could not be pulled from {registry} "
+                               f"({e.explanation or e}); build it with `python -m rgrid_service.images`.") from e
+    return image
+
+
+def prepull(client, registry: str, names=None) -> list[str]:
+    """Pull every catalogue image (a worker at boot), so no first run waits for a pull."""
+    return [ensure_image(client, CATALOGUE[n], registry) for n in (names or CATALOGUE)]
+
+
+class ContainerRun:
+    """One script in one container, started at once; killed and removed by kill()."""
+
+    def __init__(self, client, image: str, runtime: Runtime, script: str, args: list[str], workdir: Path,
+                 env: dict[str, str], limits: Limits, uid: int | None, stdout_fd: int, stderr_fd: int):
+        import docker
+
+        self._client = client
+        self.returncode: int | None = None
+        self.oom_killed = False
+        self._exited = threading.Event()
+        mem = limits.memory_mb * 1024 * 1024
+        size = limits.max_file_mb * 1024 * 1024
+        user = uid if uid is not None else os.getuid()
+        self.container = client.containers.create(
+            image, [*runtime.command, script, *args],
+            user=f"{user}:{user}", environment=env, working_dir="/work",
+            network_mode="none", read_only=True,
+            volumes={str(workdir): {"bind": "/work", "mode": "rw"}},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMP_MB}m,mode=1777"},
+            mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
+            ulimits=[docker.types.Ulimit(name="fsize", soft=size, hard=size),
+                     docker.types.Ulimit(name="core", soft=0, hard=0),
+                     docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 5)],
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
+            log_config=docker.types.LogConfig(type="none"), stdin_open=False, tty=False,
+            labels={"org.rgrid.run": "1"},
+        )
+        try:
+            stream = self.container.attach(stdout=True, stderr=True, stream=True, demux=True)
+        except Exception:
+            os.close(stdout_fd)
+            os.close(stderr_fd)
+            self.close()
+            raise
+        # From here the copier owns the pipes: it closes them when the attached stream ends.
+        self._pump = threading.Thread(target=self._copy, args=(stream, stdout_fd, stderr_fd), daemon=True)
+        self._pump.start()
+        try:
+            self.container.start()
+        except Exception:
+            self.close()
+            raise
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    @staticmethod
+    def _copy(stream, stdout_fd: int, stderr_fd: int) -> None:
+        """The attached output into the runner's pipes; closing them tells the log pump it ended."""
+        try:
+            for out, err in stream:
+                if out:
+                    os.write(stdout_fd, out)
+                if err:
+                    os.write(stderr_fd, err)
+        except Exception:  # noqa: BLE001 - the container was removed under us: its output ends here
+            pass
+        finally:
+            os.close(stdout_fd)
+            os.close(stderr_fd)
+
+    def _wait(self) -> None:
+        try:
+            code = self.container.wait()["StatusCode"]
+        except Exception:  # noqa: BLE001 - the engine lost it: count it as killed
+            code = 137
+        try:
+            self.container.reload()
+            self.oom_killed = bool(self.container.attrs["State"].get("OOMKilled"))
+        except Exception:  # noqa: BLE001
+            pass
+        self.returncode = code
+        self._exited.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._exited.wait(timeout):
+            raise subprocess.TimeoutExpired("container", timeout)
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL to the whole container (timeout, cancel, fencing, the runner ending); it stays
+        until close(), so its exit and OOM state can still be read."""
+        if self.returncode is None:
+            try:
+                self.container.kill()
+            except Exception:  # noqa: BLE001 - already stopped
+                pass
+
+    def close(self) -> None:
+        """Remove the container, once it has been waited for."""
+        try:
+            self.container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass

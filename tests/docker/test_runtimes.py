@@ -1,0 +1,233 @@
+"""Every catalogue runtime, through the real runner in a real container (a private dockerd, the
+catalogue images from the registry): a script using what the runtime promises, its outputs and
+exit code as the runner commits them, and the guarantees: no network, a read-only image, /work and
+a private /tmp the only writable places, the run's own uid, memory, process and file-size limits,
+and timeout and cancel killing the whole container."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from rgrid_core import workerwire as wire
+from rgrid_runner.runner import run_execution
+from rgrid_runner.settings import WorkerSettings
+from rgrid_runner.workerclient import WorkerClient
+from tests.httpstandin import server  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.docker
+
+MEMORY_MB = 256
+
+# Each runtime's promise, checked by a script in its own language. It writes out/result.txt.
+PROMISES = {
+    "python:3.11": ("s.py", b"""
+import sys
+assert sys.version_info[:2] == (3, 11), sys.version
+import os; os.makedirs("out", exist_ok=True)
+open("out/result.txt", "w").write(sys.version.split()[0])
+print("python", sys.version.split()[0])
+"""),
+    "python-datascience": ("s.py", b"""
+import os, numpy as np, pandas as pd, scipy.stats, sklearn.linear_model
+import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+x = np.arange(20.0); y = 3 * x + 1
+fit = sklearn.linear_model.LinearRegression().fit(x.reshape(-1, 1), y)
+frame = pd.DataFrame({"x": x, "y": y})
+assert abs(fit.coef_[0] - 3) < 1e-9 and frame.y.sum() == 590 and scipy.stats.pearsonr(x, y)[0] > 0.999
+os.makedirs("out", exist_ok=True)
+plt.plot(x, y); plt.savefig("out/plot.png")
+open("out/result.txt", "w").write(f"{fit.coef_[0]:.1f} numpy {np.__version__} pandas {pd.__version__}")
+print("slope", fit.coef_[0])
+"""),
+    "ffmpeg": ("s.py", b"""
+import os, subprocess, json
+os.makedirs("out", exist_ok=True)
+subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=duration=1:size=64x48:rate=10",
+                "-c:v", "mpeg4", "out/clip.mp4"], check=True)
+subprocess.run(["ffmpeg", "-loglevel", "error", "-i", "out/clip.mp4", "-vf", "scale=32:24", "out/small.avi"], check=True)
+probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", "out/small.avi"],
+                       capture_output=True, check=True, text=True)
+stream = json.loads(probe.stdout)["streams"][0]
+open("out/result.txt", "w").write(f"{stream['width']}x{stream['height']} {stream['nb_frames']}")
+"""),
+    "node:20": ("s.js", b"""
+const fs = require("fs");
+if (!process.version.startsWith("v20.")) throw new Error("node " + process.version);
+fs.mkdirSync("out", {recursive: true});
+fs.writeFileSync("out/result.txt", process.version.split(".")[0]);
+console.log("node", process.version);
+"""),
+}
+EXPECTED = {"python:3.11": "3.11.", "python-datascience": "3.0 numpy", "ffmpeg": "32x24 10", "node:20": "v20"}
+
+# The guarantees, probed from inside: each prints one JSON object of what it saw.
+PROBE_PY = b"""
+import json, os, socket, errno
+seen = {"uid": os.getuid()}
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=3); seen["network"] = True
+except OSError as e:
+    seen["network"] = False
+for path in ("/usr/probe", "/etc/probe", "/probe"):
+    try:
+        open(path, "w"); seen["image_writable"] = path
+    except OSError:
+        pass
+open("/tmp/probe", "w").write("x"); seen["tmp"] = True
+open("/work/probe", "w").write("x"); seen["work"] = True
+try:
+    with open("/tmp/big", "wb") as f:
+        f.write(b"\\0" * (3 * 1024 * 1024))
+    seen["fsize"] = "unlimited"
+except OSError as e:
+    seen["fsize"] = "limited"
+kids = 0
+try:
+    for _ in range(200):
+        if os.fork() == 0:
+            import time; time.sleep(3); os._exit(0)
+        kids += 1
+except OSError:
+    pass
+seen["forks"] = kids
+print(json.dumps(seen))
+"""
+PROBE_JS = b"""
+process.on("SIGXFSZ", () => {});  // as Python does: an over-long write fails instead of killing
+const fs = require("fs"), net = require("net"), cp = require("child_process");
+const seen = {uid: process.getuid()};
+for (const p of ["/usr/probe", "/etc/probe", "/probe"]) { try { fs.writeFileSync(p, "x"); seen.image_writable = p; } catch (e) {} }
+fs.writeFileSync("/tmp/probe", "x"); seen.tmp = true;
+fs.writeFileSync("/work/probe", "x"); seen.work = true;
+try { fs.writeFileSync("/tmp/big", Buffer.alloc(3 * 1024 * 1024)); seen.fsize = "unlimited"; } catch (e) { seen.fsize = "limited"; }
+let spawned = 0, settled = 0;
+const connect = () => {
+  const sock = net.connect({host: "1.1.1.1", port: 80});
+  sock.setTimeout(3000);
+  const done = (up) => { seen.network = up; seen.forks = spawned; console.log(JSON.stringify(seen)); process.exit(0); };
+  sock.on("connect", () => done(true)); sock.on("error", () => done(false)); sock.on("timeout", () => done(false));
+};
+for (let i = 0; i < 200; i++) {
+  const settle = () => { if (++settled === 200) connect(); };
+  try {
+    cp.spawn("sleep", ["3"]).on("spawn", () => { spawned++; settle(); }).on("error", settle);
+  } catch (e) { settle(); }
+}
+"""
+HOG_PY = b"x = bytearray(1024 * 1024 * 1024)\nprint('allocated')\n"
+HOG_JS = b"const b = []; for (;;) b.push(Buffer.alloc(64 * 1024 * 1024, 1));\n"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def work_root():
+    with tempfile.TemporaryDirectory(prefix="rgrid-docker-run-", dir="/tmp") as d:
+        yield Path(d)
+
+
+def _run(server, docker_grid, work_root: Path, runtime: str, name: str, script: bytes, timeout: int = 120,
+         outputs: tuple[str, ...] = (), finish=(200, {"committed": True})) -> tuple[str, dict, bytes]:
+    engine, registry = docker_grid
+    server.objects["/blobs/script"] = script
+    claim = dict(attempt=1, script=name, args=[], env={"GREETING": "hi"}, runtime=runtime, timeout_seconds=timeout,
+                 inputs=[dict(name=name, sha256=_sha(script), size=len(script), url=server.url + "/blobs/script")])
+    server.answer("POST", wire.CLAIM.format(id="ex1"), (200, claim))
+    server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (200, {"kept": True}))
+    server.answer("POST", wire.OUTPUT_URLS.format(id="ex1", attempt=1),
+                  (200, {"urls": [{"path": p, "url": server.url + "/outputs/" + p} for p in outputs]}))
+    server.answer("POST", wire.FINISH.format(id="ex1", attempt=1), finish)
+    settings = WorkerSettings(work_root=str(work_root), input_cache_mb=0, lease_check_interval_seconds=0.2,
+                              docker_host=engine.host, image_registry=registry.address,
+                              sandbox_memory_mb=MEMORY_MB, sandbox_max_processes=64, sandbox_max_file_mb=1)
+    result = run_execution("ex1", WorkerClient(server.url, "rgw_t", outage_budget=3.0), settings)
+    finishes = server.requests("POST", wire.FINISH.format(id="ex1", attempt=1))
+    body = json.loads(finishes[-1]["body"]) if finishes else {}
+    logs = b"".join(base64.b64decode(c["data_b64"]) for r in server.requests("POST", wire.RENEW.format(id="ex1", attempt=1))
+                    for c in json.loads(r["body"])["logs"])
+    return result, body, logs
+
+
+def _containers(docker_grid) -> list:
+    return docker_grid[0].client().containers.list(all=True, filters={"label": "org.rgrid.run"})
+
+
+@pytest.mark.parametrize("runtime", list(PROMISES))
+def test_each_runtime_runs_a_script_using_what_it_promises(server, docker_grid, work_root, runtime):
+    name, script = PROMISES[runtime]
+    # The worker asks for the script's outputs' upload addresses; the stand-in gives one per path.
+    outs = {"python-datascience": ("out/plot.png",), "ffmpeg": ("out/clip.mp4", "out/small.avi")}.get(runtime, ())
+    result, body, logs = _run(server, docker_grid, work_root, runtime, name, script,
+                              outputs=("out/result.txt", *outs))
+    assert result == "succeeded", (body, logs)
+    assert body["exit_code"] == 0
+    assert {o["path"] for o in body["outputs"]} == {"out/result.txt", *outs}
+    assert server.objects["/outputs/out/result.txt"].decode().startswith(EXPECTED[runtime])
+    if runtime == "python-datascience":
+        assert server.objects["/outputs/out/plot.png"].startswith(b"\x89PNG")
+    assert _containers(docker_grid) == []  # removed after the run
+    assert list(work_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("runtime", list(PROMISES))
+def test_each_runtime_keeps_the_sandbox_guarantees(server, docker_grid, work_root, runtime):
+    name, probe = ("s.js", PROBE_JS) if runtime == "node:20" else ("s.py", PROBE_PY)
+    result, body, logs = _run(server, docker_grid, work_root, runtime, name, probe, outputs=("probe",))
+    assert result == "succeeded", (body, logs)
+    seen = json.loads(logs.decode().strip().splitlines()[-1])
+    assert seen["network"] is False
+    assert "image_writable" not in seen
+    assert seen["tmp"] and seen["work"]
+    assert seen["uid"] >= 200_000  # the run's own uid, not root nor the runner's
+    assert seen["fsize"] == "limited"  # 1 MB file-size limit
+    assert seen["forks"] < 64  # process limit
+
+
+@pytest.mark.parametrize("runtime", list(PROMISES))
+def test_each_runtime_is_stopped_at_its_memory_limit(server, docker_grid, work_root, runtime):
+    name, hog = ("s.js", HOG_JS) if runtime == "node:20" else ("s.py", HOG_PY)
+    result, body, logs = _run(server, docker_grid, work_root, runtime, name, hog)
+    assert result == "failed", (body, logs)
+    assert body["reason"] == f"Out of memory: the script exceeded the {MEMORY_MB} MB memory limit."
+    assert _containers(docker_grid) == []
+
+
+def test_the_timeout_kills_the_whole_container(server, docker_grid, work_root):
+    script = b"import subprocess, time\nsubprocess.Popen(['sleep', '600'])\nprint('started', flush=True)\ntime.sleep(600)\n"
+    result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script, timeout=2)
+    assert result == "timed_out"
+    assert body["reason"] == "Timed out after 2 s (raise it with --timeout)."
+    assert b"started" in logs
+    assert _containers(docker_grid) == []
+
+
+def test_a_canceled_run_is_killed_with_its_container(server, docker_grid, work_root):
+    """Cancel reaches a worker as a renew answered 409: the runner kills the container and commits nothing."""
+    script = b"import time\nprint('working', flush=True)\ntime.sleep(600)\n"
+    server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (409, {"detail": "Run ex1 was canceled."}))
+    result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
+    assert result == "fenced"
+    assert body == {}
+    assert _containers(docker_grid) == []
+
+
+def test_a_failing_script_keeps_its_exit_code_and_stderr(server, docker_grid, work_root):
+    script = b"import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n"
+    result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
+    assert result == "failed" and body["exit_code"] == 3
+    assert body["reason"] == "The script exited with code 3."
+    assert b"bad input" in logs
+
+
+def test_the_script_sees_its_environment(server, docker_grid, work_root):
+    script = b"import os\nprint(os.environ['GREETING'], os.environ['HOME'], os.getcwd(), os.environ['RGRID_ATTEMPT'])\n"
+    result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
+    assert result == "succeeded"
+    assert logs.strip() == b"hi /work /work 1"
