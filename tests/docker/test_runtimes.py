@@ -33,7 +33,9 @@ open("out/result.txt", "w").write(sys.version.split()[0])
 print("python", sys.version.split()[0])
 """),
     "python-datascience": ("s.py", b"""
-import os, numpy as np, pandas as pd, scipy.stats, sklearn.linear_model
+import os
+os.environ["MPLCONFIGDIR"] = "/tmp/matplotlib"  # its font cache, not an output under HOME=/work
+import numpy as np, pandas as pd, scipy.stats, sklearn.linear_model
 import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
 x = np.arange(20.0); y = 3 * x + 1
 fit = sklearn.linear_model.LinearRegression().fit(x.reshape(-1, 1), y)
@@ -231,3 +233,22 @@ def test_the_script_sees_its_environment(server, docker_grid, work_root):
     result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
     assert result == "succeeded"
     assert logs.strip() == b"hi /work /work 1"
+
+
+def test_a_worker_pulls_every_runtime_image_before_it_beats(docker_grid, capsys):
+    """rgrid_runner.node's step before the agent starts: an image the worker lacks is pulled; a
+    registry without the images stops the worker with a sentence instead of a worker without them."""
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.node import pull_runtime_images
+
+    engine, registry = docker_grid
+    client = engine.client()
+    image = CATALOGUE["node:20"].image(registry.address)
+    client.images.remove(image)
+    pull_runtime_images(WorkerSettings(docker_host=engine.host, image_registry=registry.address))
+    assert client.images.get(image)
+    assert f"{len(CATALOGUE)} runtime images present" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pull_runtime_images(WorkerSettings(docker_host=engine.host, image_registry="127.0.0.1:9"))
+    assert "this worker cannot get its runtime images: The image of runtime python:3.11 could not be pulled" \
+        in capsys.readouterr().err
