@@ -4,7 +4,8 @@ memory, process and file-size limits, the run's own uid).
 
 A ContainerRun looks to the runner like the sandbox's process (poll, wait, returncode, kill), and
 its output arrives on two pipes, so log pumping, the lease loop and the wall clock are the same
-code for both runtimes. Docker's own log store is off: the output is attached, never kept on disk.
+code for both runtimes. The output is followed from Docker's json-file log of the container (kept
+to 2 x 16 MB, removed with the container).
 """
 from __future__ import annotations
 
@@ -83,41 +84,37 @@ class ContainerRun:
                      docker.types.Ulimit(name="core", soft=0, hard=0),
                      docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 5)],
             cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
-            log_config=docker.types.LogConfig(type="none"), stdin_open=False, tty=False,
+            # Output is followed from the engine's log of the container, which cannot miss what a
+            # script printing and exiting at once wrote (attaching before the start did, under load).
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "16m", "max-file": "2"}),
+            stdin_open=False, tty=False,
             labels={"org.rgrid.run": "1"},
         )
         try:
-            stream = self.container.attach(stdout=True, stderr=True, stream=True, demux=True)
+            self.container.start()
         except Exception:
             os.close(stdout_fd)
             os.close(stderr_fd)
             self.close()
             raise
-        # From here the copier owns the pipes: it closes them when the attached stream ends.
-        self._pump = threading.Thread(target=self._copy, args=(stream, stdout_fd, stderr_fd), daemon=True)
-        self._pump.start()
-        try:
-            self.container.start()
-        except Exception:
-            self.close()
-            raise
+        # One follower per stream: each closes its pipe when the container's output ends.
+        self._followers = [threading.Thread(target=self._follow, args=(fd, name == "stdout"), daemon=True)
+                           for name, fd in (("stdout", stdout_fd), ("stderr", stderr_fd))]
+        for follower in self._followers:
+            follower.start()
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
 
-    @staticmethod
-    def _copy(stream, stdout_fd: int, stderr_fd: int) -> None:
-        """The attached output into the runner's pipes; closing them tells the log pump it ended."""
+    def _follow(self, fd: int, stdout: bool) -> None:
+        """The container's stdout or stderr into the runner's pipe, from its first byte to its end."""
         try:
-            for out, err in stream:
-                if out:
-                    os.write(stdout_fd, out)
-                if err:
-                    os.write(stderr_fd, err)
+            for data in self._client.api.logs(self.container.id, stdout=stdout, stderr=not stdout, stream=True,
+                                              follow=True):
+                os.write(fd, data)
         except Exception:  # noqa: BLE001 - the container was removed under us: its output ends here
             pass
         finally:
-            os.close(stdout_fd)
-            os.close(stderr_fd)
+            os.close(fd)
 
     def _wait(self) -> None:
         try:
