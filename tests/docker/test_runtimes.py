@@ -228,7 +228,8 @@ def test_a_failing_script_keeps_its_exit_code_and_stderr(server, docker_grid, wo
     assert b"bad input" in logs
 
 
-def test_the_script_sees_its_environment(server, docker_grid, work_root):
+@pytest.mark.parametrize("round_", range(5))  # a quick script's whole output, again and again
+def test_the_script_sees_its_environment(server, docker_grid, work_root, round_):
     script = b"import os\nprint(os.environ['GREETING'], os.environ['HOME'], os.getcwd(), os.environ['RGRID_ATTEMPT'])\n"
     result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
     assert result == "succeeded"
