@@ -147,8 +147,12 @@ class ContainerRun:
                 pass
 
     def close(self) -> None:
-        """Remove the container, once it has been waited for."""
+        """Remove the container, once it has been waited for, and wait for its output followers:
+        each closes its pipe end when it ends, and one outliving the run would close a number the
+        next run's pipe has taken by then (a canceled run's did, and every later run lost its output)."""
         try:
             self.container.remove(force=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
+        for follower in getattr(self, "_followers", ()):
+            follower.join(30)
