@@ -70,31 +70,17 @@ class ContainerRun:
         self.returncode: int | None = None
         self.oom_killed = False
         self._exited = threading.Event()
-        mem = limits.memory_mb * 1024 * 1024
-        size = limits.max_file_mb * 1024 * 1024
-        user = uid if uid is not None else os.getuid()
-        self.container = client.containers.create(
-            image, [*runtime.command, script, *args],
-            user=f"{user}:{user}", environment=env, working_dir="/work",
-            network_mode="none", read_only=True,
-            volumes={str(workdir): {"bind": "/work", "mode": "rw"}},
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMP_MB}m,mode=1777"},
-            mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
-            ulimits=[docker.types.Ulimit(name="fsize", soft=size, hard=size),
-                     docker.types.Ulimit(name="core", soft=0, hard=0),
-                     docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 5)],
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
-            # Output is followed from the engine's log of the container, which cannot miss what a
-            # script printing and exiting at once wrote (attaching before the start did, under load).
-            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "16m", "max-file": "2"}),
-            stdin_open=False, tty=False,
-            labels={"org.rgrid.run": "1"},
-        )
+        # The pipes' write ends are this run's until it is closed: a follower writes and closes
+        # them only under the lock and while they are open, so none can touch a number that a
+        # later run's pipe has taken (close() takes back those of a follower that outlived it).
+        self._pipes_lock = threading.Lock()
+        self._open_pipes = {stdout_fd, stderr_fd}
+        self._followers: list[threading.Thread] = []
+        self.container = None
         try:
+            self.container = self._create(client, docker, image, runtime, script, args, workdir, env, limits, uid)
             self.container.start()
         except Exception:
-            os.close(stdout_fd)
-            os.close(stderr_fd)
             self.close()
             raise
         # One follower per stream: each closes its pipe when the container's output ends.
@@ -105,16 +91,49 @@ class ContainerRun:
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()
 
+    @staticmethod
+    def _create(client, docker, image: str, runtime: Runtime, script: str, args: list[str], workdir: Path,
+                env: dict[str, str], limits: Limits, uid: int | None):
+        mem = limits.memory_mb * 1024 * 1024
+        size = limits.max_file_mb * 1024 * 1024
+        user = uid if uid is not None else os.getuid()
+        return client.containers.create(
+            image, [*runtime.command, script, *args],
+            user=f"{user}:{user}", environment=env, working_dir="/work",
+            network_mode="none", read_only=True,
+            volumes={str(workdir): {"bind": "/work", "mode": "rw"}},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMP_MB}m,mode=1777"},
+            mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
+            ulimits=[docker.types.Ulimit(name="fsize", soft=size, hard=size),
+                     docker.types.Ulimit(name="core", soft=0, hard=0),
+                     docker.types.Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 5)],
+            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
+            # Output is followed from the engine's log of the container, from its first byte, so a
+            # script that prints and exits at once loses nothing however late its follower starts.
+            log_config=docker.types.LogConfig(type="json-file", config={"max-size": "16m", "max-file": "2"}),
+            stdin_open=False, tty=False,
+            labels={"org.rgrid.run": "1"},
+        )
+
     def _follow(self, fd: int, stdout: bool) -> None:
         """The container's stdout or stderr into the runner's pipe, from its first byte to its end."""
         try:
             for data in self._client.api.logs(self.container.id, stdout=stdout, stderr=not stdout, stream=True,
                                               follow=True):
-                os.write(fd, data)
+                with self._pipes_lock:
+                    if fd not in self._open_pipes:
+                        return
+                    os.write(fd, data)  # the log pump reads its pipes to their end: this never blocks for good
         except Exception:  # noqa: BLE001 - the container was removed under us: its output ends here
             pass
         finally:
-            os.close(fd)
+            self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        with self._pipes_lock:
+            if fd in self._open_pipes:
+                self._open_pipes.discard(fd)
+                os.close(fd)
 
     def _wait(self) -> None:
         try:
@@ -147,12 +166,16 @@ class ContainerRun:
                 pass
 
     def close(self) -> None:
-        """Remove the container, once it has been waited for, and wait for its output followers:
-        each closes its pipe end when it ends, and one outliving the run would close a number the
-        next run's pipe has taken by then (a canceled run's did, and every later run lost its output)."""
-        try:
-            self.container.remove(force=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-        for follower in getattr(self, "_followers", ()):
+        """Remove the container, once it has been waited for, and end its output followers: each
+        closes its pipe end when it ends, and one outliving the run would close a number the next
+        run's pipe has taken by then (a canceled run's did, and every later run lost its output).
+        After close() this run holds no descriptor, whatever its followers still do."""
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        for follower in self._followers:
             follower.join(30)
+        for fd in list(self._open_pipes):  # a follower still stuck in the engine: its pipe ends here
+            self._close_pipe(fd)

@@ -152,8 +152,10 @@ def _run(server, docker_grid, work_root: Path, runtime: str, name: str, script: 
     result = run_execution("ex1", WorkerClient(server.url, "rgw_t", outage_budget=3.0), settings)
     finishes = server.requests("POST", wire.FINISH.format(id="ex1", attempt=1))
     body = json.loads(finishes[-1]["body"]) if finishes else {}
-    logs = b"".join(base64.b64decode(c["data_b64"]) for r in server.requests("POST", wire.RENEW.format(id="ex1", attempt=1))
-                    for c in json.loads(r["body"])["logs"])
+    # What the script printed: renews carry what it wrote while it ran, the finish what was read
+    # after it ended (all of a quick script's output, usually).
+    carried = [json.loads(r["body"])["logs"] for r in server.requests("POST", wire.RENEW.format(id="ex1", attempt=1))]
+    logs = b"".join(base64.b64decode(c["data_b64"]) for chunks in [*carried, body.get("logs", [])] for c in chunks)
     return result, body, logs
 
 
