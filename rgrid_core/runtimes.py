@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 # Bumped when the way images are built changes (the recipe hash then changes for every image).
 RECIPE_VERSION = 1
 # Debian's mirror; the images carry exactly what its suites held when they were built.
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+@dataclass(frozen=True)
+class GoModulePython:
+    """A CPython that Debian does not carry, laid out into the image from a Go module: the module
+    proxy serves it and go checks it against the checksum database, and the pinned h1: hash is
+    part of the recipe, so another build of it is another image."""
+    module: str     # the Go module holding the interpreter's files
+    version: str
+    h1: str         # go.sum's hash of the module's files
+    subdir: str     # where in the module the tree and its files.json lie
+    prefix: str     # where the tree goes in the image
+    links: tuple[str, ...] = ("python3",)  # /usr/local/bin names for prefix/bin/<first name>
 
 
 @dataclass(frozen=True)
@@ -25,10 +38,20 @@ class Runtime:
     packages: tuple[str, ...]   # Debian packages installed on top of the essential set
     command: tuple[str, ...]    # the interpreter the script is handed to
     sandbox: bool = False       # also runs in bubblewrap on a worker without Docker
+    python: GoModulePython | None = None  # an interpreter laid out over the Debian packages
 
     def recipe(self) -> dict:
-        return {"v": RECIPE_VERSION, "suite": self.suite, "mirror": DEBIAN_MIRROR,
-                "packages": sorted(self.packages), "command": list(self.command)}
+        recipe = {"v": RECIPE_VERSION, "suite": self.suite, "mirror": DEBIAN_MIRROR,
+                  "packages": sorted(self.packages), "command": list(self.command)}
+        if self.python:  # only then: the other images keep their tags
+            recipe["python"] = {**asdict(self.python), "links": list(self.python.links)}
+        return recipe
+
+    @property
+    def runs_in(self) -> str:
+        if self.sandbox:
+            return "container; bubblewrap on a worker without Docker"
+        return "container (a worker with Docker)"
 
     @property
     def tag(self) -> str:
@@ -45,8 +68,17 @@ class Runtime:
         return f"{registry}/{self.repository}:{self.tag}"
 
 
+# CPython 3.10 for python:3.10 (no Debian suite on the mirror has 3.10): python-build-standalone's
+# 3.10.16 for linux-amd64, as kluctl's go-embed-python module ships it.
+PYTHON_310 = GoModulePython(
+    module="github.com/kluctl/go-embed-python", version="v0.0.0-3.10.16-20241219-1",
+    h1="h1:bfJRrtWlbdrPtwXXXZzA95yj2Pr9AvSbxDEm8YvbaP0=", subdir="python/internal/data/linux-amd64",
+    prefix="/usr/local/python3.10", links=("python3.10", "python3", "python"))
+
 CATALOGUE: dict[str, Runtime] = {r.name: r for r in (
     Runtime("python:3.11", "Python 3.11 (Debian 12)", "bookworm", ("python3",), ("python3",), sandbox=True),
+    Runtime("python:3.10", "Python 3.10.16 (python-build-standalone, on Debian 12)", "bookworm", (),
+            ("python3",), python=PYTHON_310),
     Runtime("python-datascience",
             "Python 3.11 with numpy, pandas, scipy, matplotlib and scikit-learn (Debian 12)", "bookworm",
             ("python3", "python3-numpy", "python3-pandas", "python3-scipy", "python3-matplotlib",

@@ -38,9 +38,21 @@ OUTPUT_URLS = PREFIX + "/runs/{id}/attempts/{attempt}/output-urls"
 FINISH = PREFIX + "/runs/{id}/attempts/{attempt}/finish"
 
 
+class RuntimeImage(BaseModel):
+    """A catalogue runtime's image a worker holds (rgrid_core.runtimes): `rgrid runtimes` shows
+    whether every worker has each one."""
+    runtime: str = Field(max_length=64)
+    tag: str = Field(max_length=128)
+    size_bytes: int = Field(ge=0, le=2**53)
+
+
 class RegisterRequest(BaseModel):
     slots: int = Field(ge=1, le=256)
     provider: str = Field(default="local", max_length=32)
+    # Whether the worker runs scripts in Docker, and the runtime images it held when it registered
+    # (it pulls them all before that). A worker without Docker runs python:3.11 in bubblewrap.
+    docker: bool = False
+    images: list[RuntimeImage] = Field(default=[], max_length=64)
 
 
 class RegisterResponse(BaseModel):

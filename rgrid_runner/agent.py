@@ -26,7 +26,8 @@ log = logging.getLogger("rgrid.agent")
 
 def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClient | None = None) -> None:
     client = client or WorkerClient.for_settings(settings)
-    registered = _register(client, slots, provider)
+    images = runtime_images(settings)
+    registered = _register(client, slots, provider, images)
     interval = registered.heartbeat_interval_seconds or settings.heartbeat_interval_seconds
     log.info("worker %s registered (%d slots); heartbeat every %.1f s", registered.worker_id, slots, interval)
     while True:
@@ -39,18 +40,32 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
             log.warning("heartbeat refused with HTTP %d but not given up (%s); a failed beat, trying again", e.status, e)
         except Fenced as e:  # the control plane has no registration of this worker (yet): register again
             log.warning("heartbeat refused (%s); registering again", e)
-            _register(client, slots, provider)
+            _register(client, slots, provider, images)
         except Exception as e:  # noqa: BLE001 - a missed beat is what dead_after is for
             log.warning("heartbeat failed: %s", e)
         time.sleep(interval)
 
 
-def _register(client: WorkerClient, slots: int, provider: str):
+def runtime_images(settings: WorkerSettings) -> list[dict] | None:
+    """The runtime images this worker holds, for its registration (the node pulled them all before
+    starting the agent); None: it has no Docker. An engine that does not answer reports none."""
+    if not settings.docker_host:
+        return None
+    from .container import docker_client, held_images
+
+    try:
+        return held_images(docker_client(settings.docker_host), settings.image_registry)
+    except Exception as e:  # noqa: BLE001 - `rgrid runtimes` then shows this worker lacking them
+        log.warning("could not list this worker's runtime images: %s", e)
+        return []
+
+
+def _register(client: WorkerClient, slots: int, provider: str, images: list[dict] | None = None):
     """Register, however long the control plane is away (a worker that never registers is declared
     dead by the control plane's boot timeout); only a given-up refusal takes the worker down."""
     while True:
         try:
-            return client.register(slots, provider, budget=600)
+            return client.register(slots, provider, budget=600, images=images)
         except Refused as e:
             if e.given_up:
                 _take_worker_down(f"the control plane refused to register this worker: {e}")

@@ -54,6 +54,21 @@ def ensure_image(client, runtime: Runtime, registry: str) -> str:
     return image
 
 
+def held_images(client, registry: str) -> list[dict]:
+    """The catalogue images this worker's engine holds, as its registration reports them
+    (rgrid_core.workerwire.RuntimeImage)."""
+    import docker
+
+    held = []
+    for runtime in CATALOGUE.values():
+        try:
+            image = client.images.get(runtime.image(registry))
+        except docker.errors.ImageNotFound:
+            continue
+        held.append({"runtime": runtime.name, "tag": runtime.tag, "size_bytes": int(image.attrs.get("Size") or 0)})
+    return held
+
+
 def prepull(client, registry: str, names=None) -> list[str]:
     """Pull every catalogue image (a worker at boot), so no first run waits for a pull."""
     return [ensure_image(client, CATALOGUE[n], registry) for n in (names or CATALOGUE)]

@@ -198,8 +198,10 @@ class WorkerClient:
             raise RuntimeError(f"The control plane answered {method} {path} with HTTP {r.status_code}: {_detail(r)}")
         return r.json() if r.content else None
 
-    def register(self, slots: int, provider: str, budget: float | None = None) -> wire.RegisterResponse:
-        body = wire.RegisterRequest(slots=slots, provider=provider)
+    def register(self, slots: int, provider: str, budget: float | None = None,
+                 images: list[dict] | None = None) -> wire.RegisterResponse:
+        """images: the runtime images the worker holds (container.held_images); None: no Docker."""
+        body = wire.RegisterRequest(slots=slots, provider=provider, docker=images is not None, images=images or [])
         return wire.RegisterResponse.model_validate(self._call("POST", wire.REGISTER, body, budget))
 
     def heartbeat(self, budget: float | None = 0) -> wire.HeartbeatResponse:

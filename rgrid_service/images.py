@@ -18,10 +18,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from rgrid_core.runtimes import CATALOGUE, DEBIAN_MIRROR, Runtime
 
+from . import gomodpython
 from .dockerhost import DockerEngine, DockerUnavailable, Registry, cache_dir, missing_tools
 
 SOURCE_DATE_EPOCH = "1704067200"  # 2024-01-01: every file's time in every image
@@ -43,11 +44,23 @@ class Built:
     size_mb: float  # unpacked, as `docker images` shows it; 0 when cached (not pulled)
 
 
-def mmdebstrap_command(runtime: Runtime, out: Path) -> list[str]:
+def mmdebstrap_command(runtime: Runtime, out: Path, python_tree: Path | None = None) -> list[str]:
+    """The root file system's build; python_tree (runtime.python laid out, gomodpython) goes to
+    its prefix, with links in /usr/local/bin, and its module's version into the packages file."""
     cmd = ["mmdebstrap", "--quiet", "--variant=essential", "--format=tar",
-           "--include=" + ",".join(runtime.packages),
+           *(["--include=" + ",".join(runtime.packages)] if runtime.packages else []),
            "--aptopt=Acquire::Check-Valid-Until \"false\"",
            f"--customize-hook=chroot \"$1\" dpkg-query -W -f '${{Package}} ${{Version}}\\n' > \"$1{PACKAGES_FILE}\""]
+    if runtime.python:
+        source = runtime.python
+        prefix = PurePosixPath(source.prefix)
+        if python_tree is None or python_tree.name != prefix.name:
+            raise BuildError(f"{runtime.name} needs its interpreter laid out in a folder named {prefix.name}.")
+        cmd.append(f"--customize-hook=mkdir -p \"$1{prefix.parent}\"")
+        cmd.append(f"--customize-hook=copy-in {python_tree} {prefix.parent}")
+        for link in source.links:
+            cmd.append(f"--customize-hook=ln -sf {prefix}/bin/{source.links[0]} \"$1/usr/local/bin/{link}\"")
+        cmd.append(f"--customize-hook=echo '{source.module} {source.version} {source.h1}' >> \"$1{PACKAGES_FILE}\"")
     for path in LEAVE_OUT:
         cmd.append(f"--dpkgopt=path-exclude={path}")
     cmd.append("--dpkgopt=path-include=/usr/share/doc/*/copyright")
@@ -75,13 +88,19 @@ def build(runtime: Runtime, client, registry: Registry, workdir: Path) -> Built:
     tarball = workdir / f"{runtime.repository.replace('/', '_')}.tar"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "LANG": "C.UTF-8",
            "TMPDIR": str(workdir)}
-    done = subprocess.run(mmdebstrap_command(runtime, tarball), env=env, capture_output=True, text=True)
+    try:
+        python_tree = gomodpython.prepare(runtime.python, workdir) if runtime.python else None
+    except gomodpython.FetchError as e:
+        raise BuildError(f"The interpreter of {runtime.name} could not be fetched: {e}") from e
+    done = subprocess.run(mmdebstrap_command(runtime, tarball, python_tree), env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise BuildError(f"mmdebstrap could not build {runtime.name}:\n{tail}")
     repo = f"{registry.address}/{runtime.repository}"
     client.api.import_image_from_file(str(tarball), repository=repo, tag=runtime.tag, changes=image_changes(runtime))
     tarball.unlink()
+    if python_tree:
+        shutil.rmtree(python_tree.parent)
     for line in client.images.push(repo, tag=runtime.tag, stream=True, decode=True):
         if "error" in line:
             raise BuildError(f"Pushing {image} failed: {line['error']}")

@@ -468,12 +468,14 @@ def expire_leases(engine: Engine, older_than: datetime) -> list[tuple[str, str]]
     return results
 
 
-def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -> bool:
+def register_worker(engine: Engine, worker_id: str, provider: str, slots: int,
+                    runtime_images: list[dict] | None = None) -> bool:
     """A worker's agent announces itself: its record (written by the fleet when it asked for the
     server) becomes active. A worker the control plane has given up on (dead, being deleted)
     stays given up: False, and it must come back under a new id. The UPDATE carries the guard
     itself: on PostgreSQL the read takes no lock, so a worker declared dead (or moved to deleting)
-    between the read and the write would otherwise be brought back to active."""
+    between the read and the write would otherwise be brought back to active. runtime_images: what
+    it holds (None: it has no Docker), kept for `rgrid runtimes`."""
     from .db.models import Worker, WorkerHeartbeat
 
     with write_tx(engine) as conn:
@@ -481,7 +483,8 @@ def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -
         if row is not None and (row.state in GIVEN_UP or row.token_revoked_at is not None):
             return False
         if row is None:  # a worker started by hand, outside any fleet
-            conn.execute(insert(Worker).values(id=worker_id, provider=provider, state=WorkerState.ACTIVE, slots=slots))
+            conn.execute(insert(Worker).values(id=worker_id, provider=provider, state=WorkerState.ACTIVE, slots=slots,
+                                               runtime_images=runtime_images))
         elif row.state != WorkerState.DRAINING:
             moved = conn.execute(
                 update(Worker)
@@ -492,6 +495,8 @@ def register_worker(engine: Engine, worker_id: str, provider: str, slots: int) -
                 now = conn.execute(select(Worker.state, Worker.token_revoked_at).where(Worker.id == worker_id)).first()
                 if now is None or now.state != WorkerState.DRAINING or now.token_revoked_at is not None:
                     return False  # given up meanwhile (a drain meanwhile is kept, as above)
+        if row is not None:
+            conn.execute(update(Worker).where(Worker.id == worker_id).values(runtime_images=runtime_images))
         beat = conn.execute(
             update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == worker_id)
             .values(last_heartbeat_at=utcnow(), running=[])

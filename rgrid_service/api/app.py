@@ -23,7 +23,7 @@ from .errors import BODY_UNREADABLE, ServiceError, validation_sentence
 from .follow import Watcher
 from .keycache import VerifiedKeys
 from .metrics import registry_for
-from .routers import batches, cluster, executions, fleet, follow, health, metrics, spend, worker
+from .routers import batches, cluster, executions, fleet, follow, health, metrics, runtimes, spend, worker
 
 DB_AWAY = "The database is not reachable right now. Nothing was lost; try again in a few seconds."
 
@@ -84,6 +84,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise exc
         return JSONResponse(status_code=503, content={"detail": DB_AWAY}, headers={"Retry-After": "5"})
 
-    for module in (health, cluster, executions, batches, follow, fleet, spend, metrics, worker):
+    for module in (health, cluster, executions, batches, follow, fleet, spend, metrics, runtimes, worker):
         app.include_router(module.router)
     return app

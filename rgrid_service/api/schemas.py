@@ -393,3 +393,25 @@ class FleetCosts(BaseModel):
     idle_eur: float
     prices: dict[str, float] = Field(description="EUR per hour of each server type the table prices.")
     prices_as_of: dict[str, str] = Field(description="The date each price was read.")
+
+
+class RuntimeView(BaseModel):
+    """One catalogue runtime (rgrid_core.runtimes) and where the grid has it."""
+    name: str
+    contents: str
+    default: bool
+    runs_in: str
+    debian_suite: str
+    packages: list[str]
+    image_tag: str
+    # The image's unpacked size, as the workers holding it reported it; None: no worker has it.
+    size_bytes: int | None
+    # Active workers that can run it now: they hold its image (or, for a runtime that also runs in
+    # bubblewrap, have no Docker), of all active workers; the ids of those that cannot.
+    workers_ready: int
+    workers_active: int
+    workers_missing: list[str]
+
+
+class RuntimesView(BaseModel):
+    runtimes: list[RuntimeView]

@@ -97,7 +97,8 @@ def require_alive(worker: TokenWorker) -> TokenWorker:
 
 def register(engine: Engine, settings: ServiceSettings, worker: TokenWorker,
              body: wire.RegisterRequest) -> wire.RegisterResponse:
-    if not lifecycle.register_worker(engine, worker.id, body.provider, body.slots):
+    images = [i.model_dump() for i in body.images] if body.docker else None
+    if not lifecycle.register_worker(engine, worker.id, body.provider, body.slots, images):
         raise given_up(worker)
     return wire.RegisterResponse(worker_id=worker.id, heartbeat_interval_seconds=settings.heartbeat_interval_seconds)
 

@@ -231,6 +231,9 @@ class Worker(Base):
     retire_requested_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # When its worker token stopped being honoured (retired, declared dead, deleted).
     token_revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # What it said at its last registration: no Docker (None), or the runtime images it holds,
+    # [{"runtime", "tag", "size_bytes"}] (`rgrid runtimes`).
+    runtime_images: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class WorkerHeartbeat(Base):

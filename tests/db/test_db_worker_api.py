@@ -323,3 +323,26 @@ def test_registration_never_brings_a_given_up_worker_back(plane):
         assert conn.execute(select(Worker.state).where(Worker.id == worker.id)).scalar() == WorkerState.DEAD
     r = worker.register()
     assert r.status_code == 403 and r.json()["code"] == wire.GIVEN_UP
+
+
+def test_a_worker_reports_its_runtime_images_and_rgrid_runtimes_adds_them_up(plane):
+    """Registration carries the images a worker holds (or that it has no Docker); GET /v1/runtimes
+    counts, per runtime, the active workers that can run it, with the ids of those that cannot."""
+    from rgrid_core.runtimes import CATALOGUE
+
+    full, partial, bare = plane.worker(register=False), plane.worker(register=False), plane.worker(register=False)
+    held = [{"runtime": n, "tag": r.tag, "size_bytes": 1000 + i} for i, (n, r) in enumerate(CATALOGUE.items())]
+    for worker, body in ((full, {"docker": True, "images": held}),
+                         (partial, {"docker": True, "images": [i for i in held if i["runtime"] == "python:3.11"]}),
+                         (bare, {})):
+        r = worker.post(wire.REGISTER, {"slots": 2, "provider": "local", **body})
+        assert r.status_code == 200, r.text
+    lifecycle.declare_dead(plane.engine, bare.id, "gone")  # no longer active: not counted
+    r = plane.client.get("/v1/runtimes", headers=plane.tenant())
+    assert r.status_code == 200, r.text
+    views = {v["name"]: v for v in r.json()["runtimes"]}
+    assert list(views) == list(CATALOGUE)
+    assert views["python:3.11"]["workers_ready"] == 2 and views["python:3.11"]["workers_active"] == 2
+    assert views["node:20"]["workers_ready"] == 1 and views["node:20"]["workers_missing"] == [partial.id]
+    assert views["node:20"]["size_bytes"] == next(i["size_bytes"] for i in held if i["runtime"] == "node:20")
+    assert plane.client.get("/v1/runtimes").status_code == 401

@@ -62,3 +62,19 @@ def test_the_worker_pulled_every_image_before_it_became_active(docker_local_grid
 
     logs = "".join(p.read_text(errors="replace") for p in logs_dir(docker_local_grid.home).glob("*w-*.log"))
     assert f"rgrid: {len(CATALOGUE)} runtime images present" in logs
+
+
+def test_rgrid_runtimes_shows_every_image_on_the_docker_worker(docker_local_grid):
+    import json
+
+    from rgrid_core.runtimes import CATALOGUE
+
+    r = docker_local_grid.rgrid("runtimes", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    views = {v["name"]: v for v in json.loads(r.stdout)["runtimes"]}
+    assert list(views) == list(CATALOGUE)
+    for name, view in views.items():
+        assert (view["workers_ready"], view["workers_active"], view["workers_missing"]) == (1, 1, []), view
+        assert view["image_tag"] == CATALOGUE[name].tag and view["size_bytes"] > 10_000_000
+    table = docker_local_grid.rgrid("runtimes", env={"COLUMNS": "250"})
+    assert table.returncode == 0 and table.stdout.decode().count("every worker") == len(CATALOGUE)

@@ -12,6 +12,8 @@ pytestmark = pytest.mark.docker
 
 PROMISES = {
     "python:3.11": ["python3", "-c", "import sys; assert sys.version_info[:2] == (3, 11); print('ok')"],
+    "python:3.10": ["python3", "-c", "import sys, ssl, sqlite3, ctypes, zlib; assert sys.version_info[:2] == (3, 10); "
+                    "print('ok')"],
     "python-datascience": ["python3", "-c", "import numpy, pandas, scipy.stats, matplotlib, sklearn.linear_model; "
                            "print('ok' if numpy.arange(4).sum() == 6 else 'bad')"],
     "ffmpeg": ["sh", "-c", "ffmpeg -loglevel error -f lavfi -i testsrc=duration=1:size=64x48:rate=10 -c:v mpeg4 "
@@ -35,6 +37,8 @@ def test_each_image_holds_what_its_runtime_promises(docker_grid, name):
     assert _run(client, image, PROMISES[name]).strip() == "ok"
     installed = dict(line.split(" ", 1) for line in _run(client, image, ["cat", "/etc/rgrid-image-packages"]).splitlines())
     assert set(runtime.packages) <= set(installed)
+    if runtime.python:  # the interpreter laid out from its Go module, with the pinned hash
+        assert installed[runtime.python.module] == f"{runtime.python.version} {runtime.python.h1}"
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))

@@ -32,6 +32,17 @@ import os; os.makedirs("out", exist_ok=True)
 open("out/result.txt", "w").write(sys.version.split()[0])
 print("python", sys.version.split()[0])
 """),
+    "python:3.10": ("s.py", b"""
+import sys
+assert sys.version_info[:2] == (3, 10), sys.version
+import ctypes, sqlite3, ssl, zlib
+assert zlib.decompress(zlib.compress(b"rgrid")) == b"rgrid" and ctypes.sizeof(ctypes.c_int64) == 8
+db = sqlite3.connect(":memory:"); assert db.execute("select 1 + 1").fetchone() == (2,)
+assert ssl.create_default_context().protocol >= ssl.PROTOCOL_TLS_CLIENT
+import os; os.makedirs("out", exist_ok=True)
+open("out/result.txt", "w").write(sys.version.split()[0])
+print("python", sys.version.split()[0], ssl.OPENSSL_VERSION)
+"""),
     "python-datascience": ("s.py", b"""
 import os
 os.environ["MPLCONFIGDIR"] = "/tmp/matplotlib"  # its font cache, not an output under HOME=/work
@@ -65,7 +76,7 @@ fs.writeFileSync("out/result.txt", process.version.split(".")[0]);
 console.log("node", process.version);
 """),
 }
-EXPECTED = {"python:3.11": "3.11.", "python-datascience": "3.0 numpy", "ffmpeg": "32x24 10", "node:20": "v20"}
+EXPECTED = {"python:3.11": "3.11.", "python:3.10": "3.10.", "python-datascience": "3.0 numpy", "ffmpeg": "32x24 10", "node:20": "v20"}
 
 # The guarantees, probed from inside: each prints one JSON object of what it saw.
 PROBE_PY = b"""

@@ -258,6 +258,7 @@ def test_the_agent_registers_beats_and_takes_the_worker_down_when_given_up(serve
     with pytest.raises(SystemExit) as exit_:
         agent.run(2, "local", WorkerSettings(), client)
     assert exit_.value.code == 3
-    assert json.loads(server.requests("POST", wire.REGISTER)[0]["body"]) == {"slots": 2, "provider": "local"}
+    assert json.loads(server.requests("POST", wire.REGISTER)[0]["body"]) == {"slots": 2, "provider": "local", "docker": False,
+                                                                             "images": []}
     assert len(server.requests("POST", wire.REGISTER)) == 3  # the 503 ridden out, then again after the 409
     assert len(server.requests("POST", wire.HEARTBEAT)) == 4
