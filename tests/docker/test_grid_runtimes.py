@@ -1,5 +1,6 @@
 """`rgrid run --runtime NAME` end to end on a real local grid whose worker has Docker: the CLI, the
-API, the run record and the worker, which pulled every catalogue image before it became active."""
+API, the run record and the worker, which pulled every catalogue image before it became active;
+`rgrid runtimes` showing that worker holding every image."""
 from __future__ import annotations
 
 import pytest

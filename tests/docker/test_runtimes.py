@@ -81,7 +81,7 @@ EXPECTED = {"python:3.11": "3.11.", "python:3.10": "3.10.", "python-datascience"
 # The guarantees, probed from inside: each prints one JSON object of what it saw.
 PROBE_PY = b"""
 import json, os, socket, errno
-seen = {"uid": os.getuid()}
+seen = {"uid": os.getuid(), "tmp_empty": os.listdir("/tmp") == []}
 try:
     socket.create_connection(("1.1.1.1", 80), timeout=3); seen["network"] = True
 except OSError as e:
@@ -113,7 +113,7 @@ print(json.dumps(seen))
 PROBE_JS = b"""
 process.on("SIGXFSZ", () => {});  // as Python does: an over-long write fails instead of killing
 const fs = require("fs"), net = require("net"), cp = require("child_process");
-const seen = {uid: process.getuid()};
+const seen = {uid: process.getuid(), tmp_empty: fs.readdirSync("/tmp").length === 0};
 for (const p of ["/usr/probe", "/etc/probe", "/probe"]) { try { fs.writeFileSync(p, "x"); seen.image_writable = p; } catch (e) {} }
 fs.writeFileSync("/tmp/probe", "x"); seen.tmp = true;
 fs.writeFileSync("/work/probe", "x"); seen.work = true;
@@ -134,6 +134,13 @@ for (let i = 0; i < 200; i++) {
 """
 HOG_PY = b"x = bytearray(1024 * 1024 * 1024)\nprint('allocated')\n"
 HOG_JS = b"const b = []; for (;;) b.push(Buffer.alloc(64 * 1024 * 1024, 1));\n"
+# A script that starts a child of its own and waits: a timeout or a cancel must end both.
+SLEEPER_PY = b"import subprocess, time\nsubprocess.Popen(['sleep', '600'])\nprint('started', flush=True)\ntime.sleep(600)\n"
+SLEEPER_JS = b"require('child_process').spawn('sleep', ['600']);\nconsole.log('started');\nsetTimeout(() => {}, 600000);\n"
+
+
+def _script(runtime: str, python: bytes, js: bytes) -> tuple[str, bytes]:
+    return ("s.js", js) if runtime == "node:20" else ("s.py", python)
 
 
 def _sha(data: bytes) -> str:
@@ -191,43 +198,51 @@ def test_each_runtime_runs_a_script_using_what_it_promises(server, docker_grid, 
     assert list(work_root.iterdir()) == []
 
 
+UIDS_SEEN: set[int] = set()
+
+
 @pytest.mark.parametrize("runtime", list(PROMISES))
 def test_each_runtime_keeps_the_sandbox_guarantees(server, docker_grid, work_root, runtime):
-    name, probe = ("s.js", PROBE_JS) if runtime == "node:20" else ("s.py", PROBE_PY)
+    name, probe = _script(runtime, PROBE_PY, PROBE_JS)
     result, body, logs = _run(server, docker_grid, work_root, runtime, name, probe, outputs=("probe",))
     assert result == "succeeded", (body, logs)
     seen = json.loads(logs.decode().strip().splitlines()[-1])
     assert seen["network"] is False
-    assert "image_writable" not in seen
+    assert "image_writable" not in seen  # the image is read-only: /work and /tmp are the writable places
     assert seen["tmp"] and seen["work"]
+    assert seen["tmp_empty"]  # a /tmp of its own, not the worker's
     assert seen["uid"] >= 200_000  # the run's own uid, not root nor the runner's
+    assert seen["uid"] not in UIDS_SEEN  # nor an earlier run's
+    UIDS_SEEN.add(seen["uid"])
     assert seen["fsize"] == "limited"  # 1 MB file-size limit
     assert seen["forks"] < 64  # process limit
 
 
 @pytest.mark.parametrize("runtime", list(PROMISES))
 def test_each_runtime_is_stopped_at_its_memory_limit(server, docker_grid, work_root, runtime):
-    name, hog = ("s.js", HOG_JS) if runtime == "node:20" else ("s.py", HOG_PY)
+    name, hog = _script(runtime, HOG_PY, HOG_JS)
     result, body, logs = _run(server, docker_grid, work_root, runtime, name, hog)
     assert result == "failed", (body, logs)
     assert body["reason"] == f"Out of memory: the script exceeded the {MEMORY_MB} MB memory limit."
     assert _containers(docker_grid) == []
 
 
-def test_the_timeout_kills_the_whole_container(server, docker_grid, work_root):
-    script = b"import subprocess, time\nsubprocess.Popen(['sleep', '600'])\nprint('started', flush=True)\ntime.sleep(600)\n"
-    result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script, timeout=2)
-    assert result == "timed_out"
-    assert body["reason"] == "Timed out after 2 s (raise it with --timeout)."
+@pytest.mark.parametrize("runtime", list(PROMISES))
+def test_the_timeout_kills_the_whole_container(server, docker_grid, work_root, runtime):
+    name, script = _script(runtime, SLEEPER_PY, SLEEPER_JS)
+    result, body, logs = _run(server, docker_grid, work_root, runtime, name, script, timeout=3)
+    assert result == "timed_out", (body, logs)
+    assert body["reason"] == "Timed out after 3 s (raise it with --timeout)."
     assert b"started" in logs
-    assert _containers(docker_grid) == []
+    assert _containers(docker_grid) == []  # the script and its child went with it
 
 
-def test_a_canceled_run_is_killed_with_its_container(server, docker_grid, work_root):
+@pytest.mark.parametrize("runtime", list(PROMISES))
+def test_a_canceled_run_is_killed_with_its_container(server, docker_grid, work_root, runtime):
     """Cancel reaches a worker as a renew answered 409: the runner kills the container and commits nothing."""
-    script = b"import time\nprint('working', flush=True)\ntime.sleep(600)\n"
+    name, script = _script(runtime, SLEEPER_PY, SLEEPER_JS)
     server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (409, {"detail": "Run ex1 was canceled."}))
-    result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
+    result, body, logs = _run(server, docker_grid, work_root, runtime, name, script)
     assert result == "fenced"
     assert body == {}
     assert _containers(docker_grid) == []
