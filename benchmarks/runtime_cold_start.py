@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  pre-pull at boot (not in the run): {_span([r['pull'] for r in pre])}")
                 print(f"  first run, image pre-pulled:       {_span([r['first'] for r in pre])}")
                 print(f"  first run, pulled during the run:  {_span([r['first'] for r in cold])}")
-                print(f"  warm run ({len(warm)} runs):              {_span(warm)}")
+                print(f"  {f'warm run ({len(warm)} runs):':<35}{_span(warm)}")
                 print(f"  first with pre-pull - warm = {first_pre - warm_median:+.2f} s; "
                       f"without pre-pull - warm = {first_cold - warm_median:+.2f} s")
                 print(f"  first run with pre-pull within {BAR_SECONDS:.0f} s of warm: {'yes' if within else 'NO'}")
