@@ -2,10 +2,13 @@
 
 `worker_launch()` says what a worker runs; the `process` fleet spawns exactly that, and
 `render_cloud_init()` writes exactly that into a server's user_data (an environment file and a
-systemd unit around the same command). A test compares the two.
+systemd unit around the same command). A test compares the two. A launch with RGRID_DOCKER_HOST
+(the control plane's) also gets the server's own Docker engine, started before the worker and
+allowed to pull from the control plane's registry over the private network.
 """
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "cloud-init" / "worker.yaml"
 WORKER_COMMAND = ("python3", "-m", "rgrid_runner.node")
 ENV_FILE = "/etc/rgrid/worker.env"
 UNIT_FILE = "/etc/systemd/system/rgrid-worker.service"
+DOCKER_CONFIG = "/etc/docker/daemon.json"
+DOCKER_UNIT = "docker.service"
 INSTALL_DIR = "/opt/rgrid/venv"
 RAY_TOKEN_VAR = "RGRID_RAY_AUTH_TOKEN"
 
@@ -82,10 +87,13 @@ def env_file(env: dict[str, str]) -> str:
     return "".join(f'{k}="{v}"\n' if " " in v else f"{k}={v}\n" for k, v in env.items())
 
 
-def systemd_unit(argv: tuple[str, ...]) -> str:
+def systemd_unit(argv: tuple[str, ...], docker: bool = False) -> str:
+    """The worker's unit; with docker, it starts after the engine and stops with it (a worker that
+    lost its engine cannot run anything)."""
     command = shlex.join([f"{INSTALL_DIR}/bin/{argv[0]}", *argv[1:]])
+    after = "network-online.target" + (f" {DOCKER_UNIT}\nRequires={DOCKER_UNIT}" if docker else "")
     return (
-        "[Unit]\nDescription=RGrid worker (agent and Ray node)\nAfter=network-online.target\n"
+        f"[Unit]\nDescription=RGrid worker (agent and Ray node)\nAfter={after}\n"
         "Wants=network-online.target\n\n"
         f"[Service]\nEnvironmentFile={ENV_FILE}\nEnvironment=PATH={INSTALL_DIR}/bin:/usr/bin:/bin\n"
         f"ExecStart={command}\nKillMode=control-group\nRestart=no\n\n"
@@ -93,13 +101,28 @@ def systemd_unit(argv: tuple[str, ...]) -> str:
     )
 
 
+def docker_config(registry: str | None) -> str:
+    """The worker engine's daemon.json: pulls from the control plane's registry, which speaks plain
+    HTTP on the private network; no bridge and no iptables rules, since scripts run without a
+    network (as the local grid's engine runs)."""
+    settings = {"bridge": "none", "iptables": False, "insecure-registries": [registry] if registry else []}
+    return json.dumps(settings, indent=2, sort_keys=True) + "\n"
+
+
 def render_cloud_init(launch: WorkerLaunch, package: str = "rgrid[service]") -> str:
     """The user_data of one worker server: the template with this worker's files filled in.
     Deterministic: the same launch renders the same bytes."""
     doc = yaml.safe_load(TEMPLATE.read_text())
+    docker = bool(launch.env.get("RGRID_DOCKER_HOST"))
     files = {f["path"]: f for f in doc["write_files"]}
     files[ENV_FILE]["content"] = env_file(launch.env)
-    files[UNIT_FILE]["content"] = systemd_unit(launch.argv)
+    files[UNIT_FILE]["content"] = systemd_unit(launch.argv, docker)
+    if docker:
+        files[DOCKER_CONFIG]["content"] = docker_config(launch.env.get("RGRID_IMAGE_REGISTRY"))
+    else:  # the bubblewrap runtime alone: no engine on this server
+        doc["packages"] = [p for p in doc["packages"] if p != "docker.io"]
+        doc["write_files"] = [f for f in doc["write_files"] if f["path"] != DOCKER_CONFIG]
+        doc["runcmd"] = [cmd for cmd in doc["runcmd"] if DOCKER_UNIT not in cmd]
     doc["runcmd"] = [[package if part == "rgrid[service]" else part for part in cmd] for cmd in doc["runcmd"]]
     return dump_cloud_config(doc)
 

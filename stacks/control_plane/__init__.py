@@ -5,7 +5,9 @@ makes the private network and its subnet, the control-plane server on it (a fixe
 address), the server's firewall (the API port public; Ray, PostgreSQL and S3 only from the private
 network), the workers' firewall, and a volume for the database and the objects, attached to the
 server and mounted by its cloud-init, which installs and starts PostgreSQL, SeaweedFS, the Ray head,
-the API and the orchestrator.
+the registry of the runtime images (built there from Debian's packages), the API and the
+orchestrator. Workers get Docker and the registry's private address through the orchestrator's
+settings (RGRID_DOCKER_HOST, RGRID_IMAGE_REGISTRY), which their cloud-init carries.
 
 The orchestrator on that server runs the worker_pool stack; what that stack needs from this one
 (network, firewall, head address, …) reaches it through the environment file cloud-init writes,
@@ -52,7 +54,10 @@ ORCHESTRATOR_SETTINGS = {
     "location": "RGRID_SERVER_LOCATION",
     "worker_image": "RGRID_SERVER_IMAGE",
     "max_workers": "RGRID_MAX_WORKERS",
+    "image_registry": "RGRID_IMAGE_REGISTRY",
 }
+# The engine on a worker server (Debian's docker.io, started by its cloud-init) that runs scripts.
+WORKER_DOCKER_HOST = "unix:///run/docker.sock"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class ControlPlaneConfig:
     api_workers: int = 2  # API processes (RGRID_API_WORKERS); each has its own database pool
     s3_port: int = 8333
     ray_port: int = 6379
+    registry_port: int = 5000  # the runtime images' registry, on the private address only
     worker_server_type: str = "cx23"
     worker_image: str = "debian-12"
     max_workers: int = 10
@@ -122,6 +128,7 @@ class ControlPlaneConfig:
             volume_gb=cfg.get_int("volumeSize") or d["volume_gb"].default,
             api_port=cfg.get_int("apiPort") or d["api_port"].default,
             api_workers=cfg.get_int("apiWorkers") or d["api_workers"].default,
+            registry_port=cfg.get_int("registryPort") or d["registry_port"].default,
             worker_server_type=cfg.get("workerServerType") or d["worker_server_type"].default,
             worker_image=cfg.get("workerImage") or d["worker_image"].default,
             max_workers=d["max_workers"].default if cfg.get_int("maxWorkers") is None else cfg.get_int("maxWorkers"),
@@ -142,7 +149,7 @@ def control_plane_firewall_rules(config: ControlPlaneConfig) -> list[hcloud.Fire
     rules = [hcloud.FirewallRuleArgs(direction="in", protocol="tcp", port=str(config.api_port), source_ips=anywhere,
                                      description="RGrid API (public)")]
     rules += [hcloud.FirewallRuleArgs(direction="in", protocol=proto, port="any" if proto != "icmp" else None,
-                                      source_ips=private, description=f"private network {proto} (Ray, PostgreSQL, S3)")
+                                      source_ips=private, description=f"private network {proto} (Ray, PostgreSQL, S3, images)")
               for proto in ("tcp", "udp", "icmp")]
     if config.admin_sources:
         rules.append(hcloud.FirewallRuleArgs(direction="in", protocol="tcp", port="22",
@@ -176,6 +183,8 @@ def orchestrator_env(config: ControlPlaneConfig, network_id: int, worker_firewal
         "RGRID_WORKER_API_URL": f"http://{PRIVATE_IP}:{config.api_port}",
         "RGRID_S3_WORKER_ENDPOINT": f"{PRIVATE_IP}:{config.s3_port}",
         "RGRID_RAY_TOKEN_FILE": RAY_TOKEN,
+        # Every worker runs scripts in Docker, pulling the runtime images from the control plane.
+        "RGRID_DOCKER_HOST": WORKER_DOCKER_HOST,
         "RGRID_FLEET": "pulumi",
         "RGRID_WORKER_PACKAGE": f"rgrid[service] @ git+{config.repository}@{config.ref}",
         "RGRID_HCLOUD_TOKEN": token,
@@ -197,6 +206,7 @@ def plain_outputs(config: ControlPlaneConfig, network_id: int, worker_firewall_i
         "private_ip": PRIVATE_IP,
         "head_address": f"{PRIVATE_IP}:{config.ray_port}",
         "s3_endpoint": f"{PRIVATE_IP}:{config.s3_port}",
+        "image_registry": f"{PRIVATE_IP}:{config.registry_port}",
         "database_host": f"{PRIVATE_IP}:5432",
         "worker_server_type": config.worker_server_type,
         "location": config.location,

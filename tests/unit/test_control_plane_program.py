@@ -316,6 +316,16 @@ def test_the_orchestrator_configured_by_cloud_init_runs_workers_on_this_network_
     assert keys_for(settings).token_worker(launch["RGRID_WORKER_TOKEN"]) == "w-1"
     assert launch["RGRID_API_URL"] == f"http://{PRIVATE_IP}:8000"
     assert launch["RGRID_RAY_AUTH_TOKEN"] == SECRETS["ray"]  # to join the Ray cluster
+    # Docker runs its scripts: the engine is installed and started before the worker, which pulls
+    # every runtime image from the control plane's registry before its first heartbeat.
+    assert launch["RGRID_DOCKER_HOST"] == "unix:///run/docker.sock"
+    assert launch["RGRID_IMAGE_REGISTRY"] == f"{PRIVATE_IP}:5000"
+    worker_doc = yaml.safe_load(worker_data)
+    assert "docker.io" in worker_doc["packages"]
+    import json
+
+    assert json.loads(files_of(worker_data)["/etc/docker/daemon.json"])["insecure-registries"] == [f"{PRIVATE_IP}:5000"]
+    assert ["systemctl", "enable", "--now", "docker.service"] in worker_doc["runcmd"]
 
 
 def test_the_secret_key_is_read_by_the_api_and_the_orchestrator_only():
@@ -333,3 +343,35 @@ def test_the_secret_key_is_read_by_the_api_and_the_orchestrator_only():
 def test_a_location_outside_the_network_zone_is_refused_with_a_sentence():
     with pytest.raises(ValueError, match="outside the private network's zone"):
         config(location="ash")
+
+
+def test_the_control_plane_builds_the_runtime_images_and_serves_them_on_the_private_address_only(tmp_path):
+    """Its cloud-init installs what builds the images (mmdebstrap, docker.io) and serves them
+    (docker-registry), builds them into the volume before the orchestrator can ask for a worker, and
+    serves that storage on the private address (the packaged registry, which would listen on every
+    address, stays off); no public rule opens the registry's port."""
+    created, outputs = run(config())
+    user_data = plain(created["control-plane"].inputs["userData"])
+    assert {"docker.io", "docker-registry", "mmdebstrap"} <= set(yaml.safe_load(user_data)["packages"])
+    files = files_of(user_data)
+    env = _env(files[SERVICE_ENV])
+    assert env["RGRID_IMAGE_REGISTRY"] == f"{PRIVATE_IP}:5000" == outputs["image_registry"][0]
+    setup = files["/usr/local/sbin/rgrid-control-plane-setup"]
+    build = setup.index('python -m rgrid_service.images --storage "$DATA/registry"')
+    serve = setup.index("systemctl enable --now rgrid-registry.service")
+    assert build < serve < setup.index("systemctl enable --now rgrid-api.service rgrid-orchestrator.service")
+    assert "systemctl disable --now docker-registry.service" in setup[:build]
+    unit = files["/etc/systemd/system/rgrid-registry.service"]
+    assert "ExecStart=/usr/bin/docker-registry serve /etc/rgrid/registry.yml" in unit
+    assert "RequiresMountsFor=/srv/rgrid" in unit and "User=docker-registry" in unit
+    # The registry's configuration, as the set-up script writes it.
+    lines = setup.splitlines()
+    start = lines.index("cat >/etc/rgrid/registry.yml <<YML")
+    heredoc = "\n".join(lines[start:lines.index("YML", start) + 1]).replace("/etc/rgrid/registry.yml",
+                                                                            str(tmp_path / "registry.yml"))
+    subprocess.run(["bash", "-c", heredoc], check=True, env={"DATA": "/srv/rgrid", **env})
+    registry = yaml.safe_load((tmp_path / "registry.yml").read_text())
+    assert registry["http"]["addr"] == f"{PRIVATE_IP}:5000"
+    assert registry["storage"]["filesystem"]["rootdirectory"] == "/srv/rgrid/registry"
+    public = [r for r in created["control-plane-firewall"].inputs["rules"] if set(r["sourceIps"]) & set(ANYWHERE)]
+    assert "5000" not in [r["port"] for r in public]

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 import yaml
 
-from rgrid_service.fleet.launch import (ENV_FILE, UNIT_FILE, launch_from_cloud_init, launch_problem, render_cloud_init,
-                                        worker_launch)
+from rgrid_service.fleet.launch import (DOCKER_CONFIG, ENV_FILE, UNIT_FILE, WorkerLaunch, launch_from_cloud_init,
+                                        launch_problem, render_cloud_init, worker_launch)
 from rgrid_service.secrets import MissingSecretKey, keys_for
 from rgrid_service.settings import ServiceSettings
 from tests.conftest import missing
@@ -72,14 +72,50 @@ def test_the_worker_gets_its_token_and_the_api_url_but_never_the_secret_key():
     assert not any("k" * 32 in v for v in env.values()) and "RGRID_SECRET_KEY" not in env
 
 
-def test_rendered_cloud_init_passes_the_cloud_init_schema(tmp_path):
+def docker_launch() -> WorkerLaunch:
+    launch = worker_launch("w-1", SETTINGS)
+    return WorkerLaunch(launch.argv, {**launch.env, "RGRID_DOCKER_HOST": "unix:///run/docker.sock",
+                                      "RGRID_IMAGE_REGISTRY": "10.0.0.2:5000"})
+
+
+@pytest.mark.parametrize("docker", [False, True])
+def test_rendered_cloud_init_passes_the_cloud_init_schema(tmp_path, docker):
     if not shutil.which("cloud-init"):
         missing("cloud-init", "install it with `apt-get install cloud-init` (make test does).")
     path = tmp_path / "user-data.yaml"
-    path.write_text(render_cloud_init(worker_launch("w-1", SETTINGS)))
+    path.write_text(render_cloud_init(docker_launch() if docker else worker_launch("w-1", SETTINGS)))
     done = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Valid" in done.stdout + done.stderr
+
+
+def test_a_docker_worker_server_starts_its_engine_before_the_worker_and_may_pull_from_the_registry():
+    """The engine comes from Debian's docker.io, allowed to pull from the control plane's registry
+    (plain HTTP on the private network), and starts before the worker, which pulls every runtime
+    image before its first heartbeat; the worker's unit needs the engine."""
+    import json
+
+    launch = docker_launch()
+    doc = yaml.safe_load(render_cloud_init(launch))
+    assert "docker.io" in doc["packages"]
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    engine = json.loads(files[DOCKER_CONFIG])
+    assert engine["insecure-registries"] == ["10.0.0.2:5000"]
+    assert (engine["bridge"], engine["iptables"]) == ("none", False)
+    runcmd = doc["runcmd"]
+    assert runcmd.index(["systemctl", "enable", "--now", "docker.service"]) < runcmd.index(
+        ["systemctl", "enable", "--now", "rgrid-worker.service"])
+    unit = files[UNIT_FILE].splitlines()
+    assert "Requires=docker.service" in unit and "After=network-online.target docker.service" in unit
+    assert launch_from_cloud_init(render_cloud_init(launch)) == launch  # the same command and environment
+
+
+def test_a_worker_server_without_docker_has_no_engine():
+    doc = yaml.safe_load(render_cloud_init(worker_launch("w-1", SETTINGS)))
+    assert "docker.io" not in doc["packages"] and "bubblewrap" in doc["packages"]
+    assert DOCKER_CONFIG not in {f["path"] for f in doc["write_files"]}
+    assert not any("docker.service" in cmd for cmd in doc["runcmd"])
+    assert "docker" not in {f["path"]: f["content"] for f in doc["write_files"]}[UNIT_FILE]
 
 
 def test_a_worker_is_launched_with_no_database_url_no_store_keys_and_no_control_plane_secret():
