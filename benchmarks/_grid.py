@@ -230,7 +230,8 @@ def local_grid(workers: int = 1, fast: bool = False, env: dict[str, str] | None 
 
     signal.signal(signal.SIGTERM, _term)
 
-    overrides = {**(FAST_ENV if fast else {}), **(env or {})}
+    # Scripts run in bubblewrap, as for every figure so far, unless a benchmark asks for Docker.
+    overrides = {"RGRID_LOCAL_DOCKER": "0", **(FAST_ENV if fast else {}), **(env or {})}
     saved = dict(os.environ)
     # Hide any RGRID_* of a grid somebody else runs (e.g. a dev grid's RGRID_HOME): the grid
     # processes inherit os.environ at up(), and must see only our knobs.

@@ -30,6 +30,11 @@ class GridState:
     started_env: dict[str, str] = field(default_factory=dict)
     wake_port: int = 0  # the loopback UDP port on which the orchestrator hears the API's queue bell
     orchestrator_metrics_url: str = ""  # the orchestrator's Prometheus endpoint (the API's is api_url + /metrics)
+    # The Docker engine and the runtime images' registry the grid started for its workers (empty:
+    # none; its workers run python:3.11 in bubblewrap), and the engine's folder (socket, data).
+    docker_host: str = ""
+    image_registry: str = ""
+    docker_base: str = ""
 
     @property
     def path(self) -> Path:

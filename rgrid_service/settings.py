@@ -54,6 +54,11 @@ class ServiceSettings(WorkerKnobs):
     ray_token_file: str | None = None
     # Set by the local grid: where its state and logs are.
     local_grid_home: str | None = None
+    # Whether `rgrid local up` starts a private Docker engine and the runtime images' registry for
+    # its workers (rgrid_service.localgrid.docker). None: when this machine can (root, Debian's
+    # docker.io and docker-registry); false: never (workers run python:3.11 in bubblewrap); true:
+    # always, failing the start when it cannot.
+    local_docker: bool | None = None
 
     # The fleet. `process`: workers are local process groups; `pulumi`: the worker_pool stack.
     fleet: str = "process"

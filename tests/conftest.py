@@ -27,6 +27,9 @@ GRID_ENV = {
     "RGRID_MULTIPART_THRESHOLD_BYTES": str(8 * 1024 * 1024),
     "RGRID_MULTIPART_PART_BYTES": str(5 * 1024 * 1024),
     "RAY_USAGE_STATS_ENABLED": "0",
+    # The grids of tests/integration, chaos and fleet run scripts in bubblewrap, as they were
+    # written for; tests/docker starts grids whose workers have Docker.
+    "RGRID_LOCAL_DOCKER": "0",
 }
 
 

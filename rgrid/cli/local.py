@@ -2,7 +2,8 @@
 
 The CLI never imports the service: it reads the grid's state file (`rgrid_core.localstate`) and
 starts or stops the grid by running `python -m rgrid_service.localgrid up|down --home H …`, whose
-stderr carries `step: <text>` progress lines and, on failure, a last line `error: <sentence>`.
+stderr carries `step: <text>` progress lines, `note: <sentence>` lines said once the grid runs,
+and, on failure, a last line `error: <sentence>`.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def start(home: Path, workers: Optional[int], fleet: Optional[str] = None, max_w
         lines.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    error, last = None, None
+    error, last, notes = None, None, []
     try:
         with err.status(title) as spinner:
             exited_at = None
@@ -89,6 +90,8 @@ def start(home: Path, workers: Optional[int], fleet: Optional[str] = None, max_w
                     spinner.update(f"Starting the local grid: {line[6:]}…")
                 elif line.startswith("error: "):
                     error = line[7:]
+                elif line.startswith("note: "):
+                    notes.append(line[6:])
                 elif line.strip():
                     last = line
             code = proc.wait()
@@ -102,6 +105,8 @@ def start(home: Path, workers: Optional[int], fleet: Optional[str] = None, max_w
     state = localstate.is_running(home)
     if state is None:
         fail(f"The local grid's starter finished, but the grid is not running. Logs are in {logs_dir(home)}.")
+    for note in notes:
+        say(note)
     return state
 
 
@@ -162,6 +167,9 @@ def local_status():
     out.print(f"Database   {state.database_url}", highlight=False)
     out.print(f"Fleet      {state.fleet}" + (f"  cloud API {state.cloud_url}" if state.cloud_url else ""),
               highlight=False)
+    docker = (f"engine {state.docker_host}  runtime images {state.image_registry}" if state.docker_host
+              else "none started: workers run python:3.11 in bubblewrap, unless RGRID_DOCKER_HOST named an engine")
+    out.print(f"Docker     {docker}", highlight=False)
     out.print(f"Metrics    {state.api_url}/metrics (operator key)  orchestrator "
               f"{state.orchestrator_metrics_url or 'not served'}", highlight=False)
     out.print(f"Logs       {logs_dir(Path(state.home))}", highlight=False)

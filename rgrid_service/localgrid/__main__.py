@@ -1,8 +1,9 @@
 """`python -m rgrid_service.localgrid up|down|status --home H`: the one entry point through which
 the client starts, stops and inspects a local grid (the client never imports the service).
 
-`up` prints `step: …` lines on stderr while it starts things and exits 0 once the grid runs; on
-failure its last stderr line is `error: <sentence>` and it exits 1.
+`up` prints `step: …` lines on stderr while it starts things, `note: <sentence>` for what a person
+should know about the grid that started (its workers have no Docker, and why), and exits 0 once the
+grid runs; on failure its last stderr line is `error: <sentence>` and it exits 1.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def _up(opts) -> int:
         print(f"step: {text}", file=sys.stderr, flush=True)
 
     try:
-        state = up(opts.home, workers=opts.workers, on_step=step, fleet=opts.fleet, max_workers=opts.max_workers)
+        state = up(opts.home, workers=opts.workers, on_step=step, fleet=opts.fleet, max_workers=opts.max_workers,
+                   on_note=lambda text: print(f"note: {text}", file=sys.stderr, flush=True))
     except Exception as e:  # noqa: BLE001 - one sentence for the person, the details are in the logs
         sentence = first_line(e)
         print(f"error: Could not start the local grid: {sentence} Logs are in {opts.home / 'local' / 'logs'}.",

@@ -1,8 +1,9 @@
 """The local grid: the real stack as processes on 127.0.0.1.
 
-SeaweedFS (S3), a Ray head, the worker fleet, the API and the orchestrator, each started detached
-in its own process group and recorded in `<home>/local/state.json` (rgrid_core.localstate), so
-that any later `rgrid` command finds them and `rgrid local down` stops them.
+SeaweedFS (S3), a Ray head, the worker fleet, the API and the orchestrator (and, where this machine
+can run it, a Docker engine and the runtime images' registry for the workers: .docker), each
+started detached in its own process group and recorded in `<home>/local/state.json`
+(rgrid_core.localstate), so that any later `rgrid` command finds them and `rgrid local down` stops them.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rgrid_core.states import WorkerState
 
 from ..secrets import SECRET_KEY_ENV
 from ..settings import ServiceSettings
-from . import bootstrap, cloud
+from . import bootstrap, cloud, docker
 from .layout import logs_dir, local_dir, ray_token_file, work_root
 from .procs import free_ports, free_udp_port, spawn, stop_groups, wait_for_port
 from .rayhead import start_head
@@ -42,6 +43,7 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
         RGRID_FLEET=state.fleet,
         RGRID_WORK_ROOT=str(work_root(Path(state.home))),
         RGRID_WORKER_API_URL=state.api_url,
+        **docker.worker_env(state),
     )
     env.pop(SECRET_KEY_ENV, None)  # the API's and the orchestrator's alone (control_plane_env)
     env.pop("RGRID_RAY_DASHBOARD_URL", None)
@@ -76,11 +78,12 @@ def started_settings(environ: dict[str, str]) -> dict[str, str]:
 
 
 def up(home: Path, workers: int | None = None, on_step=lambda msg: None, database_url: str | None = None,
-       fleet: str = "process", max_workers: int | None = None) -> GridState:
+       fleet: str = "process", max_workers: int | None = None, on_note=lambda msg: None) -> GridState:
     """Start the local grid (or return the running one). database_url replaces the SQLite file,
     e.g. with a PostgreSQL the tests started. With the process fleet the grid keeps `workers`
     (default 2) workers; with the pulumi fleet it keeps at least `workers` (default 0) and grows
-    with the queue up to `max_workers`."""
+    with the queue up to `max_workers`. on_note hears what a person should know about the grid
+    that started (its workers have no Docker, and why)."""
     if workers is None:
         workers = 2 if fleet == "process" else 0
     running = is_running(home)
@@ -88,7 +91,9 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
         return running
     old = load_state(home)
     if old:  # half-dead leftovers of an earlier grid
-        stop_groups(list(old.pids.values()), grace=5)
+        docker.begin_stop(old)
+        stop_groups([pid for name, pid in old.pids.items() if name != "docker"], grace=5)
+        docker.stop(old)
     logs_dir(home).mkdir(parents=True, exist_ok=True)
     keys = bootstrap.s3_keys(home)
     bootstrap.ray_token(home)
@@ -117,6 +122,7 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
         state.pids["s3"] = pid
         state.s3_endpoint = f"127.0.0.1:{s3_port}"
         state.save()
+        start_docker(state, on_step, on_note)
         env = {**service_env(state, keys), **fleet_env}
 
         on_step("Ray head")
@@ -145,6 +151,29 @@ def up(home: Path, workers: int | None = None, on_step=lambda msg: None, databas
     except BaseException:
         stop_all(state)
         raise
+
+
+def start_docker(state: GridState, on_step, on_note) -> None:
+    """The workers' Docker engine and registry, where this machine can run them; without them
+    (or when they fail to start and nobody asked for them) the workers keep bubblewrap."""
+    settings = ServiceSettings(_env_file=None)
+    reason = docker.why_not(settings)
+    if reason is not None:
+        if settings.local_docker and not settings.docker_host:
+            raise docker.DockerUnavailable(f"RGRID_LOCAL_DOCKER asks for Docker, but {reason}.")
+        if not settings.docker_host and settings.local_docker is None:
+            on_note(f"No Docker for the workers: {reason}.")
+        return
+    on_step("Docker engine and runtime images")
+    try:
+        docker.record(state, docker.start(Path(state.home), on_step))
+    except Exception as e:  # noqa: BLE001 - asked for or not, the person hears why
+        if settings.local_docker:
+            raise
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        on_note(f"No Docker for the workers ({why.rstrip('.')}): {docker.NO_DOCKER}.")
+        return
+    state.save()
 
 
 def fleet_settings(min_workers: int, max_workers: int | None) -> dict[str, str]:
@@ -210,7 +239,9 @@ def stop_all(state: GridState) -> None:
         _delete_cloud_servers(state)
         _kill_engine_leftovers(Path(state.home))
     ProcessFleet(Path(state.home), ServiceSettings(_env_file=None)).stop_all()
-    stop_groups([pid for n, pid in state.pids.items() if n not in ("orchestrator", "api")], grace=8)
+    docker.begin_stop(state)  # dockerd stops its containers first: it gets longer, meanwhile the rest stop
+    stop_groups([pid for n, pid in state.pids.items() if n not in ("orchestrator", "api", "docker")], grace=8)
+    docker.stop(state)
 
 
 def _kill_engine_leftovers(home: Path) -> None:

@@ -1,0 +1,166 @@
+"""The local grid's Docker: a private engine and the runtime images' registry for its workers.
+
+When this machine can run Docker (root, Debian's docker.io and docker-registry installed) and
+RGRID_LOCAL_DOCKER is not false, `rgrid local up` starts both (rgrid_service.dockerhost) and hands
+their addresses to every worker (RGRID_DOCKER_HOST, RGRID_IMAGE_REGISTRY), which then pulls every
+catalogue image before it becomes active and runs scripts in containers. Otherwise workers keep
+python:3.11 in bubblewrap. RGRID_DOCKER_HOST already set names an engine of the user's own: the
+grid starts none.
+
+The registry serves the image cache (~/.cache/rgrid/registry); a catalogue image it lacks is built
+from Debian's packages on the first start. The engine keeps its data under ~/.cache/rgrid/local-docker,
+so images one grid pulled are there for the next; a second grid running at the same time gets an
+engine of its own under /tmp. dockerd is slow to stop (it stops its containers first): SIGTERM, a
+long wait, then SIGKILL and whatever it left (container shims and their processes).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rgrid_core.localstate import GridState, alive
+
+from ..dockerhost import DockerEngine, DockerUnavailable, Registry, cache_dir
+from .layout import home_tag, local_dir, short_root
+from .procs import process_table
+
+ENGINE_STOP_GRACE = 30.0  # dockerd's own shutdown waits up to 15 s for each container it stops
+# containerd's sockets live under the engine's folder: a Unix socket path holds at most 107 bytes.
+MAX_BASE = 60
+NO_DOCKER = "scripts run in bubblewrap (python:3.11 only)"
+
+
+@dataclass
+class LocalDocker:
+    engine_pid: int
+    registry_pid: int
+    host: str
+    registry: str
+    base: str
+
+
+def why_not(settings) -> str | None:
+    """Why the grid starts no Docker for its workers (a sentence), or None when it does."""
+    if settings.docker_host:
+        return f"the workers use the Docker engine at {settings.docker_host} (RGRID_DOCKER_HOST)"
+    if settings.local_docker is False:
+        return f"RGRID_LOCAL_DOCKER is off: {NO_DOCKER}"
+    lacking = [pkg for tool, pkg in (("dockerd", "docker.io"), ("docker-registry", "docker-registry"))
+               if not shutil.which(tool)]
+    if lacking:
+        return f"Docker is not installed ({', '.join(lacking)}): {NO_DOCKER}"
+    if os.geteuid() != 0:
+        return f"the grid's own Docker engine needs root: {NO_DOCKER}"
+    return None
+
+
+def engine_base(home: Path) -> Path:
+    """The shared engine folder in the cache, unless another grid's engine runs there (or its path
+    is too long for the engine's sockets): then one of this grid's own."""
+    shared = cache_dir() / "local-docker"
+    pidfile = shared / "docker.pid"
+    in_use = False
+    try:
+        in_use = alive(int(pidfile.read_text().strip()))
+    except (OSError, ValueError):
+        pass
+    if not in_use and len(str(shared)) <= MAX_BASE:
+        return shared
+    return short_root() / f"rgrid-docker-{home_tag(home)}"
+
+
+def start(home: Path, on_step) -> LocalDocker:
+    """Start the engine and the registry, build any catalogue image the registry lacks, and return
+    what the state records. Raises DockerUnavailable (a sentence) when it cannot; nothing stays running then."""
+    from rgrid_core.runtimes import CATALOGUE
+
+    from .. import images
+
+    engine = DockerEngine(engine_base(home))
+    registry = Registry(images.registry_storage(), local_dir(home) / "registry")
+    try:
+        engine.start()
+        registry.start()
+        lacking = [name for name, r in CATALOGUE.items() if not registry.has(r.repository, r.tag)]
+        if lacking:
+            if not shutil.which("mmdebstrap"):
+                raise DockerUnavailable(f"the runtime images {', '.join(lacking)} are not built and building them "
+                                        "needs Debian's mmdebstrap (apt-get install mmdebstrap)")
+            on_step(f"runtime images ({', '.join(lacking)}: built once from Debian's packages, which takes minutes)")
+            images.build_all(engine.client(), registry, lacking, report=lambda line: None)
+    except BaseException as e:
+        registry.stop()
+        engine.stop()
+        if isinstance(e, images.BuildError):
+            raise DockerUnavailable(str(e).splitlines()[0]) from e
+        raise
+    return LocalDocker(engine.proc.pid, registry.proc.pid, engine.host, registry.address, str(engine.base))
+
+
+def record(state: GridState, docker: LocalDocker) -> None:
+    state.pids["docker"] = docker.engine_pid
+    state.pids["registry"] = docker.registry_pid
+    state.docker_host, state.image_registry, state.docker_base = docker.host, docker.registry, docker.base
+
+
+def worker_env(state: GridState) -> dict[str, str]:
+    """What every grid process (the workers among them) learns of the grid's Docker."""
+    if not state.docker_host:
+        return {}
+    return {"RGRID_DOCKER_HOST": state.docker_host, "RGRID_IMAGE_REGISTRY": state.image_registry}
+
+
+def begin_stop(state: GridState) -> None:
+    """SIGTERM to the engine alone (not its group), so it stops its containers and its containerd
+    itself; stop() waits for it."""
+    pid = state.pids.get("docker")
+    if pid and alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def stop(state: GridState, grace: float = ENGINE_STOP_GRACE) -> None:
+    """The engine gone: SIGTERM, up to `grace` seconds, SIGKILL, then whatever it left behind."""
+    pid = state.pids.get("docker")
+    if not pid:
+        return
+    begin_stop(state)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if state.docker_base:
+        kill_leftovers(Path(state.docker_base))
+
+
+def kill_leftovers(base: Path) -> None:
+    """Processes that name the engine's folder (a containerd, the shims of containers a killed
+    engine never stopped) and the containers' processes under those shims."""
+    mark = str(base).encode()
+    ours = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if mark in f.read():
+                        ours.add(int(entry))
+            except OSError:
+                continue
+    if not ours:
+        return
+    table = process_table()
+    children = {pid for pid, (parent, *_rest) in table.items() if parent in ours}
+    for pid in [*children, *ours]:  # a container's init first, then its shim
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
