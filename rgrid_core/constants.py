@@ -16,3 +16,6 @@ RUNNER_TASK = "rgrid_runner.task:execute"
 # `rgrid run` exit codes besides the script's own.
 EXIT_TIMED_OUT = 124
 EXIT_CANCELED = 130
+
+# The longest requirements file `rgrid run --requirements` sends (the API refuses a longer one).
+REQUIREMENTS_MAX_CHARS = 64 * 1024

@@ -84,6 +84,8 @@ class ClaimResponse(BaseModel):
     runtime: str
     timeout_seconds: int
     inputs: list[InputSpec]
+    # A requirements.txt whose packages go into a layer on the runtime's image (rgrid_runner.layers).
+    requirements: str | None = None
 
 
 # Standard base64, as the OpenAPI states it (the control plane decodes with validate=True: 400 otherwise).

@@ -24,7 +24,7 @@ from rgrid_core.runtimes import DEFAULT_RUNTIME
 from rgrid_core.states import ExecutionStatus
 from rgrid_core.workerwire import CommittedOutput, FinishRequest, InputSpec
 
-from . import container, sandbox, staging
+from . import container, layers, sandbox, staging
 from .inputcache import InputCache
 from .logpump import LogPump
 from .settings import WorkerSettings
@@ -170,8 +170,11 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
     env.update(RGRID_EXECUTION_ID=lease.execution_id, RGRID_ATTEMPT=str(lease.attempt))
     uid = sandbox.sandbox_uid()
     try:
-        start = _container_starter(settings, ex, workdir, env, limits, uid) if settings.docker_host else \
-            _sandbox_starter(settings, ex, workdir, env, limits, uid)
+        if settings.docker_host:
+            image = _run_image(client, settings, lease, ex, limits)
+            start = _container_starter(settings, ex, workdir, env, limits, uid, image)
+        else:
+            start = _sandbox_starter(settings, ex, workdir, env, limits, uid)
     except sandbox.SandboxError as e:
         _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
@@ -298,6 +301,9 @@ class LeaseKeeper:
 
 def _sandbox_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid):
     """The script under bubblewrap, with the worker's own interpreter."""
+    if getattr(ex, "requirements", None):
+        raise sandbox.SandboxError("--requirements needs a worker with Docker, and this one runs python:3.11 in "
+                                   "bubblewrap without it; run it on a grid whose workers have Docker.")
     if ex.runtime not in sandbox.RUNTIME_INTERPRETERS:
         raise sandbox.SandboxError(f"Runtime {ex.runtime} needs Docker, which this worker does not have; "
                                    f"run it with --runtime {DEFAULT_RUNTIME} or on a worker with Docker.")
@@ -326,11 +332,35 @@ def _sandbox_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, lim
     return start
 
 
-def _container_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid):
-    """The script in a container of its runtime's image (pulled now if the worker lacks it)."""
+def _run_image(worker: WorkerClient, settings: WorkerSettings, lease: Lease, ex, limits: sandbox.Limits) -> str:
+    """The image the run's container starts from: its runtime's (pulled now if the worker lacks
+    it), or the layer of its requirements file on it (built, pulled or already here: the run's log
+    says which). The lease is kept while a layer is built."""
     runtime = container.runtime_of(ex.runtime)
     client = _docker(settings.docker_host)
     image = container.ensure_image(client, runtime, settings.image_registry)
+    if not getattr(ex, "requirements", None):
+        return image
+    try:
+        with LeaseKeeper(worker, lease, settings):
+            layer = layers.ensure_layer(client, runtime, image, ex.requirements, settings.image_registry,
+                                        Path(settings.work_root) / "layers", limits)
+    except sandbox.SandboxError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the engine or the registry failing mid-way, as a sentence
+        raise layers.RequirementsError(f"The layer for requirements.txt could not be made on {runtime.name} "
+                                       f"({type(e).__name__}: {e}); try the run again.") from e
+    log.info("execution %s: requirements layer %s (%s in %.1f s)", lease.execution_id, layer.image, layer.how,
+             layer.seconds)
+    _renew_retrying(worker, lease, [("system", layer.note().encode())], settings)  # fenced: the loop finds out
+    return layer.image
+
+
+def _container_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid,
+                       image: str):
+    """The script in a container of `image` (its runtime's, or its requirements layer)."""
+    runtime = container.runtime_of(ex.runtime)
+    client = _docker(settings.docker_host)
 
     def start(out_w: int, err_w: int) -> container.ContainerRun:
         sandbox.hand_over(workdir, uid)

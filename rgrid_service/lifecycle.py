@@ -69,7 +69,7 @@ def _fence(lease: Lease):
 # values are in `env_sealed` (opened by the API, rgrid_service.secrets), or in `env` on rows
 # written before they were sealed.
 RUN_SPEC = (Execution.script, Execution.args, Execution.env, Execution.env_sealed, Execution.runtime,
-            Execution.timeout_seconds, Execution.inputs, Execution.tenant_id)
+            Execution.timeout_seconds, Execution.inputs, Execution.tenant_id, Execution.requirements)
 
 
 def _worker_takes_runs(worker_id: str):

@@ -110,7 +110,7 @@ def output_folders(files: list[str]) -> dict[str, str]:
 
 def submit_batch(c, script: str, files: list[str], script_args: list[str], env: dict[str, str],
                  runtime: str, timeout: Optional[int], batch_id: str, parallel: Optional[int],
-                 ids: dict[str, str], on_queued) -> None:
+                 ids: dict[str, str], on_queued, requirements: Optional[str] = None) -> None:
     """Queue one execution per file, recording each in ids (execution id -> file) as it is created.
 
     Every local file is checksummed once however many executions send it (the script), the
@@ -140,7 +140,8 @@ def submit_batch(c, script: str, files: list[str], script_args: list[str], env: 
         for start in range(0, len(plans), BULK_CREATE):
             chunk = plans[start:start + BULK_CREATE]
             created = call(c.post, "/v1/executions/bulk", json={"executions": [
-                dict(script=script_name, args=rewritten, env=env, runtime=runtime, timeout_seconds=timeout,
+                dict(script=script_name, args=rewritten, env=env, runtime=runtime, requirements=requirements,
+                     timeout_seconds=timeout,
                      inputs=[i.spec() for i in items], batch_id=batch_id, submit=True, **extra)
                 for _f, script_name, rewritten, items in chunk
             ]})["created"]
@@ -160,7 +161,8 @@ def submit_batch(c, script: str, files: list[str], script_args: list[str], env: 
 
 
 def run_batch(script: str, pattern: str, parallel: Optional[int], script_args: list[str], env: dict[str, str],
-              runtime: str, timeout: Optional[int], detach: bool, output_dir: Optional[Path], no_download: bool):
+              runtime: str, timeout: Optional[int], detach: bool, output_dir: Optional[Path], no_download: bool,
+              requirements: Optional[str] = None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     files = expand_batch(pattern)
@@ -174,7 +176,7 @@ def run_batch(script: str, pattern: str, parallel: Optional[int], script_args: l
                       console=err, transient=True) as bar:
             task = bar.add_task("", total=len(files))
             submit_batch(c, script, files, script_args, env, runtime, timeout, batch_id, parallel, ids,
-                         on_queued=lambda: bar.advance(task))
+                         on_queued=lambda: bar.advance(task), requirements=requirements)
     except (KeyboardInterrupt, typer.Exit) as e:
         unqueue(c, batch_id, bool(ids))  # all or nothing
         raise typer.Exit(130 if isinstance(e, KeyboardInterrupt) else 1)

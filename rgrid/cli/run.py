@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from rgrid_core.names import dedupe, input_name_problem
-from rgrid_core.runtimes import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
+from rgrid_core.constants import REQUIREMENTS_MAX_CHARS
+from rgrid_core.runtimes import CATALOGUE, DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
 from rgrid_core.states import WITH_OUTPUTS
 
 from . import connect
@@ -121,7 +122,22 @@ def script_arguments(args: list[str], options: dict[str, bool]) -> list[str]:
     return args
 
 
-def submit(c, script: str, args: list[str], env: dict[str, str], runtime: str, timeout: Optional[int]) -> dict:
+def read_requirements(path: Path) -> str:
+    """The text of a requirements file, or a sentence saying why it cannot be read."""
+    if not path.is_file():
+        fail(f"The requirements file {path} does not exist; give the path of a requirements.txt.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"The requirements file {path} could not be read as UTF-8 text ({e}).")
+    if len(text) > REQUIREMENTS_MAX_CHARS:
+        fail(f"The requirements file {path} is over {REQUIREMENTS_MAX_CHARS // 1024} KiB; list only the packages "
+             "the script imports.")
+    return text
+
+
+def submit(c, script: str, args: list[str], env: dict[str, str], runtime: str, timeout: Optional[int],
+           requirements: Optional[str] = None) -> dict:
     """Upload every input the grid does not already hold (by content), then queue the execution.
     Nothing is queued if any upload fails."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -136,7 +152,8 @@ def submit(c, script: str, args: list[str], env: dict[str, str], runtime: str, t
         except TransferError as e:
             fail(str(e))
         created = call(c.post, "/v1/executions", json=dict(
-            script=script_name, args=rewritten, env=env, runtime=runtime, timeout_seconds=timeout,
+            script=script_name, args=rewritten, env=env, runtime=runtime, requirements=requirements,
+            timeout_seconds=timeout,
             inputs=[p.spec() for p in prepared], submit=True,
         ))
         if created["status"] == "queued":
@@ -165,6 +182,10 @@ def run(
     args: Optional[list[str]] = typer.Argument(None, help="Arguments for the script; existing files are uploaded."),
     env: list[str] = typer.Option([], "--env", "-e", help="KEY=VALUE for the script's environment (repeatable)."),
     runtime: str = typer.Option(DEFAULT_RUNTIME, "--runtime", help=f"One of: {', '.join(SUPPORTED_RUNTIMES)}."),
+    requirements_file: Optional[Path] = typer.Option(
+        None, "--requirements", metavar="FILE",
+        help="A requirements.txt: the worker installs its packages (wheels from PyPI) on the runtime, once per "
+             "runtime and file for the whole fleet."),
     timeout: Optional[int] = typer.Option(None, "--timeout", help="Wall-clock limit in seconds (per execution)."),
     detach: bool = typer.Option(False, "--detach", "-d", help="Print the execution (or batch) id and return at once."),
     output_dir: Optional[Path] = typer.Option(
@@ -183,6 +204,11 @@ def run(
     if runtime not in SUPPORTED_RUNTIMES:
         fail(f"Unknown runtime {runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}.")
     env_vars = parse_env(env)
+    requirements = read_requirements(requirements_file) if requirements_file is not None else None
+    if requirements is not None and CATALOGUE[runtime].command[0] != "python3":
+        python = ", ".join(name for name, r in CATALOGUE.items() if r.command[0] == "python3")
+        fail(f"--requirements installs Python packages, and runtime {runtime} has no Python; use it with one of "
+             f"{python}.")
     raw = list(args or [])
     if batch is not None:
         from .batch import check_pattern
@@ -195,10 +221,10 @@ def run(
         from .batch import run_batch
 
         run_batch(script, batch, parallel, script_args, env_vars, runtime, timeout,
-                  detach=detach, output_dir=output_dir, no_download=no_download)
+                  detach=detach, output_dir=output_dir, no_download=no_download, requirements=requirements)
         return
     c = connect.client(start_local=True)
-    ex = submit(c, script, script_args, env_vars, runtime, timeout)
+    ex = submit(c, script, script_args, env_vars, runtime, timeout, requirements)
     ex_id = ex["id"]
     if detach:
         out.print(ex_id, highlight=False)

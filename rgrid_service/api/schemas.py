@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from rgrid_core.names import INPUT_NAME_SCHEMA
+from rgrid_core.constants import REQUIREMENTS_MAX_CHARS
 from rgrid_core.runtimes import SUPPORTED_RUNTIMES
 
 from ..stages import current_stage, timeline
@@ -70,6 +71,10 @@ class CreateExecution(BaseModel):
         json_schema_extra={"propertyNames": {"pattern": ENV_NAME},
                            "additionalProperties": {"type": "string", "pattern": NO_NUL}})
     runtime: str = Field("python:3.11", json_schema_extra={"enum": list(SUPPORTED_RUNTIMES)})
+    requirements: str | None = Field(
+        default=None, max_length=REQUIREMENTS_MAX_CHARS,
+        description="The text of a requirements.txt: the worker installs its packages (wheels from PyPI) into a "
+        "layer on the runtime's image, built once per runtime and file and shared by the fleet. Python runtimes only.")
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     inputs: list[InputSpec] = Field(default_factory=list, max_length=10_000)
     batch_id: str | None = Field(default=None, max_length=32)

@@ -12,7 +12,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
 from rgrid_core.names import input_name_problem
-from rgrid_core.runtimes import SUPPORTED_RUNTIMES
+from rgrid_core.runtimes import CATALOGUE, SUPPORTED_RUNTIMES
 from rgrid_core.states import TERMINAL, ExecutionStatus
 
 from .. import lifecycle
@@ -43,6 +43,10 @@ def problem_with(body: schemas.CreateExecution) -> str | None:
         return f"The script {body.script!r} must be one of the uploaded inputs."
     if body.runtime not in SUPPORTED_RUNTIMES:
         return f"Unknown runtime {body.runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}."
+    if body.requirements is not None:
+        problem = requirements_problem(body.runtime, body.requirements)
+        if problem:
+            return problem
     for key, value in body.env.items():
         if not re.fullmatch(schemas.ENV_NAME, key):
             return f"Environment variable name {key!r} is not valid (letters, digits, _)."
@@ -52,6 +56,17 @@ def problem_with(body: schemas.CreateExecution) -> str | None:
         return "An argument contains a NUL character, which no process can receive."
     if body.batch_parallel is not None and not body.batch_id:
         return "batch_parallel limits a batch: send it together with a batch_id."
+    return None
+
+
+def requirements_problem(runtime: str, text: str) -> str | None:
+    """Why a requirements file cannot go with this runtime (a sentence), or None."""
+    if CATALOGUE[runtime].command[0] != "python3":
+        python = ", ".join(name for name, r in CATALOGUE.items() if r.command[0] == "python3")
+        return (f"--requirements installs Python packages, and runtime {runtime} has no Python; "
+                f"use it with one of {python}.")
+    if "\x00" in text:
+        return "The requirements file contains a NUL character; save it as plain text and try again."
     return None
 
 
@@ -154,7 +169,7 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
             status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
             queued_at=utcnow() if queue_now else None, script=body.script,
             args=body.args, env={}, env_sealed=seal(body.env) if body.env else None, env_keys=sorted(body.env),
-            runtime=body.runtime,
+            runtime=body.runtime, requirements=body.requirements if (body.requirements or "").strip() else None,
             timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
             inputs=specs, batch_id=body.batch_id,
             batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,

@@ -142,7 +142,8 @@ def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker_id:
     inputs = [wire.InputSpec(name=i["name"], kind=i.get("kind", "file"), sha256=i["sha256"], size=int(i.get("size") or 0),
                              url=store.presign_worker_get(_input_key(execution_id, i))) for i in spec.inputs or ()]
     return wire.ClaimResponse(attempt=lease.attempt, script=spec.script, args=list(spec.args or ()), env=env,
-                              runtime=spec.runtime, timeout_seconds=spec.timeout_seconds, inputs=inputs)
+                              runtime=spec.runtime, timeout_seconds=spec.timeout_seconds, inputs=inputs,
+                              requirements=spec.requirements)
 
 
 def _claim_refusal(engine: Engine, execution_id: str, worker_id: str) -> ServiceError:

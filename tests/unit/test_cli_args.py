@@ -15,7 +15,7 @@ def text(s: str) -> str:
     return " ".join(s.split())
 
 
-OPTIONS = {"--env": True, "-e": True, "--runtime": True, "--timeout": True, "--detach": False, "-d": False,
+OPTIONS = {"--env": True, "-e": True, "--runtime": True, "--requirements": True, "--timeout": True, "--detach": False, "-d": False,
            "--output-dir": True, "--no-download": False, "--batch": True, "--parallel": True}
 
 
@@ -125,8 +125,10 @@ def submitted(project, monkeypatch):
     """Run in detached mode with submit() faked: returns what the script would have been given."""
     seen = {}
 
-    def submit(c, script, args, env, runtime, timeout):
+    def submit(c, script, args, env, runtime, timeout, requirements=None):
         seen.update(script=script, args=args, env=env, timeout=timeout)
+        if requirements is not None:
+            seen["requirements"] = requirements
         return {"id": "ex-000000000001", "status": "queued"}
 
     monkeypatch.setattr(connect, "client", lambda start_local=False: object())

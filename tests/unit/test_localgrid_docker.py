@@ -124,10 +124,12 @@ def test_an_engine_that_ignores_sigterm_is_killed_with_what_names_its_folder(tmp
     """stop(): SIGTERM, the grace, SIGKILL; then every process whose command line names the
     engine's folder (a containerd shim) and the processes under it (a container's)."""
     base = tmp_path / "engine"
-    engine = subprocess.Popen([sys.executable, "-c", STUBBORN, str(base)], start_new_session=True)
+    engine = subprocess.Popen([sys.executable, "-c", STUBBORN, str(base)], start_new_session=True,
+                              stdout=subprocess.PIPE, text=True)
     shim = subprocess.Popen([sys.executable, "-c", STUBBORN, str(base)], start_new_session=True,
                             stdout=subprocess.PIPE, text=True)
     under_shim = int(shim.stdout.readline())
+    int(engine.stdout.readline())  # it ignores SIGTERM from here on
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     try:
         s = state(tmp_path, pids={"docker": engine.pid}, docker_base=str(base))

@@ -1,0 +1,142 @@
+"""`rgrid run --requirements requirements.txt` on a local grid whose worker has Docker: the worker
+builds a layer with the file's packages on the run's runtime (pip from PyPI, wheels only), the
+script imports them without a network, the next run uses the layer without building it, two runs
+asking for a new layer at once build it once, another engine pulls it from the registry instead of
+building it, and a package that does not exist fails the run with pip's own last lines."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import GRID_ENV, Grid, missing, remove_grid_dirs, start_test_grid, wait_for_active_workers
+
+pytestmark = [pytest.mark.docker, pytest.mark.grid]
+
+USES_SIX = """import six, urllib.request
+print("six", six.__version__)
+try:
+    urllib.request.urlopen("https://pypi.org/simple/", timeout=3)
+    print("network: yes")
+except Exception:
+    print("network: no")
+"""
+
+
+@pytest.fixture(scope="module")
+def grid():
+    from rgrid_service.localgrid import grid as localgrid
+    from rgrid_service.localgrid.docker import why_not
+    from rgrid_service.settings import ServiceSettings
+
+    reason = why_not(ServiceSettings(_env_file=None, local_docker=True, docker_host=None))
+    if reason:
+        missing("Docker", reason)
+    home, state = start_test_grid("rgr-", {**GRID_ENV, "RGRID_LOCAL_DOCKER": "1"}, workers=1)
+    grid = Grid(home, state)
+    try:
+        wait_for_active_workers(grid, 1, timeout=300)
+        yield grid
+    finally:
+        localgrid.down(home)
+        remove_grid_dirs(home)
+
+
+def fresh(packages: str) -> str:
+    """A requirements file no earlier session built (the engine keeps its layers between sessions)."""
+    return f"# rgrid test {uuid.uuid4().hex}\n{packages}\n"
+
+
+def logs_of(grid: Grid, ex_id: str) -> str:
+    with grid.api() as api:
+        page = api.get(f"/v1/executions/{ex_id}/logs").json()
+    import base64
+
+    return "".join(base64.b64decode(c["data_b64"]).decode(errors="replace") for c in page["chunks"])
+
+
+def run_with(grid: Grid, folder: Path, requirements: str, *extra: str) -> subprocess.CompletedProcess:
+    (folder / "requirements.txt").write_text(requirements)
+    (folder / "uses_six.py").write_text(USES_SIX)
+    return grid.rgrid("run", *extra, "--requirements", "requirements.txt", "uses_six.py", cwd=folder, timeout=900)
+
+
+def test_a_layer_is_built_once_then_used_from_the_cache(grid, tmp_path):
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.layers import layer_name
+
+    requirements = fresh("six==1.16.0")
+    first = run_with(grid, tmp_path, requirements)
+    assert first.returncode == 0, first.stderr.decode()
+    assert first.stdout.decode().splitlines() == ["six 1.16.0", "network: no"]  # the script still has none
+    assert "installed into a new layer" in first.stderr.decode() and "shared through the registry" in first.stderr.decode()
+    # The registry holds it under the runtime's tag and the file's hash.
+    repository, tag = layer_name(CATALOGUE["python:3.11"], grid.state.image_registry, requirements)
+    name = repository.split("/", 1)[1]
+    answer = httpx.head(f"http://{grid.state.image_registry}/v2/{name}/manifests/{tag}",
+                        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    assert answer.status_code == 200
+
+    second = run_with(grid, tmp_path, requirements)
+    assert second.returncode == 0, second.stderr.decode()
+    assert second.stdout.decode().splitlines()[0] == "six 1.16.0"
+    assert "already on this worker" in second.stderr.decode() and "installed" not in second.stderr.decode()
+
+
+def test_two_runs_asking_for_a_new_layer_at_once_build_it_once(grid, tmp_path):
+    requirements = fresh("six==1.15.0")
+    (tmp_path / "requirements.txt").write_text(requirements)
+    (tmp_path / "uses_six.py").write_text(USES_SIX)
+    ids = [grid.rgrid("run", "-d", "--requirements", "requirements.txt", "uses_six.py", cwd=tmp_path)
+           for _ in range(2)]
+    ids = [r.stdout.decode().strip() for r in ids if r.returncode == 0]
+    assert len(ids) == 2
+    notes = []
+    for ex_id in ids:
+        waited = grid.rgrid("logs", "-f", ex_id, timeout=900)
+        assert waited.returncode == 0, waited.stderr.decode()
+        assert b"six 1.15.0" in waited.stdout
+        notes.append(logs_of(grid, ex_id))
+    built = [n for n in notes if "installed into a new layer" in n]
+    assert len(built) == 1, notes
+    assert sum("already on this worker" in n for n in notes) == 1, notes
+
+
+def test_another_engine_pulls_the_layer_instead_of_building_it(grid, tmp_path):
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.container import ensure_image
+    from rgrid_runner.layers import ensure_layer
+    from rgrid_service.dockerhost import DockerEngine
+
+    requirements = fresh("six==1.16.0")
+    built = run_with(grid, tmp_path, requirements)
+    assert built.returncode == 0 and b"installed into a new layer" in built.stderr
+    base = Path(tempfile.mkdtemp(prefix="rgrid-e2-other-", dir="/tmp"))
+    try:
+        with DockerEngine(base / "engine") as other:  # another worker's engine, with nothing in it
+            client = other.client()
+            runtime = CATALOGUE["python:3.11"]
+            image = ensure_image(client, runtime, grid.state.image_registry)
+            layer = ensure_layer(client, runtime, image, requirements, grid.state.image_registry, base / "layers")
+            assert layer.how == "pulled"
+            out = client.containers.run(layer.image, ["python3", "-c", "import six; print(six.__version__)"],
+                                        network_mode="none", remove=True)
+            assert out.strip() == b"1.16.0"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_package_that_does_not_exist_fails_the_run_with_pips_last_lines(grid, tmp_path):
+    r = run_with(grid, tmp_path, fresh("rgrid-no-such-package-e2==0.0.1"))
+    assert r.returncode == 1
+    said = r.stderr.decode()
+    assert "The packages in requirements.txt could not be installed on python:3.11" in said, said
+    assert "No matching distribution found for rgrid-no-such-package-e2==0.0.1" in said, said
+    # Nothing else was lost: the grid runs the next one.
+    again = run_with(grid, tmp_path, fresh("six==1.16.0"))
+    assert again.returncode == 0, again.stderr.decode()
