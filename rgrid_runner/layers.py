@@ -155,7 +155,7 @@ def _build(client, runtime: Runtime, base_image: str, requirements: str, reposit
         # The settings go on the command line through env(1), not into the container's environment,
         # which a commit would keep in the image.
         command = ["env", "PYTHONPATH=/rgrid-pip", "PIP_CONFIG_FILE=/rgrid-req/pip.conf",
-                   "python3", "-m", "pip", "install", "--requirement", "/rgrid-req/requirements.txt"]
+                   runtime.command[0], "-m", "pip", "install", "--requirement", "/rgrid-req/requirements.txt"]
         container = client.containers.create(
             base_image, command, user="0:0", network_mode="host", volumes=volumes,
             cap_drop=["ALL"], security_opt=["no-new-privileges"], labels={"org.rgrid.build": "requirements"}, **extra)

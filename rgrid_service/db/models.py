@@ -88,7 +88,7 @@ class Execution(Base):
     env_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     env_keys: Mapped[list | None] = mapped_column(JSON, nullable=True)  # their names (not secret)
     runtime: Mapped[str] = mapped_column(String(64))
-    # The requirements.txt the run asked for (migration 0011): the worker installs its packages
+    # The requirements.txt the run asked for (migration 0012): the worker installs its packages
     # into a layer on the runtime's image (rgrid_runner.layers). None: the image as it is.
     requirements: Mapped[str | None] = mapped_column(Text, nullable=True)
     timeout_seconds: Mapped[int] = mapped_column(Integer)

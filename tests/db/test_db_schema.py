@@ -37,7 +37,7 @@ def test_migrations_build_full_schema_from_empty(db_url, engine):
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     head = ScriptDirectory.from_config(cfg).get_current_head()
-    assert head == "0011"
+    assert head == "0012"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
 

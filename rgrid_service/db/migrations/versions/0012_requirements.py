@@ -1,15 +1,15 @@
 """executions.requirements: the requirements.txt a run asked for (`rgrid run --requirements`), whose
 packages the worker installs into a layer on the run's runtime image (issue #12). NULL: none.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-30
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
