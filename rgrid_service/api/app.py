@@ -55,9 +55,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.prices = load_price_table(settings.price_table)
     app.state.metrics = registry_for(app.state.engine)
     app.state.keys = control_plane_keys(settings)
-    app.state.bell = Bell(app.state.engine, settings.wake_host, settings.wake_port)
     app.state.verified_keys = VerifiedKeys(settings.api_key_cache_seconds, settings.api_key_cache_size)
-    app.state.follow_watcher = Watcher(app.state.engine, settings.follow_poll_seconds)  # one poll for every followed run
+    # One watcher for every followed run; the bell wakes it at once after a commit that changed a run.
+    app.state.follow_watcher = watcher = Watcher(app.state.engine, settings.follow_poll_seconds)
+    app.state.bell = Bell(app.state.engine, settings.wake_host, settings.wake_port, followers=watcher.changed,
+                          origin=watcher.origin)
+    app.router.add_event_handler("shutdown", watcher.close)
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError):

@@ -6,8 +6,13 @@ with what it waits for), and at the end its final status and exit code (`event: 
 A follower that comes back sends the last id it saw (`Last-Event-ID`, or `?after=`) and gets every
 chunk after it, so no byte is lost or repeated.
 
-How a run's stream learns of new data: one `Watcher` per API process (app.state.follow_watcher)
-looks, every `follow_poll_seconds` while anyone follows, at every followed run at once: one thread
+How a run's stream learns of new data: at once when this process committed the change (the worker
+API's claim, log chunks and finish, a cancel: `Watcher.changed`, called through the Bell), or heard
+that another API process did (PostgreSQL: `NOTIFY rgrid_follow`, which the watcher LISTENs for on a
+connection of its own while anyone follows: queuebell.PgListener); and, as the safety net for
+whatever else changes a run (the orchestrator's re-queues and time limits, a lost notice, several
+API processes on SQLite), one `Watcher` per API process (app.state.follow_watcher) looks, every
+`follow_poll_seconds` while anyone follows, at every followed run at once: one thread
 hop, one statement for their status fields and newest chunk ids (`WHERE id IN (...)`, with a
 correlated `max(id)`: one seek in the log_chunks index on (execution_id, id) per run), the IN list
 cut into pieces of `WATCH_IDS_PER_STATEMENT`. It wakes only the streams whose run differs
@@ -26,6 +31,7 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
 import threading
 import time
 import weakref
@@ -39,6 +45,7 @@ from sqlalchemy.engine import Engine
 from rgrid_core.states import TERMINAL, ExecutionStatus
 
 from ..db.models import Execution, LogChunk
+from ..queuebell import FOLLOW_CHANNEL, PgListener, uses_notify
 from ..settings import ServiceSettings
 from . import progress, queries, schemas
 from .errors import NotFound, Unavailable
@@ -166,18 +173,29 @@ def read_heads(engine: Engine, execution_ids: list[str]) -> dict[str, RunHead]:
 
 class Watch:
     """One stream's interest in its run: what it has sent (status tuple, cursor), and an event the
-    watcher sets when the run differs from that."""
+    watcher sets when the run differs from that, or when a commit of it was told (poke)."""
 
     def __init__(self, execution_id: str):
         self.execution_id = execution_id
         self.shown_status: tuple | None = None
         self.cursor = 0
         self.changed = asyncio.Event()
+        self._poked = False  # told of a commit since the stream began its last read
+
+    def reading(self) -> None:
+        """The stream begins a read: a commit told after this may be one the read missed."""
+        self._poked = False
+
+    def poke(self) -> None:
+        self._poked = True
+        self.changed.set()
 
     def expect(self, shown_status: tuple, cursor: int) -> None:
-        """What the stream has sent; the watcher wakes it when its run differs."""
+        """What the stream has sent; the watcher wakes it when its run differs. A poke that came
+        during the read stays set: the stream reads once more rather than miss that commit."""
         self.shown_status, self.cursor = shown_status, cursor
-        self.changed.clear()
+        if not self._poked:
+            self.changed.clear()
 
     def differs(self, head: RunHead | None) -> bool:
         return head is None or head.status != self.shown_status or head.newest_chunk > self.cursor
@@ -192,16 +210,23 @@ class Watch:
 
 
 class Watcher:
-    """The one poll of an API process for every followed run (see the module docstring). Its task
-    runs on the event loop of the streams while there are any, and stops when the last one leaves."""
+    """What wakes this API process's streams: told commits (changed(), from any thread), on
+    PostgreSQL the other processes' notices, and the periodic look at every followed run (see the
+    module docstring). Its task runs on the event loop of the streams while there are any, and
+    stops when the last one leaves; the listener runs from the first follower to close()."""
 
     def __init__(self, engine: Engine, poll_seconds: float):
         self.engine = engine
         self.poll_seconds = poll_seconds
         self.watches: set[Watch] = set()
+        self.origin = secrets.token_hex(4)  # this process's notices carry it: it ignores its own
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failing = False  # the last look failed: said once, not every tick
+        self._hears_others = engine is not None and uses_notify(engine)  # PostgreSQL: other processes' notices
+        self._listener: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.listening = threading.Event()  # set while it hears other processes' notices (tests wait on it)
 
     def watch(self, execution_id: str) -> Watch:
         watch = Watch(execution_id)
@@ -209,10 +234,54 @@ class Watcher:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._loop is not loop:
             self._loop, self._task = loop, loop.create_task(self._run(), name="rgrid-follow-watcher")
+        if self._listener is None and self._hears_others:
+            self._listener = threading.Thread(target=self._listen, name="follow-notices", daemon=True)
+            self._listener.start()
         return watch
 
     def drop(self, watch: Watch) -> None:
         self.watches.discard(watch)
+
+    def close(self) -> None:
+        """Stop hearing other processes' notices (the app's shutdown)."""
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(5)
+
+    def changed(self, execution_id: str) -> None:
+        """A commit changed this run: wake its streams now. Safe from any thread (the worker API's
+        handlers run in the thread pool); does nothing when nobody here follows it."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not any(w.execution_id == execution_id for w in list(self.watches)):
+            return
+        try:
+            loop.call_soon_threadsafe(self._poke, execution_id)
+        except RuntimeError:  # the loop closed meanwhile: no stream is left to wake
+            pass
+
+    def _poke(self, execution_id: str) -> None:
+        for watch in list(self.watches):
+            if watch.execution_id == execution_id:
+                watch.poke()
+
+    def _listen(self) -> None:
+        PgListener(self.engine, FOLLOW_CHANNEL, self._heard, self._stopping, self.listening,
+                   "other API processes' run changes", "followers learn of them on the watcher's look").listen()
+
+    def _heard(self, payload: str | None) -> None:
+        """A notice from the listener's thread: one run another process changed, or None (it just
+        started hearing): a look at every followed run, for what it may have missed."""
+        if payload is None:
+            loop = self._loop
+            if loop is not None and not loop.is_closed() and self.watches:
+                try:
+                    asyncio.run_coroutine_threadsafe(self.tick(), loop)
+                except RuntimeError:
+                    pass
+            return
+        origin, _, execution_id = payload.partition(" ")
+        if origin != self.origin:
+            self.changed(execution_id)
 
     async def _run(self) -> None:
         while self.watches:
@@ -259,18 +328,17 @@ def sse(event: str, data: dict, event_id: int | None = None) -> bytes:
 KEEPALIVE = b": still here\n\n"  # a comment: proxies and the client's read timeout see traffic
 
 
-async def run_events(engine: Engine, settings: ServiceSettings, watcher: Watcher, tenant_id: str,
+async def run_events(engine: Engine, settings: ServiceSettings, watcher: Watcher, watch: Watch, tenant_id: str,
                      execution_id: str, after: int, first: RunState, slot: Slot) -> AsyncIterator[bytes]:
-    """The run's stream from cursor `after`, starting with the look the route took (`first`). Between
-    reads it waits for the watcher to say its run changed, or for a keepalive, a queued run's
-    `waiting` update or its time limit to be due."""
+    """The run's stream from cursor `after`, starting with the look the route took (`first`, read
+    after `watch` began). Between reads it waits for the watcher to say its run changed, or for a
+    keepalive, a queued run's `waiting` update or its time limit to be due."""
     clock = time.monotonic
     ends_at = clock() + settings.follow_max_seconds
     shown_status: tuple | None = None
     last_sent = clock()
     next_waiting = 0.0
     state = first
-    watch: Watch | None = None
     try:
         while True:
             for r in state.chunks:
@@ -295,8 +363,6 @@ async def run_events(engine: Engine, settings: ServiceSettings, watcher: Watcher
             if clock() >= ends_at:
                 return  # the client reconnects from `after`
             if not full:
-                if watch is None:
-                    watch = watcher.watch(execution_id)
                 watch.expect(shown_status, after)
                 keepalive_at = last_sent + settings.follow_keepalive_seconds
                 wake_at = min(ends_at, keepalive_at, next_waiting if queued else ends_at)
@@ -307,10 +373,10 @@ async def run_events(engine: Engine, settings: ServiceSettings, watcher: Watcher
                 if not woken:  # nothing new: only a keepalive, a `waiting` update or the time limit was due
                     state = replace(state, chunks=[])
                     continue
+            watch.reading()
             state = await anyio.to_thread.run_sync(read_run, engine, tenant_id, execution_id, after)
     finally:
-        if watch is not None:
-            watcher.drop(watch)
+        watcher.drop(watch)
         slot.release()
 
 

@@ -111,7 +111,7 @@ def _execution_view(engine, tenant_id: str, execution_id: str, prices, running_l
              responses=responses(404, 422))
 def cancel_execution(execution_id: str, engine: EngineDep, store: StoreDep, tenant_id: TenantDep, bell: BellDep):
     canceled = service.cancel(engine, tenant_id, execution_id, store)
-    bell.ring()  # a canceled run's slot is free (its runner stops at its next renew)
+    bell.changed(execution_id, ring_queue=True)  # its followers see the end; a canceled run's slot is free
     return schemas.ExecutionView.of(canceled)
 
 

@@ -2,10 +2,12 @@
 connection (Server-Sent Events, api/follow.py), instead of polling its logs and counts."""
 from __future__ import annotations
 
+import weakref
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from .. import follow
 from ..deps import EngineDep, SettingsDep, TenantDep
@@ -39,7 +41,7 @@ def cursor(after: int, last_event_id: str | None) -> int:
 
 @router.get("/v1/executions/{execution_id}/follow", response_class=StreamingResponse,
             responses={**EVENT_STREAM, **responses(404, 422, 503, why=BUSY)})
-def follow_execution(
+async def follow_execution(
     execution_id: str,
     request: Request,
     engine: EngineDep,
@@ -59,14 +61,18 @@ def follow_execution(
     `Last-Event-ID` (or `?after=`) set to the last event id received: every chunk after it comes, none twice."""
     start = cursor(after, last_event_id)
     slot = streams(request).take()
+    # Watched before the first read, so a commit told while it reads is not missed (Watch.expect).
+    watcher: follow.Watcher = request.app.state.follow_watcher
+    watch = watcher.watch(execution_id)
     try:
-        first = follow.read_run(engine, tenant_id, execution_id, start)
+        first = await run_in_threadpool(follow.read_run, engine, tenant_id, execution_id, start)
     except BaseException:
+        watcher.drop(watch)
         slot.release()
         raise
-    watcher = request.app.state.follow_watcher
-    body = follow.run_events(engine, settings, watcher, tenant_id, execution_id, start, first, slot)
+    body = follow.run_events(engine, settings, watcher, watch, tenant_id, execution_id, start, first, slot)
     slot.hold_until_gone(body)
+    weakref.finalize(body, watcher.drop, watch)  # a client gone before the first byte
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
 
 

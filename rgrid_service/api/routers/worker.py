@@ -64,16 +64,31 @@ def heartbeat(worker: WorkerDep, engine: EngineDep):
 
 
 @router.post(wire.CLAIM, response_model=wire.ClaimResponse, responses=refusals(403, 404, 409))
-async def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request):
+async def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request,
+                bell: BellDep):
     """Take a run dispatched to this worker: its spec, its env values (never log them) and a
     presigned GET per input."""
-    return await run_in_threadpool(workerapi.claim, engine, store, _keys(request), worker_id, id)
+    return await run_in_threadpool(_claim_and_tell, bell, engine, store, _keys(request), worker_id, id)
+
+
+def _claim_and_tell(bell, engine, store, keys, worker_id: str, execution_id: str):
+    claimed = workerapi.claim(engine, store, keys, worker_id, execution_id)
+    bell.changed(execution_id)  # its followers see it running
+    return claimed
 
 
 @router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
-async def renew(id: str, attempt: AttemptPath, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep):
+async def renew(id: str, attempt: AttemptPath, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
+                bell: BellDep):
     """Keep the attempt's lease; append its log chunks and stage times."""
-    return await run_in_threadpool(workerapi.renew, engine, worker_id, id, attempt, body)
+    return await run_in_threadpool(_renew_and_tell, bell, engine, worker_id, id, attempt, body)
+
+
+def _renew_and_tell(bell, engine, worker_id: str, execution_id: str, attempt: int, body: wire.RenewRequest):
+    renewed = workerapi.renew(engine, worker_id, execution_id, attempt, body)
+    if body.logs:
+        bell.changed(execution_id)  # its followers get the new chunks
+    return renewed
 
 
 @router.get(wire.INPUT_URL, response_model=wire.InputSpec, responses=refusals(403, 404, 409))
@@ -107,5 +122,6 @@ async def finish(id: str, attempt: AttemptPath, body: wire.FinishRequest, worker
 
 def _finish_and_ring(bell, engine, store, worker_id: str, execution_id: str, attempt: int, body: wire.FinishRequest):
     finished = workerapi.finish(engine, store, worker_id, execution_id, attempt, body)
-    bell.ring()  # a slot is free (in the pool too: on PostgreSQL the ring is a NOTIFY)
+    # Its followers see the end, and a slot is free: one NOTIFY statement on PostgreSQL (in the pool too).
+    bell.changed(execution_id, ring_queue=True)
     return finished
