@@ -2,7 +2,9 @@
 
 A run's stream carries its log chunks (`event: log`, `id:` the chunk id, which is the cursor), its
 status whenever it changes (`event: status`; while queued, again every `follow_waiting_seconds`
-with what it waits for), and at the end its final status and exit code (`event: end`), then ends.
+with what it waits for, the first time once it has been followed that long: a run that starts
+sooner, the usual case, never costs that look's statements on its way to the worker), and at the
+end its final status and exit code (`event: end`), then ends.
 A follower that comes back sends the last id it saw (`Last-Event-ID`, or `?after=`) and gets every
 chunk after it, so no byte is lost or repeated.
 
@@ -337,7 +339,7 @@ async def run_events(engine: Engine, settings: ServiceSettings, watcher: Watcher
     ends_at = clock() + settings.follow_max_seconds
     shown_status: tuple | None = None
     last_sent = clock()
-    next_waiting = 0.0
+    next_waiting = clock() + settings.follow_waiting_seconds  # the CLI shows what a run waits for after 1 s
     state = first
     try:
         while True:

@@ -2,7 +2,7 @@
 what it uses now, and the check a create makes before it inserts anything."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from rgrid_core.states import ExecutionStatus
@@ -59,12 +59,31 @@ def lock_tenant(conn: Connection, tenant_id: str) -> None:
         conn.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
 
 
+def _own_quota(column):
+    return select(column).where(TenantQuota.tenant_id == bindparam("tenant_id")).scalar_subquery()
+
+
+# A create's check in one statement, built once: the tenant's own limits (NULL: none set) and its
+# runs uploading or queued (limits() and usage() read the same, in two).
+LIMITS_AND_QUEUED = select(
+    _own_quota(TenantQuota.max_queued_runs), _own_quota(TenantQuota.max_running_runs),
+    _own_quota(TenantQuota.max_stored_bytes),
+    select(func.count()).where(Execution.tenant_id == bindparam("tenant_id"),
+                               Execution.status.in_((ExecutionStatus.UPLOADING, ExecutionStatus.QUEUED)))
+    .scalar_subquery(),
+)
+
+
 def check(conn: Connection, settings: ServiceSettings, tenant_id: str, new_runs: int, new_bytes: int) -> None:
     """Raise OverQuota (429, a sentence) when the create would go over a limit. Takes the tenant's
     lock first (lock_tenant), held until the caller's transaction ends."""
     lock_tenant(conn, tenant_id)
-    lim = limits(conn, settings, tenant_id)
-    use = usage(conn, tenant_id, with_bytes=lim.stored_bytes is not None and new_bytes > 0)
+    max_queued, max_running, max_stored, queued = conn.execute(LIMITS_AND_QUEUED, {"tenant_id": tenant_id}).one()
+    lim = Limits(queued_runs=effective(settings.quota_max_queued_runs, max_queued),
+                 running_runs=effective(settings.quota_max_running_runs, max_running),
+                 stored_bytes=effective(settings.quota_max_stored_bytes, max_stored))
+    with_bytes = lim.stored_bytes is not None and new_bytes > 0
+    use = Usage(queued_runs=int(queued), stored_bytes=stored_bytes(conn, tenant_id) if with_bytes else 0)
     problem = refusal(lim, use, new_runs, new_bytes)
     if problem:
         raise OverQuota(problem)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 
 from rgrid_core.names import input_name_problem
@@ -84,30 +84,37 @@ def check_many(bodies: list[schemas.CreateExecution]) -> None:
             raise Invalid(f"Execution {n + 1} of {len(bodies)}: {problem} Nothing was created.")
 
 
-def kept_inputs(engine: Engine, tenant_id: str, inputs: list[schemas.InputSpec]) -> dict[tuple, str]:
-    """(sha256, size, md5) -> object key of every one of these inputs this tenant already
-    uploaded and had verified."""
-    if not inputs:
+# Built once: a create's statements (building them per request was a measurable share of its time).
+HELD_BLOBS = (select(Blob.sha256, Blob.size, Blob.md5, Blob.object_key)
+              .where(Blob.tenant_id == bindparam("tenant_id"), Blob.sha256.in_(bindparam("shas", expanding=True))))
+MARK_USED = (update(Blob).where(Blob.tenant_id == bindparam("b_tenant_id"), Blob.sha256.in_(bindparam("shas", expanding=True)))
+             .values(last_used_at=utcnow()))
+INSERT_QUEUED = insert(Execution).values(created_at=utcnow(), queued_at=utcnow())  # milliseconds on SQLite too
+INSERT_UPLOADING = insert(Execution).values(created_at=utcnow(), queued_at=None)
+
+
+def held_blobs(engine: Engine, tenant_id: str, inputs: list) -> dict:
+    """sha256 -> (sha256, size, md5, object_key) of this tenant's kept inputs with the sha256 of one
+    of these inputs (specs or stored dicts): one read."""
+    shas = sorted({i["sha256"] if isinstance(i, dict) else i.sha256 for i in inputs})
+    if not shas:
         return {}
     with engine.connect() as conn:
-        return {
-            (b.sha256, b.size, b.md5): b.object_key
-            for b in conn.execute(
-                select(Blob.sha256, Blob.size, Blob.md5, Blob.object_key)
-                .where(Blob.tenant_id == tenant_id, Blob.sha256.in_({i.sha256 for i in inputs}))
-            )
-        }
+        return {b.sha256: b for b in conn.execute(HELD_BLOBS, {"tenant_id": tenant_id, "shas": shas})}
 
 
-def declared_otherwise(engine: Engine, tenant_id: str, inputs: list) -> str | None:
+def kept_inputs(engine: Engine, tenant_id: str, inputs: list[schemas.InputSpec], held: dict | None = None) -> dict[tuple, str]:
+    """(sha256, size, md5) -> object key of every one of these inputs this tenant already
+    uploaded and had verified (`held`: held_blobs of these inputs, when already read)."""
+    held = held_blobs(engine, tenant_id, inputs) if held is None else held
+    return {(b.sha256, b.size, b.md5): b.object_key for b in held.values()}
+
+
+def declared_otherwise(engine: Engine, tenant_id: str, inputs: list, held: dict | None = None) -> str | None:
     """The sentence when an input names a sha256 this tenant keeps with another size or MD5: one
-    sha256 is one content, so the declaration is wrong (and the kept blob must not be replaced)."""
-    shas = {i["sha256"] if isinstance(i, dict) else i.sha256 for i in inputs}
-    if not shas:
-        return None
-    with engine.connect() as conn:
-        held = {b.sha256: b for b in conn.execute(select(Blob.sha256, Blob.size, Blob.md5).where(
-            Blob.tenant_id == tenant_id, Blob.sha256.in_(shas)))}
+    sha256 is one content, so the declaration is wrong (and the kept blob must not be replaced).
+    `held`: held_blobs of these inputs, when already read."""
+    held = held_blobs(engine, tenant_id, inputs) if held is None else held
     for i in inputs:
         name, sha, size, md5 = ((i["name"], i["sha256"], i["size"], i["md5"]) if isinstance(i, dict)
                                 else (i.name, i.sha256, i.size, i.md5))
@@ -153,11 +160,13 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
     """Insert the (already checked) executions in one transaction: all of them or, on any error,
     none. With `submit` and nothing left to upload, one is inserted `queued` instead of `uploading`.
     Env values are stored sealed (env_sealed), their names apart (env_keys); never in plain."""
-    problem = declared_otherwise(engine, tenant_id, [i for b in bodies for i in b.inputs])
+    every_input = [i for b in bodies for i in b.inputs]
+    held = held_blobs(engine, tenant_id, every_input)
+    problem = declared_otherwise(engine, tenant_id, every_input, held)
     if problem:
         raise Invalid(problem + " Nothing was created.")
     seal = sealer(settings) if any(b.env for b in bodies) else None
-    kept = kept_inputs(engine, tenant_id, [i for b in bodies for i in b.inputs])
+    kept = kept_inputs(engine, tenant_id, every_input, held)
     quota_before_multipart(engine, settings, tenant_id, bodies, kept)
     rows, created = [], []
     for body in bodies:
@@ -165,9 +174,8 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
         specs, to_upload, reused = kept_or_to_upload(store, settings, tenant_id, execution_id, body.inputs, kept)
         queue_now = body.submit and not to_upload
         rows.append(dict(
-            id=execution_id, tenant_id=tenant_id, created_at=utcnow(),  # milliseconds on SQLite too
-            status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING,
-            queued_at=utcnow() if queue_now else None, script=body.script,
+            id=execution_id, tenant_id=tenant_id,
+            status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING, script=body.script,
             args=body.args, env={}, env_sealed=seal(body.env) if body.env else None, env_keys=sorted(body.env),
             runtime=body.runtime, requirements=body.requirements if (body.requirements or "").strip() else None,
             timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
@@ -180,18 +188,17 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
         quotas.check(conn, settings, tenant_id, len(rows), upload_bytes(rows))  # 429: nothing created
         still_kept(conn, tenant_id, rows)
         for row in rows:  # one statement per row: created_at and queued_at are SQL expressions
-            conn.execute(insert(Execution).values(**row))
+            conn.execute(INSERT_QUEUED if row["status"] == ExecutionStatus.QUEUED else INSERT_UPLOADING, row)
     return created
 
 
 def still_kept(conn, tenant_id: str, rows: list[dict]) -> None:
     """Mark the kept inputs these rows reuse as used now (retention keeps used ones). One that
     retention deleted since it was looked up is gone: refused with a sentence, nothing created."""
-    reused = {s["sha256"] for row in rows for s in row["inputs"] if not s.get("upload")}
+    reused = sorted({s["sha256"] for row in rows for s in row["inputs"] if not s.get("upload")})
     if not reused:
         return
-    marked = conn.execute(update(Blob).where(Blob.tenant_id == tenant_id, Blob.sha256.in_(reused))
-                          .values(last_used_at=utcnow())).rowcount
+    marked = conn.execute(MARK_USED, {"b_tenant_id": tenant_id, "shas": reused}).rowcount
     if marked != len(reused):
         raise Conflict("An input you uploaded before was just deleted after its retention time; nothing was "
                        "created. Run it again to upload it anew.")

@@ -29,6 +29,9 @@ class Dispatcher:
         # Whether the last tick saw runs waiting for a slot or handed ahead: then the safety tick is
         # the dispatch interval (steals and re-dispatches fall due by time), else the idle interval.
         self.waiting = True
+        # Whether the last tick found room and nothing at all to do (nothing queued, waiting or
+        # handed ahead): a ring then is a lone new run, no burst to gather, and is not held back.
+        self.quiet = False
         self._nodes: dict[str, RayNode] | None = None
         self._nodes_at = 0.0
 
@@ -54,8 +57,8 @@ class Dispatcher:
 
     def run(self, wake: threading.Event, stop: threading.Event) -> None:
         """The dispatch loop: a tick when the bell rings (at most one per min gap, so a burst of
-        finished runs is one tick), else a safety tick. A tick that fails (the database away) is
-        logged and tried again on the next."""
+        finished runs is one tick; at once when the last tick left the grid quiet), else a safety
+        tick. A tick that fails (the database away) is logged and tried again on the next."""
         s = self.settings
         last = last_rung = float("-inf")
         while not stop.is_set():
@@ -65,8 +68,11 @@ class Dispatcher:
                 return
             if rung:
                 # Wait out the min gap since the last rung tick before clearing: rings meanwhile join
-                # this tick. A safety tick just before does not hold a ring back: it is no burst.
-                stop.wait(max(0.0, last_rung + s.dispatch_min_gap_seconds - time.monotonic()))
+                # this tick. A safety tick just before does not hold a ring back: it is no burst;
+                # nor does a quiet grid (a run queued just after the last one ended: `rgrid run`
+                # twice in a row, whose second ring came within the gap of the first's finish).
+                if not self.quiet:
+                    stop.wait(max(0.0, last_rung + s.dispatch_min_gap_seconds - time.monotonic()))
                 wake.clear()
             last = time.monotonic()
             if rung:
@@ -122,6 +128,7 @@ class Dispatcher:
         # old): the safety tick stays at the dispatch interval. No room anywhere (snap is None)
         # waits for a ring: a run ending or a worker registering.
         self.waiting = snap is not None and bool(snap.queued or snap.waiting or snap.handed_ahead)
+        self.quiet = snap is not None and not self.waiting
         if snap is None or not (snap.queued or snap.waiting):
             return []
         decisions = place(list(snap.queued), list(snap.workers), snap.batch_busy, prefetch=s.dispatch_prefetch_per_worker,

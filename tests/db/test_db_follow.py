@@ -248,14 +248,17 @@ def test_a_queued_runs_status_says_what_it_waits_for(db_url, engine):
         conn.execute(update(Execution).where(Execution.id == ex).values(queued_at=Execution.created_at))
     with serving(db_url) as (host, port):
         client = Client(f"http://{host}:{port}", key, retry_seconds=5)
-        waits = []
+        statuses = []
         for event in client.events(f"/v1/executions/{ex}/follow"):
             if event.name == "status" and event.data["status"] == "queued":
-                waits.append(event.data["waiting"])
-                if len(waits) == 3:
+                statuses.append(event.data["waiting"])
+                if len(statuses) == 4:
                     end(engine, ex, "canceled", None, "Canceled by the user.")
     assert event.name == "end" and event.data["status"] == "canceled"
-    assert all(w and w["sentence"] for w in waits[:3]), waits  # told again while it waits
+    # The first status comes at once, what it waits for once it has waited follow_waiting_seconds,
+    # and then again every follow_waiting_seconds while it waits.
+    assert statuses[0] is None, statuses
+    assert all(w and w["sentence"] for w in statuses[1:4]), statuses
 
 
 def test_a_batch_stream_shows_its_counts_until_every_run_ended(db_url, engine):

@@ -13,21 +13,21 @@ from tests.conftest import wait_until
 
 
 class RecordingDispatcher(Dispatcher):
-    def __init__(self, settings, waiting: bool):
+    def __init__(self, settings, waiting: bool, quiet: bool = False):
         super().__init__(settings, engine=None)
         self.ticks: list[bool] = []  # each tick's `full`
-        self.still_waiting = waiting
+        self.still_waiting, self.stays_quiet = waiting, quiet
 
     def dispatch_tick(self, full: bool = True) -> int:
         if full:
             self._last_full = time.monotonic()
         self.ticks.append(full)
-        self.waiting = self.still_waiting
+        self.waiting, self.quiet = self.still_waiting, self.stays_quiet
         return 0
 
 
-def looping(settings: ServiceSettings, waiting: bool):
-    d = RecordingDispatcher(settings, waiting)
+def looping(settings: ServiceSettings, waiting: bool, quiet: bool = False):
+    d = RecordingDispatcher(settings, waiting, quiet)
     wake, stop = threading.Event(), threading.Event()
     thread = threading.Thread(target=d.run, args=(wake, stop), daemon=True)
     thread.start()
@@ -201,6 +201,28 @@ def test_a_ring_right_after_a_safety_tick_is_not_held_back_by_the_min_gap():
         wake.set()  # a second ring within the min gap of the first waits for it
         time.sleep(0.5)
         assert len(d.ticks) == 2
+    finally:
+        stop.set()
+        wake.set()
+        thread.join(5)
+
+
+def test_a_ring_after_a_tick_that_left_the_grid_quiet_is_not_held_back_by_the_min_gap():
+    """A tick that found room and nothing to do (the last run ended, nothing queued) leaves no burst
+    to gather: the next ring ticks at once, not a min gap (here 30 s) after the last rung tick.
+    While runs wait, rings within the min gap still make one tick."""
+    d, wake, stop, thread = looping(settings(dispatch_interval_seconds=60, dispatch_idle_interval_seconds=60,
+                                             dispatch_min_gap_seconds=30), waiting=False, quiet=True)
+    try:
+        for n in (2, 3, 4):
+            wake.set()
+            wait_until(lambda: len(d.ticks) >= n, 10, f"tick {n} after a ring")
+        d.stays_quiet, d.still_waiting = False, True
+        wake.set()
+        wait_until(lambda: len(d.ticks) >= 5, 10, "the ring's tick")
+        wake.set()  # the last tick left runs waiting: this ring waits out the min gap
+        time.sleep(0.5)
+        assert len(d.ticks) == 5
     finally:
         stop.set()
         wake.set()
