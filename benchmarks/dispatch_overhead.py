@@ -155,9 +155,6 @@ def main() -> None:
         store.close()
         cli.http.close()
 
-        # Where RGrid's time goes: the client's own clock for the calls, the database clock (same
-        # machine) for queued -> started -> finished. created_at is not used: on SQLite it is
-        # CURRENT_TIMESTAMP, whole seconds only.
     phases, stages = phases_of(views, "finished -> the end event on the stream")
     polled_phases, polled_stages = phases_of(polled_views, f"finished -> seen by the {opts.poll * 1000:.0f} ms poll")
 
@@ -187,17 +184,20 @@ def main() -> None:
 
 def phases_of(views: list[dict], seen: str) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Where each run's time went: the client's own clock for the create and for when it learnt of
-    the end, the database clock (same machine) for queued -> started -> finished (created_at is not
-    used: on SQLite it is CURRENT_TIMESTAMP, whole seconds only); and the same span by the run's
-    timeline: the tick, Ray's task path and the claim, the runner's set-up to the script's start (as
+    the end, the database clock (same machine, milliseconds on SQLite too) for the row's insert and
+    queued -> started -> finished; and the same span by the run's timeline: the tick, Ray's task path and the claim, the runner's set-up to the script's start (as
     the runner saw it), the script and the finish."""
     phases: dict[str, list[float]] = {"create (+ PUT + submit if new) (client)": [],
+                                      "  of it: client -> row inserted": [], "  of it: row inserted -> answer": [],
                                       "queued -> claimed (dispatch tick, Ray task)": [],
                                       "claimed -> finished (stage, sandbox, commit)": [], seen: []}
     stages: dict[str, list[float]] = {}
     for ex in views:
         q, s_, f = (utc(ex[k]) for k in ("queued_at", "started_at", "finished_at"))
         phases["create (+ PUT + submit if new) (client)"].append(ex["_w1"] - ex["_w0"])
+        created = utc(ex["created_at"])
+        phases["  of it: client -> row inserted"].append(created - ex["_w0"])
+        phases["  of it: row inserted -> answer"].append(ex["_w1"] - created)
         phases["queued -> claimed (dispatch tick, Ray task)"].append(s_ - q)
         phases["claimed -> finished (stage, sandbox, commit)"].append(f - s_)
         phases[seen].append(ex["_w2"] - f)
