@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.engine import Connection
 
 from rgrid_core.constants import SLOT_RESOURCE, WORKER_LABEL
@@ -61,6 +61,23 @@ class DispatchSnapshot:
     handed_ahead: int = 0
 
 
+# A dispatch tick's common statements, built once with bound parameters (building them on every
+# tick was about a third of the snapshot's time, which sits between a run's queueing and its start).
+_STALE = bindparam("stale", type_=Execution.__table__.c.dispatched_at.type)
+_PENDING = and_(Execution.status == QUEUED, Execution.dispatched_at >= _STALE)  # handed ahead, not claimed yet
+_HOLDER = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
+ACTIVE_WORKERS = select(Worker.id).where(Worker.state == WorkerState.ACTIVE)
+BUSY_PER_WORKER = select(_HOLDER, func.count()).where(or_(Execution.status == RUNNING, _PENDING)).group_by(_HOLDER)
+RECENT_PER_WORKER = (select(Execution.dispatched_to, func.count())
+                     .where(Execution.dispatched_at >= bindparam("window", type_=Execution.__table__.c.dispatched_at.type))
+                     .group_by(Execution.dispatched_to))
+TO_PLACE = (select(Execution.id, Execution.batch_id, Execution.batch_parallel, Execution.tenant_id)
+            .where(Execution.status == QUEUED, or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < _STALE))
+            .order_by(Execution.queued_at, Execution.id))
+HANDED_AHEAD = select(func.count()).where(_PENDING)
+RUNNING_PER_WORKER = select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
+
+
 def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_after: float,
                       placement_window: float, prefetch: int, dispatch_interval: float,
                       default_running_limit: int = 0) -> DispatchSnapshot | None:
@@ -70,16 +87,10 @@ def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_af
     now = lifecycle.db_now(conn)
     stale = now - timedelta(seconds=redispatch_after)
     window = now - timedelta(seconds=placement_window)
-    active = conn.execute(select(Worker.id).where(Worker.state == WorkerState.ACTIVE)).scalars().all()
-    pending = and_(Execution.status == QUEUED, Execution.dispatched_at >= stale)
-    holder = case((Execution.status == RUNNING, Execution.worker_id), else_=Execution.dispatched_to)
-    busy = dict(conn.execute(
-        select(holder, func.count()).where(or_(Execution.status == RUNNING, pending)).group_by(holder)
-    ).all())
-    recent = dict(conn.execute(
-        select(Execution.dispatched_to, func.count()).where(Execution.dispatched_at >= window)
-        .group_by(Execution.dispatched_to)
-    ).all())
+    active = conn.execute(ACTIVE_WORKERS).scalars().all()
+    pending = and_(Execution.status == QUEUED, Execution.dispatched_at >= stale)  # for the rarer reads below
+    busy = dict(conn.execute(BUSY_PER_WORKER, {"stale": stale}).all())
+    recent = dict(conn.execute(RECENT_PER_WORKER, {"window": window}).all())
     workers = tuple(
         WorkerLoad(w, nodes[w].slots, busy.get(w, 0), recent.get(w, 0))
         for w in active if w in nodes and nodes[w].alive and nodes[w].slots > 0
@@ -90,20 +101,15 @@ def dispatch_snapshot(conn: Connection, nodes: dict[str, RayNode], redispatch_af
     waiting = _waiting(conn, now, stale, workers, dispatch_interval)
     tenant_limit, tenant_busy = tenant_limits(conn, pending, default_running_limit)
     blocked = [t for t, n in tenant_limit.items() if tenant_busy.get(t, 0) >= n]
-    queued = conn.execute(
-        select(Execution.id, Execution.batch_id, Execution.batch_parallel, Execution.tenant_id)
-        .where(Execution.status == QUEUED, or_(Execution.dispatched_at.is_(None), Execution.dispatched_at < stale),
-               *([Execution.tenant_id.not_in(blocked)] if blocked else []))
-        .order_by(Execution.queued_at, Execution.id)
-        .limit(free * 20)
-    ).all()
+    to_place = TO_PLACE.where(Execution.tenant_id.not_in(blocked)) if blocked else TO_PLACE
+    queued = conn.execute(to_place.limit(free * 20), {"stale": stale}).all()
     batches = {q.batch_id for q in queued if q.batch_id and q.batch_parallel}
     batch_busy = dict(conn.execute(
         select(Execution.batch_id, func.count())
         .where(Execution.batch_id.in_(batches), or_(Execution.status == RUNNING, pending))
         .group_by(Execution.batch_id)
     ).all()) if batches else {}
-    handed_ahead = conn.execute(select(func.count()).where(pending)).scalar_one()
+    handed_ahead = conn.execute(HANDED_AHEAD, {"stale": stale}).scalar_one()
     return DispatchSnapshot(now, workers, tuple(Queued(q.id, q.batch_id, q.batch_parallel, q.tenant_id) for q in queued),
                             waiting, batch_busy, tenant_busy, tenant_limit, handed_ahead)
 
@@ -157,9 +163,7 @@ def _waiting(conn: Connection, now: datetime, stale: datetime, workers: tuple[Wo
     if not any(w.busy < w.slots for w in workers):
         return ()  # no free slot anywhere: nothing could move
     slots = {w.worker_id: w.slots for w in workers}
-    running = dict(conn.execute(
-        select(Execution.worker_id, func.count()).where(Execution.status == RUNNING).group_by(Execution.worker_id)
-    ).all())
+    running = dict(conn.execute(RUNNING_PER_WORKER).all())
     full = [w for w, n in slots.items() if running.get(w, 0) >= n]
     if not full:
         return ()
