@@ -86,6 +86,9 @@ class ClaimResponse(BaseModel):
     inputs: list[InputSpec]
     # A requirements.txt whose packages go into a layer on the runtime's image (rgrid_runner.layers).
     requirements: str | None = None
+    # Names the tenant in its requirements layers' names (a hash of the tenant id): one tenant's
+    # layer never serves another tenant's run.
+    layer_scope: str | None = None
 
 
 # Standard base64, as the OpenAPI states it (the control plane decodes with validate=True: 400 otherwise).

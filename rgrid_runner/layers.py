@@ -1,17 +1,23 @@
-"""A run's requirements.txt as a layer on its runtime's image, built once for the whole fleet.
+"""A run's requirements.txt as a layer on its runtime's image, built once per tenant for the fleet.
 
-The layer's image is named by the runtime's tag and the file's sha256
-(`<registry>/rgrid/req-<runtime>:<runtime tag>-<file hash>`), so every worker agrees on it without
-asking anyone. A worker uses its own copy when it has one, else pulls it from the registry (another
-worker built it), else builds it and pushes it there. Builds of one layer on one worker take a file
-lock, so concurrent runs asking for it build it once.
+Only package names, extras, version specifiers and markers are accepted (rgrid_core.requirements:
+the CLI, the API and this module check it again), and the layer is keyed by the normalised text.
+Its image is named by a hash of the tenant, the runtime's tag and that text's sha256
+(`<registry>/rgrid/req-<tenant hash>-<runtime>:<runtime tag>-<text hash>`), so every worker agrees
+on it without asking anyone and one tenant's layer never serves another tenant's run. A worker uses
+its own copy when it has one, else pulls it from the registry, else builds it and pushes it there.
+Builds of one layer on one worker take a file lock, so concurrent runs asking for it build it once.
 
-The build runs pip in a container of the runtime's image on the host's network (PyPI, or the index
-the worker's own pip settings name). The images carry no pip: the worker's own pip (pure Python) is
-mounted read-only, and its index, certificates and proxy go in through a pip.conf in a mounted
-folder, so none of them stays in the image. Only wheels are installed (PIP_ONLY_BINARY): no
-package's own build code runs while the build has the network. The script itself then runs in the
-layer's image like any other run, without a network.
+The build has two steps, each in a container of the runtime's image with the worker's own pip
+mounted read-only (the images carry none), all capabilities dropped:
+1. download: `pip download --only-binary=:all:` fetches wheels for the image's own Python and
+   platform, on the host's network (PyPI, or the index the worker's pip settings name, through a
+   pip.conf and a copy of the CA file in the build's folder), as an unprivileged uid, with nothing
+   of the worker's mounted but pip, that folder and the folder the wheels go to;
+2. install: `pip install --no-index --find-links` installs those wheels into the image with no
+   network at all (as root: the image's site-packages are root's), and that container is the layer.
+Installing a wheel runs no code of the package, and neither step can reach anything but the index.
+The script itself then runs in the layer's image like any other run, without a network.
 """
 from __future__ import annotations
 
@@ -21,11 +27,14 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rgrid_core import requirements as requirement_lines
 from rgrid_core.runtimes import Runtime
 
 from .sandbox import SandboxError
@@ -40,10 +49,18 @@ PIP_TAIL_LINES = 8  # the last lines of pip's output a failure shows
 PIP_SETTINGS = {"PIP_INDEX_URL": "index-url", "PIP_EXTRA_INDEX_URL": "extra-index-url",
                 "PIP_TRUSTED_HOST": "trusted-host", "PIP_DEFAULT_TIMEOUT": "timeout", "PIP_PROXY": "proxy"}
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILD_UID = 65534  # nobody: who downloads the wheels on a root worker
+SETTINGS = "/rgrid-req"  # in the build's containers: requirements.txt, the pip.conf files, the CA copy
+WHEELS = "/rgrid-wheels"  # in the build's containers: the downloaded wheels
+POLL_SECONDS = 0.5  # how often a build step's container is looked at (a cancel kills it this soon)
 
 
 class RequirementsError(SandboxError):
     """The layer could not be built: the run fails with this sentence."""
+
+
+class BuildStopped(Exception):
+    """The run was canceled or handed back while its layer was built: the build was killed."""
 
 
 @dataclass(frozen=True)
@@ -64,24 +81,33 @@ class Layer:
         return f"[rgrid] requirements.txt: installed into a new layer ({tag}) in {self.seconds:.1f} s, {shared}.\n"
 
 
-def layer_name(runtime: Runtime, registry: str, requirements: str) -> tuple[str, str]:
-    """(repository, tag) of the layer for this runtime and requirements file."""
+def layer_name(runtime: Runtime, registry: str, requirements: str, scope: str | None = None) -> tuple[str, str]:
+    """(repository, tag) of the layer for this runtime, tenant scope and (normalised) requirements."""
     digest = hashlib.sha256(requirements.encode()).hexdigest()
-    return f"{registry}/rgrid/req-{runtime.name.replace(':', '-')}", f"{runtime.tag}-{digest[:32]}"
+    owner = f"{scope}-" if scope else ""
+    return f"{registry}/rgrid/req-{owner}{runtime.name.replace(':', '-')}", f"{runtime.tag}-{digest[:32]}"
 
 
 def ensure_layer(client, runtime: Runtime, base_image: str, requirements: str, registry: str,
-                 lock_dir: Path, limits=None) -> Layer:
-    """The layer's image on this worker: present, pulled or built (and pushed)."""
+                 lock_dir: Path, limits=None, scope: str | None = None, stop: threading.Event | None = None) -> Layer:
+    """The layer's image on this worker: present, pulled or built (and pushed). `stop` set (the run
+    canceled or handed back) kills a build under way and raises BuildStopped."""
     import docker
 
-    repository, tag = layer_name(runtime, registry, requirements)
+    problem = requirement_lines.problem(requirements)
+    if problem:
+        raise RequirementsError(problem)
+    requirements = requirement_lines.normalised(requirements)
+    if not requirements:
+        raise RequirementsError("The requirements file lists no packages; add the packages the script imports, "
+                                "or run it without --requirements.")
+    repository, tag = layer_name(runtime, registry, requirements, scope)
     image = f"{repository}:{tag}"
     started = time.monotonic()
     if _have(client, image):
         return Layer(image, "present", 0.0)
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{tag}.lock", "w") as lock:
+    with open(lock_dir / f"{repository.rsplit('/', 1)[1]}-{tag}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent run of this worker builds it: wait for that one
         if _have(client, image):
             return Layer(image, "present", time.monotonic() - started)
@@ -90,7 +116,7 @@ def ensure_layer(client, runtime: Runtime, base_image: str, requirements: str, r
             return Layer(image, "pulled", time.monotonic() - started)
         except docker.errors.APIError:  # not in the registry yet (or the registry away): build it here
             pass
-        _build(client, runtime, base_image, requirements, repository, tag, lock_dir, limits)
+        _build(client, runtime, base_image, requirements, repository, tag, lock_dir, limits, stop)
         pushed = _push(client, repository, tag)
         return Layer(image, "built", time.monotonic() - started, pushed)
 
@@ -105,15 +131,25 @@ def _have(client, image: str) -> bool:
         return False
 
 
+PIP_COMMON = ["[global]", "disable-pip-version-check = true", "no-cache-dir = true", "no-input = true",
+              "only-binary = :all:"]
+
+
 def pip_config(environ: dict[str, str], cert: str | None) -> str:
-    """The build's pip.conf: the worker's own index, trust and proxy settings, wheels only."""
-    lines = ["[global]", "disable-pip-version-check = true", "no-cache-dir = true", "no-input = true",
-             "root-user-action = ignore", "break-system-packages = true", "only-binary = :all:"]
+    """The download step's pip.conf: the worker's own index, trust and proxy settings, wheels only."""
+    lines = list(PIP_COMMON)
     for variable, key in PIP_SETTINGS.items():
         if environ.get(variable):
             lines.append(f"{key} = {environ[variable]}")
     if cert:
         lines.append(f"cert = {cert}")
+    return "\n".join(lines) + "\n"
+
+
+def install_config() -> str:
+    """The install step's pip.conf: the downloaded wheels only, no index."""
+    lines = PIP_COMMON + ["no-index = true", f"find-links = {WHEELS}", "root-user-action = ignore",
+                          "break-system-packages = true"]
     return "\n".join(lines) + "\n"
 
 
@@ -133,56 +169,123 @@ def _pip_package() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _build(client, runtime: Runtime, base_image: str, requirements: str, repository: str, tag: str,
-           lock_dir: Path, limits) -> None:
-    import docker
+def _download_user() -> tuple[int, int]:
+    """Who the download step runs as: nobody on a root worker, else the worker's own uid."""
+    return (BUILD_UID, BUILD_UID) if os.getuid() == 0 else (os.getuid(), os.getgid())
 
+
+def _build(client, runtime: Runtime, base_image: str, requirements: str, repository: str, tag: str,
+           lock_dir: Path, limits, stop: threading.Event | None = None) -> None:
     bundle = _ca_bundle(dict(os.environ))
     with tempfile.TemporaryDirectory(prefix="build-", dir=lock_dir) as tmp:
         folder = Path(tmp)
         folder.chmod(0o755)
-        (folder / "requirements.txt").write_text(requirements)
-        cert = f"/rgrid-ca/{bundle.name}" if bundle else None
-        (folder / "pip.conf").write_text(pip_config(dict(os.environ), cert))
-        volumes = {str(_pip_package()): {"bind": "/rgrid-pip/pip", "mode": "ro"},
-                   str(folder): {"bind": "/rgrid-req", "mode": "ro"}}
-        if bundle:  # its folder: a single file bound over the image's tree was refused by the engine
-            volumes[str(bundle.parent)] = {"bind": "/rgrid-ca", "mode": "ro"}
-        extra = {}
-        if limits is not None:
-            mem = limits.memory_mb * 1024 * 1024
-            extra = dict(mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes)
+        settings, wheels = folder / "settings", folder / "wheels"
+        settings.mkdir(mode=0o755)
+        wheels.mkdir(mode=0o755)
+        uid, gid = _download_user()
+        if os.getuid() == 0:
+            os.chown(wheels, uid, gid)
+        (settings / "requirements.txt").write_text(requirements)
+        cert = None
+        if bundle:  # a copy of the file: its own folder may hold the worker's secrets
+            shutil.copyfile(bundle, settings / "ca.pem")
+            cert = f"{SETTINGS}/ca.pem"
+        (settings / "pip.conf").write_text(pip_config(dict(os.environ), cert))
+        (settings / "install.conf").write_text(install_config())
+        for file in settings.iterdir():
+            file.chmod(0o644)
+        pip = {str(_pip_package()): {"bind": "/rgrid-pip/pip", "mode": "ro"},
+               str(settings): {"bind": SETTINGS, "mode": "ro"}}
+        python = runtime.command[0]
         # The settings go on the command line through env(1), not into the container's environment,
         # which a commit would keep in the image.
-        command = ["env", "PYTHONPATH=/rgrid-pip", "PIP_CONFIG_FILE=/rgrid-req/pip.conf",
-                   runtime.command[0], "-m", "pip", "install", "--requirement", "/rgrid-req/requirements.txt"]
+        download = ["env", "PYTHONPATH=/rgrid-pip", f"PIP_CONFIG_FILE={SETTINGS}/pip.conf", "HOME=/tmp",
+                    python, "-m", "pip", "download", "--only-binary=:all:", "--dest", WHEELS,
+                    "--requirement", f"{SETTINGS}/requirements.txt"]
+        _step(client, runtime, base_image, download, limits, stop, "download",
+              user=f"{uid}:{gid}", network_mode="host",
+              volumes={**pip, str(wheels): {"bind": WHEELS, "mode": "rw"}})
+        install = ["env", "PYTHONPATH=/rgrid-pip", f"PIP_CONFIG_FILE={SETTINGS}/install.conf",
+                   python, "-m", "pip", "install", "--no-index", f"--find-links={WHEELS}", "--only-binary=:all:",
+                   "--requirement", f"{SETTINGS}/requirements.txt"]
+        _step(client, runtime, base_image, install, limits, stop, "install",
+              user="0:0", network_mode="none", volumes={**pip, str(wheels): {"bind": WHEELS, "mode": "ro"}},
+              commit=dict(repository=repository, tag=tag, changes=[
+                  f"CMD {json.dumps(list(runtime.command))}",
+                  "USER root",
+                  f"LABEL org.rgrid.requirements={tag.rsplit('-', 1)[1]}",
+              ]))
+
+
+def _step(client, runtime: Runtime, base_image: str, command: list[str], limits, stop, step: str,
+          commit: dict | None = None, **options) -> None:
+    """One step of the build in its own container, removed afterwards (committed first, if asked)."""
+    import docker
+
+    extra = {}
+    if limits is not None:
+        mem = limits.memory_mb * 1024 * 1024
+        extra = dict(mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes)
+    try:
         container = client.containers.create(
-            base_image, command, user="0:0", network_mode="host", volumes=volumes,
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], labels={"org.rgrid.build": "requirements"}, **extra)
-        try:
-            container.start()
-            try:
-                code = container.wait(timeout=BUILD_TIMEOUT)["StatusCode"]
-            except Exception:  # noqa: BLE001 - the wait timed out (or the engine lost it)
-                container.kill()
-                raise RequirementsError(f"Installing requirements.txt on {runtime.name} did not finish within "
-                                        f"{BUILD_TIMEOUT / 60:.0f} minutes; list fewer or smaller packages.")
+            base_image, command, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            labels={"org.rgrid.build": "requirements"}, **extra, **options)
+    except docker.errors.APIError as e:
+        raise RequirementsError(f"The layer for requirements.txt could not be built on {runtime.name} "
+                                f"({e.explanation or e}); try the run again.") from e
+    try:
+        container.start()
+        state = _wait(container, runtime, stop)
+        if state.get("OOMKilled"):
+            raise RequirementsError(
+                f"Installing requirements.txt on {runtime.name} ran out of memory "
+                f"({limits.memory_mb if limits else '?'} MB) during pip's {step}; list fewer packages, or ask "
+                "the operator for more memory per run.")
+        if state.get("ExitCode") != 0:
             output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-            if code != 0:
-                raise RequirementsError(failure_sentence(runtime.name, output))
-            container.commit(repository=repository, tag=tag, changes=[
-                f"CMD {json.dumps(list(runtime.command))}",
-                "USER root",
-                f"LABEL org.rgrid.requirements={tag.rsplit('-', 1)[1]}",
-            ])
-        except docker.errors.APIError as e:
-            raise RequirementsError(f"The layer for requirements.txt could not be built on {runtime.name} "
-                                    f"({e.explanation or e}).") from e
-        finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+            raise RequirementsError(failure_sentence(runtime.name, output))
+        if commit:
+            container.commit(**commit)
+    except docker.errors.APIError as e:
+        raise RequirementsError(f"The layer for requirements.txt could not be built on {runtime.name} "
+                                f"({e.explanation or e}); try the run again.") from e
+    finally:
+        try:
+            container.remove(force=True)
+        except Exception:  # noqa: BLE001 - already gone, or the engine away: nothing more to do here
+            pass
+
+
+def _wait(container, runtime: Runtime, stop: threading.Event | None) -> dict:
+    """The container's final State, polling so that a stop or the build's time limit kills it at once."""
+    deadline = time.monotonic() + BUILD_TIMEOUT
+    while True:
+        try:
+            container.reload()
+        except Exception as e:  # noqa: BLE001 - the engine went away while it ran
+            raise RequirementsError(f"The worker lost its Docker engine while installing requirements.txt on "
+                                    f"{runtime.name} ({type(e).__name__}); run it again.") from e
+        if container.status in ("exited", "dead"):
+            return container.attrs.get("State", {})
+        if stop is not None and stop.is_set():
+            _kill(container)
+            raise BuildStopped()
+        if time.monotonic() > deadline:
+            _kill(container)
+            raise RequirementsError(f"Installing requirements.txt on {runtime.name} did not finish within "
+                                    f"{BUILD_TIMEOUT / 60:.0f} minutes; list fewer or smaller packages.")
+        if stop is not None:
+            stop.wait(POLL_SECONDS)
+        else:
+            time.sleep(POLL_SECONDS)
+
+
+def _kill(container) -> None:
+    try:
+        container.kill()
+    except Exception:  # noqa: BLE001 - it exited meanwhile; remove(force=True) follows anyway
+        pass
 
 
 def failure_sentence(runtime: str, pip_output: str) -> str:

@@ -175,6 +175,8 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
             start = _container_starter(settings, ex, workdir, env, limits, uid, image)
         else:
             start = _sandbox_starter(settings, ex, workdir, env, limits, uid)
+    except Fenced:
+        return "fenced"  # canceled or handed back while its image or layer was made
     except sandbox.SandboxError as e:
         _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
@@ -238,8 +240,8 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
 
 class LeaseKeeper:
     """Renews the lease while the runner is busy with a transfer, so a slow or retrying upload is
-    not mistaken for a dead runner. A refused renew is left for the next fenced call (finish) to
-    discover.
+    not mistaken for a dead runner. A refused renew sets `fenced` (a requirements build watches it
+    and is killed) and is otherwise left for the next fenced call (finish) to discover.
 
     One daemon thread per runner process serves every keeper: starting a thread for each transfer
     cost a measurable share of a short run, and most transfers (a cached input, no outputs) are
@@ -255,11 +257,12 @@ class LeaseKeeper:
                  stages: "StageClock | None" = None):
         self.client, self.lease, self.interval = client, lease, settings.lease_check_interval_seconds
         self.stages = stages  # its renews also carry the stage times not written yet
+        self.fenced = threading.Event()  # set when a renew was refused: work done for the lease can stop
 
     def __enter__(self):
         cls = type(self)
         with cls._lock:
-            cls._held[self.lease] = (self.client, self.interval, time.monotonic(), self.stages)
+            cls._held[self.lease] = (self.client, self.interval, time.monotonic(), self.stages, self.fenced)
             cls._wake.set()
             if cls._thread is None or not cls._thread.is_alive():
                 cls._thread = threading.Thread(target=cls._run, daemon=True, name="lease-keeper")
@@ -277,7 +280,7 @@ class LeaseKeeper:
                 held = dict(cls._held)
             now = time.monotonic()
             wait = 1.0
-            for lease, (client, interval, last, stages) in held.items():
+            for lease, (client, interval, last, stages, fenced) in held.items():
                 if now - last < interval:
                     wait = min(wait, interval - (now - last))
                     continue
@@ -291,9 +294,10 @@ class LeaseKeeper:
                 with cls._lock:
                     if lease in cls._held:
                         if kept:
-                            cls._held[lease] = (client, interval, time.monotonic(), stages)
+                            cls._held[lease] = (client, interval, time.monotonic(), stages, fenced)
                         else:
                             del cls._held[lease]
+                            fenced.set()
                 wait = min(wait, interval)
             cls._wake.wait(max(0.01, wait))
             cls._wake.clear()
@@ -335,16 +339,23 @@ def _sandbox_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, lim
 def _run_image(worker: WorkerClient, settings: WorkerSettings, lease: Lease, ex, limits: sandbox.Limits) -> str:
     """The image the run's container starts from: its runtime's (pulled now if the worker lacks
     it), or the layer of its requirements file on it (built, pulled or already here: the run's log
-    says which). The lease is kept while a layer is built."""
+    says which). The lease is kept meanwhile; Fenced when the run was canceled or handed back (a
+    build under way is killed then)."""
     runtime = container.runtime_of(ex.runtime)
     client = _docker(settings.docker_host)
-    image = container.ensure_image(client, runtime, settings.image_registry)
+    with LeaseKeeper(worker, lease, settings) as keeper:
+        image = container.ensure_image(client, runtime, settings.image_registry)
+    if keeper.fenced.is_set():
+        raise Fenced()
     if not getattr(ex, "requirements", None):
         return image
     try:
-        with LeaseKeeper(worker, lease, settings):
+        with LeaseKeeper(worker, lease, settings) as keeper:
             layer = layers.ensure_layer(client, runtime, image, ex.requirements, settings.image_registry,
-                                        Path(settings.work_root) / "layers", limits)
+                                        Path(settings.work_root) / "layers", limits,
+                                        scope=getattr(ex, "layer_scope", None), stop=keeper.fenced)
+    except layers.BuildStopped:
+        raise Fenced() from None
     except sandbox.SandboxError:
         raise
     except Exception as e:  # noqa: BLE001 - the engine or the registry failing mid-way, as a sentence
@@ -352,7 +363,8 @@ def _run_image(worker: WorkerClient, settings: WorkerSettings, lease: Lease, ex,
                                        f"({type(e).__name__}: {e}); try the run again.") from e
     log.info("execution %s: requirements layer %s (%s in %.1f s)", lease.execution_id, layer.image, layer.how,
              layer.seconds)
-    _renew_retrying(worker, lease, [("system", layer.note().encode())], settings)  # fenced: the loop finds out
+    if keeper.fenced.is_set() or not _renew_retrying(worker, lease, [("system", layer.note().encode())], settings):
+        raise Fenced()  # canceled or handed back while the layer was made: no script starts
     return layer.image
 
 

@@ -10,7 +10,8 @@ import typer
 
 from rgrid_core.names import dedupe, input_name_problem
 from rgrid_core.constants import REQUIREMENTS_MAX_CHARS
-from rgrid_core.runtimes import CATALOGUE, DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
+from rgrid_core.requirements import problem as requirements_problem, runtime_problem
+from rgrid_core.runtimes import DEFAULT_RUNTIME, SUPPORTED_RUNTIMES
 from rgrid_core.states import WITH_OUTPUTS
 
 from . import connect
@@ -129,10 +130,13 @@ def read_requirements(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        fail(f"The requirements file {path} could not be read as UTF-8 text ({e}).")
+        fail(f"The requirements file {path} could not be read as UTF-8 text ({e}); save it as UTF-8 and try again.")
     if len(text) > REQUIREMENTS_MAX_CHARS:
         fail(f"The requirements file {path} is over {REQUIREMENTS_MAX_CHARS // 1024} KiB; list only the packages "
              "the script imports.")
+    problem = requirements_problem(text)
+    if problem:
+        fail(f"{path}: {problem}")
     return text
 
 
@@ -204,11 +208,9 @@ def run(
     if runtime not in SUPPORTED_RUNTIMES:
         fail(f"Unknown runtime {runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}.")
     env_vars = parse_env(env)
+    if requirements_file is not None and runtime_problem(runtime):
+        fail(runtime_problem(runtime))
     requirements = read_requirements(requirements_file) if requirements_file is not None else None
-    if requirements is not None and CATALOGUE[runtime].command[0] != "python3":
-        python = ", ".join(name for name, r in CATALOGUE.items() if r.command[0] == "python3")
-        fail(f"--requirements installs Python packages, and runtime {runtime} has no Python; use it with one of "
-             f"{python}.")
     raw = list(args or [])
     if batch is not None:
         from .batch import check_pattern

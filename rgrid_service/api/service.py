@@ -11,8 +11,9 @@ import secrets
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 
+from rgrid_core import requirements as requirement_lines
 from rgrid_core.names import input_name_problem
-from rgrid_core.runtimes import CATALOGUE, SUPPORTED_RUNTIMES
+from rgrid_core.runtimes import SUPPORTED_RUNTIMES
 from rgrid_core.states import TERMINAL, ExecutionStatus
 
 from .. import lifecycle
@@ -61,13 +62,7 @@ def problem_with(body: schemas.CreateExecution) -> str | None:
 
 def requirements_problem(runtime: str, text: str) -> str | None:
     """Why a requirements file cannot go with this runtime (a sentence), or None."""
-    if CATALOGUE[runtime].command[0] != "python3":
-        python = ", ".join(name for name, r in CATALOGUE.items() if r.command[0] == "python3")
-        return (f"--requirements installs Python packages, and runtime {runtime} has no Python; "
-                f"use it with one of {python}.")
-    if "\x00" in text:
-        return "The requirements file contains a NUL character; save it as plain text and try again."
-    return None
+    return requirement_lines.runtime_problem(runtime) or requirement_lines.problem(text)
 
 
 def check_one(body: schemas.CreateExecution) -> None:
@@ -177,7 +172,7 @@ def create(engine: Engine, store: ObjectStore, settings: ServiceSettings, tenant
             id=execution_id, tenant_id=tenant_id,
             status=ExecutionStatus.QUEUED if queue_now else ExecutionStatus.UPLOADING, script=body.script,
             args=body.args, env={}, env_sealed=seal(body.env) if body.env else None, env_keys=sorted(body.env),
-            runtime=body.runtime, requirements=body.requirements if (body.requirements or "").strip() else None,
+            runtime=body.runtime, requirements=requirement_lines.normalised(body.requirements or "") or None,  # checked above
             timeout_seconds=body.timeout_seconds or settings.default_timeout_seconds,
             inputs=specs, batch_id=body.batch_id,
             batch_parallel=body.batch_parallel, max_attempts=settings.max_attempts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -143,7 +144,14 @@ def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker_id:
                              url=store.presign_worker_get(_input_key(execution_id, i))) for i in spec.inputs or ()]
     return wire.ClaimResponse(attempt=lease.attempt, script=spec.script, args=list(spec.args or ()), env=env,
                               runtime=spec.runtime, timeout_seconds=spec.timeout_seconds, inputs=inputs,
-                              requirements=spec.requirements)
+                              requirements=spec.requirements,
+                              layer_scope=layer_scope(spec.tenant_id) if spec.requirements else None)
+
+
+def layer_scope(tenant_id: str) -> str:
+    """The tenant's part of its requirements layers' names: a hash, so the registry's listing
+    does not show tenant ids."""
+    return hashlib.sha256(f"rgrid-requirements-layer:{tenant_id}".encode()).hexdigest()[:16]
 
 
 def _claim_refusal(engine: Engine, execution_id: str, worker_id: str) -> ServiceError:
