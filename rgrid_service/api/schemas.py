@@ -74,7 +74,10 @@ class CreateExecution(BaseModel):
     requirements: str | None = Field(
         default=None, max_length=REQUIREMENTS_MAX_CHARS,
         description="The text of a requirements.txt: the worker installs its packages (wheels from PyPI) into a "
-        "layer on the runtime's image, built once per runtime and file and shared by the fleet. Python runtimes only.")
+        "layer on the runtime's image, built once per tenant, runtime and list of packages and shared by the fleet. "
+        "Python runtimes only. Each line that is not blank or a comment must be a package name with optional extras, "
+        "version specifiers and an environment marker (PEP 508, no URL); pip options (-r, -c, -e, --index-url, ...), "
+        "paths, URLs and `name @ url` are refused with 400 and a sentence naming the line.")
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     inputs: list[InputSpec] = Field(default_factory=list, max_length=10_000)
     batch_id: str | None = Field(default=None, max_length=32)

@@ -1,8 +1,10 @@
 """`rgrid run --requirements requirements.txt` on a local grid whose worker has Docker: the worker
-builds a layer with the file's packages on the run's runtime (pip from PyPI, wheels only), the
-script imports them without a network, the next run uses the layer without building it, two runs
-asking for a new layer at once build it once, another engine pulls it from the registry instead of
-building it, and a package that does not exist fails the run with pip's own last lines."""
+builds a layer with the file's packages on the run's runtime (wheels downloaded from PyPI, then
+installed with no network), the script imports them without a network, the next run uses the layer
+without building it (also for the same packages written differently), two runs asking for a new
+layer at once build it once, another engine pulls it from the registry instead of building it, a
+package that does not exist fails the run with pip's own last lines, and a pip option is refused
+before anything is uploaded."""
 from __future__ import annotations
 
 import shutil
@@ -47,9 +49,23 @@ def grid():
         remove_grid_dirs(home)
 
 
+LOCAL_TENANT = "local"  # the local grid's key is the tenant `local`'s (rgrid_service.localgrid.bootstrap)
+
+
 def fresh(packages: str) -> str:
-    """A requirements file no earlier session built (the engine keeps its layers between sessions)."""
-    return f"# rgrid test {uuid.uuid4().hex}\n{packages}\n"
+    """A requirements file no earlier session built (the engine keeps its layers between sessions):
+    a marker that always holds makes its normalised text new."""
+    return f"# rgrid test\n{packages}; platform_release != \"rgrid-{uuid.uuid4().hex}\"\n"
+
+
+def layer_of(grid: Grid, requirements: str) -> tuple[str, str]:
+    from rgrid_core.requirements import normalised
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.layers import layer_name
+    from rgrid_service.api.workerapi import layer_scope
+
+    return layer_name(CATALOGUE["python:3.11"], grid.state.image_registry, normalised(requirements),
+                      layer_scope(LOCAL_TENANT))
 
 
 def logs_of(grid: Grid, ex_id: str) -> str:
@@ -67,22 +83,21 @@ def run_with(grid: Grid, folder: Path, requirements: str, *extra: str) -> subpro
 
 
 def test_a_layer_is_built_once_then_used_from_the_cache(grid, tmp_path):
-    from rgrid_core.runtimes import CATALOGUE
-    from rgrid_runner.layers import layer_name
-
     requirements = fresh("six==1.16.0")
     first = run_with(grid, tmp_path, requirements)
     assert first.returncode == 0, first.stderr.decode()
     assert first.stdout.decode().splitlines() == ["six 1.16.0", "network: no"]  # the script still has none
     assert "installed into a new layer" in first.stderr.decode() and "shared through the registry" in first.stderr.decode()
-    # The registry holds it under the runtime's tag and the file's hash.
-    repository, tag = layer_name(CATALOGUE["python:3.11"], grid.state.image_registry, requirements)
+    # The registry holds it under the tenant's hash, the runtime's tag and the normalised text's hash.
+    repository, tag = layer_of(grid, requirements)
     name = repository.split("/", 1)[1]
     answer = httpx.head(f"http://{grid.state.image_registry}/v2/{name}/manifests/{tag}",
                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
     assert answer.status_code == 200
 
-    second = run_with(grid, tmp_path, requirements)
+    # The same packages written differently (case, spaces, another comment) are the same layer.
+    written_otherwise = requirements.replace("# rgrid test", "# another comment").replace("six==", "SIX == ")
+    second = run_with(grid, tmp_path, written_otherwise)
     assert second.returncode == 0, second.stderr.decode()
     assert second.stdout.decode().splitlines()[0] == "six 1.16.0"
     assert "already on this worker" in second.stderr.decode() and "installed" not in second.stderr.decode()
@@ -111,6 +126,7 @@ def test_another_engine_pulls_the_layer_instead_of_building_it(grid, tmp_path):
     from rgrid_core.runtimes import CATALOGUE
     from rgrid_runner.container import ensure_image
     from rgrid_runner.layers import ensure_layer
+    from rgrid_service.api.workerapi import layer_scope
     from rgrid_service.dockerhost import DockerEngine
 
     requirements = fresh("six==1.16.0")
@@ -122,7 +138,11 @@ def test_another_engine_pulls_the_layer_instead_of_building_it(grid, tmp_path):
             client = other.client()
             runtime = CATALOGUE["python:3.11"]
             image = ensure_image(client, runtime, grid.state.image_registry)
-            layer = ensure_layer(client, runtime, image, requirements, grid.state.image_registry, base / "layers")
+            theirs = ensure_layer(client, runtime, image, requirements, grid.state.image_registry, base / "layers",
+                                  scope=layer_scope("another tenant"))
+            assert theirs.how == "built"  # another tenant's run never gets this tenant's layer
+            layer = ensure_layer(client, runtime, image, requirements, grid.state.image_registry, base / "layers",
+                                 scope=layer_scope(LOCAL_TENANT))
             assert layer.how == "pulled"
             out = client.containers.run(layer.image, ["python3", "-c", "import six; print(six.__version__)"],
                                         network_mode="none", remove=True)
@@ -140,3 +160,15 @@ def test_a_package_that_does_not_exist_fails_the_run_with_pips_last_lines(grid, 
     # Nothing else was lost: the grid runs the next one.
     again = run_with(grid, tmp_path, fresh("six==1.16.0"))
     assert again.returncode == 0, again.stderr.decode()
+
+
+def test_a_pip_option_is_refused_before_anything_is_uploaded(grid, tmp_path):
+    r = run_with(grid, tmp_path, "six==1.16.0\n--no-binary :all:\n")
+    assert r.returncode == 1
+    said = " ".join(r.stderr.decode().split())
+    assert "Line 2 of the requirements file ('--no-binary :all:') is not a package" in said, said
+    with grid.api() as api:
+        refused = api.post("/v1/executions", json=dict(
+            script="job.py", inputs=[dict(name="job.py", size=1, sha256="0" * 64, md5="0" * 32)],
+            requirements="six @ https://example.org/six-1.16.0.tar.gz\n"))
+    assert refused.status_code == 400 and "package names and versions only" in refused.text
