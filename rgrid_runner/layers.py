@@ -41,7 +41,7 @@ from .sandbox import SandboxError
 
 log = logging.getLogger("rgrid.layers")
 
-BUILD_TIMEOUT = 900.0  # seconds pip may take
+BUILD_TIMEOUT = 900.0  # seconds both steps of a build may take together
 PIP_TAIL_LINES = 8  # the last lines of pip's output a failure shows
 # Settings of the worker's own pip that the build's pip follows (the index, its trust, a proxy).
 # Not HTTP(S)_PROXY: a worker's Ray processes point those at a closed loopback port on purpose
@@ -177,6 +177,7 @@ def _download_user() -> tuple[int, int]:
 def _build(client, runtime: Runtime, base_image: str, requirements: str, repository: str, tag: str,
            lock_dir: Path, limits, stop: threading.Event | None = None) -> None:
     bundle = _ca_bundle(dict(os.environ))
+    deadline = time.monotonic() + BUILD_TIMEOUT
     with tempfile.TemporaryDirectory(prefix="build-", dir=lock_dir) as tmp:
         folder = Path(tmp)
         folder.chmod(0o755)
@@ -203,13 +204,13 @@ def _build(client, runtime: Runtime, base_image: str, requirements: str, reposit
         download = ["env", "PYTHONPATH=/rgrid-pip", f"PIP_CONFIG_FILE={SETTINGS}/pip.conf", "HOME=/tmp",
                     python, "-m", "pip", "download", "--only-binary=:all:", "--dest", WHEELS,
                     "--requirement", f"{SETTINGS}/requirements.txt"]
-        _step(client, runtime, base_image, download, limits, stop, "download",
+        _step(client, runtime, base_image, download, limits, stop, "download", deadline,
               user=f"{uid}:{gid}", network_mode="host",
               volumes={**pip, str(wheels): {"bind": WHEELS, "mode": "rw"}})
         install = ["env", "PYTHONPATH=/rgrid-pip", f"PIP_CONFIG_FILE={SETTINGS}/install.conf",
                    python, "-m", "pip", "install", "--no-index", f"--find-links={WHEELS}", "--only-binary=:all:",
                    "--requirement", f"{SETTINGS}/requirements.txt"]
-        _step(client, runtime, base_image, install, limits, stop, "install",
+        _step(client, runtime, base_image, install, limits, stop, "install", deadline,
               user="0:0", network_mode="none", volumes={**pip, str(wheels): {"bind": WHEELS, "mode": "ro"}},
               commit=dict(repository=repository, tag=tag, changes=[
                   f"CMD {json.dumps(list(runtime.command))}",
@@ -219,7 +220,7 @@ def _build(client, runtime: Runtime, base_image: str, requirements: str, reposit
 
 
 def _step(client, runtime: Runtime, base_image: str, command: list[str], limits, stop, step: str,
-          commit: dict | None = None, **options) -> None:
+          deadline: float | None = None, commit: dict | None = None, **options) -> None:
     """One step of the build in its own container, removed afterwards (committed first, if asked)."""
     import docker
 
@@ -236,7 +237,7 @@ def _step(client, runtime: Runtime, base_image: str, command: list[str], limits,
                                 f"({e.explanation or e}); try the run again.") from e
     try:
         container.start()
-        state = _wait(container, runtime, stop)
+        state = _wait(container, runtime, stop, deadline)
         if state.get("OOMKilled"):
             raise RequirementsError(
                 f"Installing requirements.txt on {runtime.name} ran out of memory "
@@ -257,9 +258,9 @@ def _step(client, runtime: Runtime, base_image: str, command: list[str], limits,
             pass
 
 
-def _wait(container, runtime: Runtime, stop: threading.Event | None) -> dict:
+def _wait(container, runtime: Runtime, stop: threading.Event | None, deadline: float | None = None) -> dict:
     """The container's final State, polling so that a stop or the build's time limit kills it at once."""
-    deadline = time.monotonic() + BUILD_TIMEOUT
+    deadline = deadline if deadline is not None else time.monotonic() + BUILD_TIMEOUT
     while True:
         try:
             container.reload()

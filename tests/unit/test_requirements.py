@@ -4,6 +4,7 @@ without Docker refusing it with a sentence. (Building, caching and sharing real 
 tests/docker/test_requirements_layers.py.)"""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -314,3 +315,45 @@ def test_a_run_canceled_just_after_its_layer_was_made_starts_no_script(monkeypat
         runner._run_image(object(), settings, runner.Lease("ex-000000000002", 1), ex, None)
     monkeypatch.setattr(runner, "_renew_retrying", lambda *a, **k: True)
     assert runner._run_image(object(), settings, runner.Lease("ex-000000000003", 1), ex, None) == "r:5000/rgrid/req-x:t-h"
+
+
+def test_the_build_downloads_unprivileged_then_installs_without_a_network(tmp_path, monkeypatch):
+    """What each step's container is given: the download the network but no root and no secrets'
+    folder; the install no network; only the install is committed."""
+    secrets = tmp_path / "etc-rgrid"
+    secrets.mkdir()
+    (secrets / "worker.env").write_text("RGRID_WORKER_TOKEN=secret\n")
+    (secrets / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("PIP_CERT", str(secrets / "ca.pem"))
+    created = []
+
+    class Client:
+        class containers:
+            @staticmethod
+            def create(image, command, **options):
+                box = FakeContainer({"ExitCode": 0})
+                box.start = lambda: None
+                box.remove = lambda force: None
+                box.commit = lambda **kw: created[-1].__setitem__("committed", kw)
+                settings = [v["bind"] for v in options["volumes"].values()].index(layers.SETTINGS)
+                folder = Path(list(options["volumes"])[settings])
+                created.append(dict(command=command, options=options,
+                                    files={f.name: f.read_text() for f in folder.iterdir()}))
+                return box
+
+    (tmp_path / "layers").mkdir()
+    layers._build(Client, CATALOGUE["python:3.10"], "base", "six==1.16.0\n", "r:5000/rgrid/req-x", "t-h",
+                  tmp_path / "layers", SimpleNamespace(memory_mb=512, max_processes=64))
+    download, install = created
+    assert download["command"][download["command"].index("-m") + 2] == "download"
+    assert "--only-binary=:all:" in download["command"]
+    assert download["options"]["network_mode"] == "host" and not download["options"]["user"].startswith("0:")
+    assert install["command"][install["command"].index("-m") + 2] == "install" and "--no-index" in install["command"]
+    assert install["options"]["network_mode"] == "none"
+    for step in (download, install):
+        assert str(secrets) not in step["options"]["volumes"]  # the CA file is copied, its folder never mounted
+        assert step["options"]["cap_drop"] == ["ALL"] and step["options"]["mem_limit"] == 512 * 1024 * 1024
+        assert step["files"]["requirements.txt"] == "six==1.16.0\n"
+        assert step["files"]["ca.pem"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "committed" in install and "committed" not in download
+    assert f"cert = {layers.SETTINGS}/ca.pem" in download["files"]["pip.conf"]
