@@ -22,6 +22,8 @@ from .settings import WorkerSettings
 from .workerclient import Fenced, Refused, WorkerClient
 
 log = logging.getLogger("rgrid.agent")
+# How often the agent removes run containers whose runner has gone (their run lock not held).
+LEFTOVER_SWEEP_SECONDS = 60.0
 
 
 def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClient | None = None) -> None:
@@ -30,7 +32,13 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
     registered = _register(client, slots, provider, images)
     interval = registered.heartbeat_interval_seconds or settings.heartbeat_interval_seconds
     log.info("worker %s registered (%d slots); heartbeat every %.1f s", registered.worker_id, slots, interval)
+    last_sweep = time.monotonic()
     while True:
+        if settings.docker_host and time.monotonic() - last_sweep >= LEFTOVER_SWEEP_SECONDS:
+            from .container import sweep_leftovers
+
+            sweep_leftovers(settings.docker_host, settings.work_root)
+            last_sweep = time.monotonic()
         try:
             client.heartbeat()
         except Refused as e:

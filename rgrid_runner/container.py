@@ -1,6 +1,6 @@
 """The Docker runtime: a script in a container of its runtime's catalogue image, with the sandbox's
 guarantees (no network, a read-only image, /work the only writable place plus a private /tmp,
-memory, process and file-size limits, the run's own uid).
+memory, process and file-size limits, the run's own uid when the worker runs as root).
 
 A ContainerRun looks to the runner like the sandbox's process (poll, wait, returncode, kill), and
 its output arrives on two pipes, so log pumping, the lease loop and the wall clock are the same
@@ -9,16 +9,26 @@ to 2 x 16 MB, removed with the container).
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from rgrid_core.runtimes import CATALOGUE, Runtime
 
 from .sandbox import Limits, SandboxError
 
+log = logging.getLogger("rgrid.container")
+
 TMP_MB = 512  # the private /tmp, in memory, counted against the memory limit
+# /dev/shm: Docker's default is a 64 MB writable tmpfs. The run gets a private one of 1 MB, no exec,
+# enough for the POSIX semaphores of multiprocessing and joblib and nothing more.
+SHM_MB = 1
+STOP_WAIT = 30.0  # seconds the runner waits for a killed container's exit before it gives up on the engine
+ENGINE_LOST = "The worker lost its Docker engine while the script ran; run it again."
+LABEL_RUN, LABEL_LOCK = "org.rgrid.run", "org.rgrid.lock"
 
 
 def docker_client(host: str):
@@ -74,16 +84,76 @@ def prepull(client, registry: str, names=None) -> list[str]:
     return [ensure_image(client, CATALOGUE[n], registry) for n in (names or CATALOGUE)]
 
 
+def run_labels(lock_path: Path) -> dict[str, str]:
+    """A run container's labels: the run lock file its runner holds while the container may live,
+    so a container whose lock nobody holds is a leftover (remove_leftovers)."""
+    return {LABEL_RUN: "1", LABEL_LOCK: str(lock_path)}
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a runner holds the flock on `path` (a missing file: nobody does). The probe takes
+    the lock for an instant and never creates the file."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock the probe took
+    return False
+
+
+def remove_leftovers(client, work_root: Path) -> list[str]:
+    """Remove the run containers of runners under `work_root` that have gone (killed, crashed, a
+    worker restarted): their run lock is no longer held. bubblewrap dies with its runner; a
+    container does not. Containers of other work roots on a shared engine are left alone.
+    Returns the names removed."""
+    root = str(Path(work_root)) + os.sep
+    removed = []
+    for found in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+        lock = (found.labels or {}).get(LABEL_LOCK)
+        if not lock or not lock.startswith(root) or lock_is_held(Path(lock)):
+            continue
+        try:
+            found.remove(force=True)
+            removed.append(found.name)
+        except Exception:  # noqa: BLE001 - gone meanwhile; the next sweep tries any other again
+            pass
+    return removed
+
+
+def sweep_leftovers(docker_host: str | None, work_root: str) -> list[str]:
+    """remove_leftovers on this worker's engine (the node before its pull, the agent every minute);
+    an engine that does not answer is logged and tried again at the next sweep."""
+    if not docker_host:
+        return []
+    try:
+        removed = remove_leftovers(docker_client(docker_host), Path(work_root))
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not look for leftover run containers: %s", e)
+        return []
+    if removed:
+        log.warning("removed %d run containers whose runner had gone: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 class ContainerRun:
-    """One script in one container, started at once; killed and removed by kill()."""
+    """One script in one container, started at once; killed by kill(), removed by close()."""
 
     def __init__(self, client, image: str, runtime: Runtime, script: str, args: list[str], workdir: Path,
-                 env: dict[str, str], limits: Limits, uid: int | None, stdout_fd: int, stderr_fd: int):
+                 env: dict[str, str], limits: Limits, uid: int | None, stdout_fd: int, stderr_fd: int,
+                 labels: dict[str, str] | None = None):
         import docker
 
         self._client = client
         self.returncode: int | None = None
         self.oom_killed = False
+        self.lost: str | None = None  # why the engine could not tell how the script ended
         self._exited = threading.Event()
         # The pipes' write ends are this run's until it is closed: a follower writes and closes
         # them only under the lock and while they are open, so none can touch a number that a
@@ -93,7 +163,8 @@ class ContainerRun:
         self._followers: list[threading.Thread] = []
         self.container = None
         try:
-            self.container = self._create(client, docker, image, runtime, script, args, workdir, env, limits, uid)
+            self.container = self._create(client, docker, image, runtime, script, args, workdir, env, limits, uid,
+                                          labels or {LABEL_RUN: "1"})
             self.container.start()
         except Exception:
             self.close()
@@ -108,7 +179,7 @@ class ContainerRun:
 
     @staticmethod
     def _create(client, docker, image: str, runtime: Runtime, script: str, args: list[str], workdir: Path,
-                env: dict[str, str], limits: Limits, uid: int | None):
+                env: dict[str, str], limits: Limits, uid: int | None, labels: dict[str, str]):
         mem = limits.memory_mb * 1024 * 1024
         size = limits.max_file_mb * 1024 * 1024
         user = uid if uid is not None else os.getuid()
@@ -117,7 +188,8 @@ class ContainerRun:
             user=f"{user}:{user}", environment=env, working_dir="/work",
             network_mode="none", read_only=True,
             volumes={str(workdir): {"bind": "/work", "mode": "rw"}},
-            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMP_MB}m,mode=1777"},
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMP_MB}m,mode=1777",
+                   "/dev/shm": f"rw,nosuid,nodev,noexec,size={SHM_MB}m,mode=1777"},
             mem_limit=mem, memswap_limit=mem, pids_limit=limits.max_processes,
             ulimits=[docker.types.Ulimit(name="fsize", soft=size, hard=size),
                      docker.types.Ulimit(name="core", soft=0, hard=0),
@@ -127,7 +199,7 @@ class ContainerRun:
             # script that prints and exits at once loses nothing however late its follower starts.
             log_config=docker.types.LogConfig(type="json-file", config={"max-size": "16m", "max-file": "2"}),
             stdin_open=False, tty=False,
-            labels={"org.rgrid.run": "1"},
+            labels=labels,
         )
 
     def _follow(self, fd: int, stdout: bool) -> None:
@@ -151,17 +223,35 @@ class ContainerRun:
                 os.close(fd)
 
     def _wait(self) -> None:
+        code = None
         try:
             code = self.container.wait()["StatusCode"]
-        except Exception:  # noqa: BLE001 - the engine lost it: count it as killed
-            code = 137
+        except Exception as e:  # noqa: BLE001 - the wait broke off: the container's state says whether it ended
+            log.warning("waiting for container %s failed: %s", getattr(self.container, "id", "?"), e)
         try:
             self.container.reload()
-            self.oom_killed = bool(self.container.attrs["State"].get("OOMKilled"))
-        except Exception:  # noqa: BLE001
+            state = self.container.attrs["State"]
+            self.oom_killed = bool(state.get("OOMKilled"))
+            if code is None and not state.get("Running"):
+                code = int(state.get("ExitCode", 0))
+        except Exception:  # noqa: BLE001 - the engine is away or the container gone with it
             pass
+        if code is None:
+            self.lost = ENGINE_LOST
+            code = -1
         self.returncode = code
         self._exited.set()
+
+    def give_up(self) -> None:
+        """The engine did not end the killed container in time: the run counts as lost to the
+        engine, and its output ends here (a follower stuck in the engine would keep the log pump
+        waiting for the pipes' end)."""
+        if not self._exited.is_set():
+            self.lost = ENGINE_LOST
+            self.returncode = -1
+            self._exited.set()
+        for fd in list(self._open_pipes):
+            self._close_pipe(fd)
 
     def poll(self) -> int | None:
         return self.returncode
@@ -173,12 +263,30 @@ class ContainerRun:
 
     def kill(self) -> None:
         """SIGKILL to the whole container (timeout, cancel, fencing, the runner ending); it stays
-        until close(), so its exit and OOM state can still be read."""
-        if self.returncode is None:
+        until close(), so its exit and OOM state can still be read. A kill the engine refuses is
+        tried once more, then the container is removed by force; if that fails too, the runner's
+        bounded wait (STOP_WAIT) gives up on it."""
+        import docker
+
+        for _ in range(2):
+            if self.returncode is not None:
+                return
             try:
                 self.container.kill()
-            except Exception:  # noqa: BLE001 - already stopped
-                pass
+                return
+            except docker.errors.NotFound:
+                return  # gone: its waiter ends
+            except docker.errors.APIError as e:
+                if e.status_code == 409:  # not running: it has just ended
+                    return
+                log.warning("kill of container %s failed: %s", self.container.id, e)
+            except Exception as e:  # noqa: BLE001 - the engine unreachable for a moment
+                log.warning("kill of container %s failed: %s", self.container.id, e)
+            time.sleep(0.5)
+        try:
+            self.container.remove(force=True)
+        except Exception as e:  # noqa: BLE001 - the engine is gone: the bounded wait ends the run
+            log.warning("forced removal of container %s failed: %s", self.container.id, e)
 
     def close(self) -> None:
         """Remove the container, once it has been waited for, and end its output followers: each

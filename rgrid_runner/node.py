@@ -157,7 +157,13 @@ def main() -> None:
 
     from .settings import WorkerSettings
 
-    pull_runtime_images(WorkerSettings())
+    settings = WorkerSettings()
+    if settings.docker_host:
+        from .container import sweep_leftovers
+
+        # A container whose runner died (with the last boot, say) goes before anything new starts.
+        sweep_leftovers(settings.docker_host, settings.work_root)
+    pull_runtime_images(settings)
     worker_id = os.environ["RGRID_WORKER_ID"]
     head = os.environ["RGRID_RAY_ADDRESS"]
     slots = int(os.environ.get("RGRID_WORKER_SLOTS", "2"))
@@ -170,7 +176,7 @@ def main() -> None:
     agent = subprocess.Popen([sys.executable, "-m", "rgrid_runner.agent", "--worker-id", worker_id, "--slots", str(slots)],
                              env=agent_env, stdin=subprocess.DEVNULL)
     ip = node_ip(head)
-    dashboard = WorkerSettings().ray_dashboard
+    dashboard = settings.ray_dashboard
     failures, joined = 0, False
     while True:
         started = time.monotonic()

@@ -61,8 +61,13 @@ class RunLock:
     root: a frozen worker's runner must not hold the run back from the worker it moved to."""
 
     def __init__(self, work_root: Path, execution_id: str, worker_id: str | None = None):
-        self.path = work_root / f"{execution_id}.{worker_id or 'worker'}.lock"
+        self.path = self.path_of(work_root, execution_id, worker_id)
         self.fd: int | None = None
+
+    @staticmethod
+    def path_of(work_root: Path, execution_id: str, worker_id: str | None) -> Path:
+        """The lock file of a run on a worker (its container carries it as a label)."""
+        return Path(work_root) / f"{execution_id}.{worker_id or 'worker'}.lock"
 
     def __enter__(self) -> bool:
         import fcntl
@@ -172,7 +177,7 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
     try:
         if settings.docker_host:
             image = _run_image(client, settings, lease, ex, limits)
-            start = _container_starter(settings, ex, workdir, env, limits, uid, image)
+            start = _container_starter(settings, ex, workdir, env, limits, uid, image, lease.execution_id)
         else:
             start = _sandbox_starter(settings, ex, workdir, env, limits, uid)
     except Fenced:
@@ -180,8 +185,15 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
     except sandbox.SandboxError as e:
         _finish(client, lease, ExecutionStatus.FAILED, None, str(e), [])
         return "sandbox-error"
+    # /work goes to the run's uid before any pipe exists: a failure here leaves no descriptor behind.
+    sandbox.hand_over(workdir, uid)
     out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    try:
+        err_r, err_w = os.pipe()
+    except OSError:
+        os.close(out_r)
+        os.close(out_w)
+        raise
     stages.begin("running")
     try:
         proc = start(out_w, err_w)
@@ -199,16 +211,16 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
         fenced, timed_out = _supervise(client, settings, lease, proc, pump, limits, tail, stages, last)
     finally:
         _kill(proc)  # whatever happened above, no sandbox outlives its runner loop
-        proc.wait()
-        if isinstance(proc, container.ContainerRun):
-            proc.close()
+        _reap(proc)
     if fenced:
         return "fenced"
     if pump.dropped:
         last.chunks.append(("system", pump.truncation_note()))
 
     code = proc.returncode
-    if timed_out:
+    if getattr(proc, "lost", None):  # how the script ended is unknown: never an OOM nor a timeout
+        status, exit_code, reason = ExecutionStatus.FAILED, None, proc.lost
+    elif timed_out:
         status, exit_code, reason = ExecutionStatus.TIMED_OUT, None, f"Timed out after {limits.wall_seconds} s (raise it with --timeout)."
     elif getattr(proc, "oom_killed", False):
         status, exit_code, reason = ExecutionStatus.FAILED, _exit_code(code), _out_of_memory(limits)
@@ -316,7 +328,6 @@ def _sandbox_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, lim
     cmd = sandbox.limited_command(cmd, limits, uid)
 
     def start(out_w: int, err_w: int) -> subprocess.Popen:
-        sandbox.hand_over(workdir, uid)
         if settings.sandbox_niceness is not None:
             sandbox.set_spawn_niceness(settings.sandbox_niceness)
         # No preexec_fn, user or group: Python then starts it with vfork (see limited_command).
@@ -369,16 +380,16 @@ def _run_image(worker: WorkerClient, settings: WorkerSettings, lease: Lease, ex,
 
 
 def _container_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid,
-                       image: str):
+                       image: str, lease_id: str):
     """The script in a container of `image` (its runtime's, or its requirements layer)."""
     runtime = container.runtime_of(ex.runtime)
     client = _docker(settings.docker_host)
+    labels = container.run_labels(RunLock.path_of(Path(settings.work_root), lease_id, settings.worker_id))
 
     def start(out_w: int, err_w: int) -> container.ContainerRun:
-        sandbox.hand_over(workdir, uid)
         try:
             return container.ContainerRun(client, image, runtime, ex.script, list(ex.args), workdir, env,
-                                          limits, uid, out_w, err_w)
+                                          limits, uid, out_w, err_w, labels)
         except sandbox.SandboxError:
             raise
         except Exception as e:  # noqa: BLE001 - the engine's refusal, as a sentence
@@ -403,14 +414,18 @@ class ExitWatch:
     Popen.wait(timeout) polls with sleeps that double up to 50 ms: a script ending at 21 ms was
     noticed at 31 ms, one ending at 32 ms at 63 ms, and the slot sat idle meanwhile. A pidfd
     (Linux 5.3+) becomes readable when the process exits, so select() on it wakes at once; where
-    there is none, Popen.wait is the fallback."""
+    there is none, Popen.wait is the fallback. A ContainerRun has no process here (the script is
+    the engine's child): its wait(timeout) wakes on its waiter's event the moment the engine says
+    it ended."""
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: "subprocess.Popen | container.ContainerRun"):
         self.proc = proc
-        try:
-            self.fd: int | None = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            self.fd = None
+        self.fd: int | None = None
+        if isinstance(proc, subprocess.Popen):
+            try:
+                self.fd = os.pidfd_open(proc.pid)
+            except (AttributeError, OSError):  # no pidfd_open (Python or Linux too old)
+                self.fd = None
 
     def wait(self, timeout: float) -> None:
         if self.fd is not None:
@@ -471,6 +486,10 @@ def _supervise_loop(client, settings, lease, proc, pump: LogPump, limits: sandbo
         if not timed_out and not exited and now - started > limits.wall_seconds:
             timed_out = True
             _kill(proc)
+        if (timed_out and not exited and isinstance(proc, container.ContainerRun)
+                and now - started > limits.wall_seconds + container.STOP_WAIT):
+            proc.give_up()  # killed, yet the engine says nothing: the run is lost, and the loop ends
+            exited = True
         chunks, newly_truncated = pump.take()
         for stream, data in chunks:
             if stream == "stderr":
@@ -558,6 +577,20 @@ def _kill(proc) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _reap(proc) -> None:
+    """Wait for the killed script. A container's wait is bounded: an engine that neither ends nor
+    reports it must not hold the runner (and its slot) for good; the run then counts as lost."""
+    if not isinstance(proc, container.ContainerRun):
+        proc.wait()
+        return
+    try:
+        proc.wait(container.STOP_WAIT)
+    except subprocess.TimeoutExpired:
+        log.error("the Docker engine did not end the container of a run within %.0f s", container.STOP_WAIT)
+        proc.give_up()
+    proc.close()
 
 
 def _exit_code(code: int) -> int:

@@ -93,6 +93,16 @@ for path in ("/usr/probe", "/etc/probe", "/probe"):
         pass
 open("/tmp/probe", "w").write("x"); seen["tmp"] = True
 open("/work/probe", "w").write("x"); seen["work"] = True
+shm = 0  # bytes /dev/shm takes, in files below the file-size limit
+try:
+    for i in range(16):
+        with open(f"/dev/shm/p{i}", "wb") as f:
+            f.write(b"\\0" * (256 * 1024))
+        shm += 256 * 1024
+except OSError:
+    pass
+seen["shm_bytes"] = shm
+seen["shm_options"] = [line.split()[3] for line in open("/proc/self/mounts") if line.split()[1] == "/dev/shm"]
 try:
     with open("/tmp/big", "wb") as f:
         f.write(b"\\0" * (3 * 1024 * 1024))
@@ -117,6 +127,9 @@ const seen = {uid: process.getuid(), tmp_empty: fs.readdirSync("/tmp").length ==
 for (const p of ["/usr/probe", "/etc/probe", "/probe"]) { try { fs.writeFileSync(p, "x"); seen.image_writable = p; } catch (e) {} }
 fs.writeFileSync("/tmp/probe", "x"); seen.tmp = true;
 fs.writeFileSync("/work/probe", "x"); seen.work = true;
+seen.shm_bytes = 0;  // bytes /dev/shm takes, in files below the file-size limit
+try { for (let i = 0; i < 16; i++) { fs.writeFileSync(`/dev/shm/p${i}`, Buffer.alloc(256 * 1024)); seen.shm_bytes += 256 * 1024; } } catch (e) {}
+seen.shm_options = fs.readFileSync("/proc/self/mounts", "utf8").split("\\n").map(l => l.split(" ")).filter(f => f[1] === "/dev/shm").map(f => f[3]);
 try { fs.writeFileSync("/tmp/big", Buffer.alloc(3 * 1024 * 1024)); seen.fsize = "unlimited"; } catch (e) { seen.fsize = "limited"; }
 let spawned = 0, settled = 0;
 const connect = () => {
@@ -215,6 +228,9 @@ def test_each_runtime_keeps_the_sandbox_guarantees(server, docker_grid, work_roo
     assert seen["uid"] not in UIDS_SEEN  # nor an earlier run's
     UIDS_SEEN.add(seen["uid"])
     assert seen["fsize"] == "limited"  # 1 MB file-size limit
+    # /dev/shm: not Docker's 64 MB default but a private 1 MB without exec (semaphores fit, data does not).
+    assert seen["shm_bytes"] <= 1024 * 1024, seen
+    assert len(seen["shm_options"]) == 1 and "noexec" in seen["shm_options"][0].split(","), seen
     assert seen["forks"] < 64  # process limit
 
 
@@ -246,6 +262,44 @@ def test_a_canceled_run_is_killed_with_its_container(server, docker_grid, work_r
     assert result == "fenced"
     assert body == {}
     assert _containers(docker_grid) == []
+
+
+def test_containers_whose_runner_has_gone_are_removed(docker_grid, work_root):
+    """A runner killed with its container running leaves the container behind (bubblewrap dies with
+    its parent, a container does not): the sweep (node start, the agent every minute) removes the
+    containers whose run lock nobody holds, and leaves a live run's and another work root's alone."""
+    import fcntl
+    import os
+
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.container import remove_leftovers, run_labels
+
+    engine, registry = docker_grid
+    client = engine.client()
+    image = CATALOGUE["python:3.11"].image(registry.address)
+    held, gone = work_root / "ex-live.w-1.lock", work_root / "ex-dead.w-1.lock"
+    fd = os.open(held, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    elsewhere = Path("/tmp/rgrid-another-work-root/ex.w-9.lock")
+    made = []
+    try:
+        for lock in (held, gone, elsewhere):
+            c = client.containers.create(image, ["python3", "-c", "import time; time.sleep(600)"],
+                                         network_mode="none", labels=run_labels(lock))
+            c.start()
+            made.append(c)
+        removed = remove_leftovers(client, work_root)
+        assert removed == [made[1].name]
+        left = {c.name for c in _containers(docker_grid)}
+        assert made[0].name in left and made[2].name in left and made[1].name not in left
+        assert not gone.exists()  # the probe never creates a lock file
+    finally:
+        os.close(fd)
+        for c in made:
+            try:
+                c.remove(force=True)
+            except Exception:  # noqa: BLE001 - removed by the sweep
+                pass
 
 
 def test_a_failing_script_keeps_its_exit_code_and_stderr(server, docker_grid, work_root):
