@@ -84,14 +84,19 @@ class DockerEngine:
         raise DockerUnavailable("The Docker engine did not start: " + "; ".join(errors))
 
     def _wait_ready(self) -> bool:
+        """Our dockerd answers on the socket: /info names our data root (another engine left
+        listening on the same socket path does not count)."""
         deadline = time.monotonic() + START_TIMEOUT
         transport = httpx.HTTPTransport(uds=str(self.socket))
+        data_root = str(self.base / "data")
         with httpx.Client(transport=transport, base_url="http://docker", timeout=2) as http:
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
-                    if http.get("/_ping").status_code == 200:
+                    answer = http.get("/info")
+                    root = answer.json().get("DockerRootDir") if answer.status_code == 200 else None
+                    if root and os.path.realpath(root) == os.path.realpath(data_root):
                         return True
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):
                     pass
                 time.sleep(0.2)
         return False

@@ -12,13 +12,20 @@ from Debian's packages on the first start. The engine keeps its data under ~/.ca
 so images one grid pulled are there for the next; a second grid running at the same time gets an
 engine of its own under /tmp. dockerd is slow to stop (it stops its containers first): SIGTERM, a
 long wait, then SIGKILL and whatever it left (container shims and their processes).
+
+A pid is signalled only when /proc says it is the dockerd of that folder (`--data-root <base>/data`),
+never on the strength of a pid file or an old state file alone: a pid reused by another process,
+or another grid's engine, is left alone. Choosing the folder and starting the engine happen under a
+file lock, so two grids starting at once do not both take the shared folder.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,19 +65,51 @@ def why_not(settings) -> str | None:
     return None
 
 
+def _argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [arg.decode(errors="replace") for arg in f.read().split(b"\0") if arg]
+    except OSError:
+        return []
+
+
+def is_engine(pid: int, base: Path) -> bool:
+    """Whether pid is a running dockerd whose data root is `<base>/data` (what start() runs)."""
+    if not pid or not alive(pid):
+        return False
+    argv = _argv(pid)
+    if not argv or os.path.basename(argv[0]) != "dockerd":
+        return False
+    data = str(Path(base) / "data")
+    return any(a == "--data-root" and b == data for a, b in zip(argv, argv[1:])) or f"--data-root={data}" in argv
+
+
 def engine_base(home: Path) -> Path:
     """The shared engine folder in the cache, unless another grid's engine runs there (or its path
-    is too long for the engine's sockets): then one of this grid's own."""
+    is too long for the engine's sockets): then one of this grid's own. Call it under choosing()."""
     shared = cache_dir() / "local-docker"
-    pidfile = shared / "docker.pid"
     in_use = False
     try:
-        in_use = alive(int(pidfile.read_text().strip()))
+        in_use = is_engine(int((shared / "docker.pid").read_text().strip()), shared)
     except (OSError, ValueError):
         pass
     if not in_use and len(str(shared)) <= MAX_BASE:
         return shared
     return short_root() / f"rgrid-docker-{home_tag(home)}"
+
+
+@contextmanager
+def choosing():
+    """An exclusive lock for choosing an engine folder and starting its engine: a second grid
+    starting meanwhile waits, then finds the shared folder's engine running."""
+    lock = cache_dir() / "local-docker.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def start(home: Path, on_step) -> LocalDocker:
@@ -80,10 +119,12 @@ def start(home: Path, on_step) -> LocalDocker:
 
     from .. import images
 
-    engine = DockerEngine(engine_base(home))
     registry = Registry(images.registry_storage(), local_dir(home) / "registry")
+    engine = None
     try:
-        engine.start()
+        with choosing():
+            engine = DockerEngine(engine_base(home))
+            engine.start()
         registry.start()
         lacking = [name for name, r in CATALOGUE.items() if not registry.has(r.repository, r.tag)]
         if lacking:
@@ -94,7 +135,8 @@ def start(home: Path, on_step) -> LocalDocker:
             images.build_all(engine.client(), registry, lacking, report=lambda line: None)
     except BaseException as e:
         registry.stop()
-        engine.stop()
+        if engine is not None:
+            engine.stop()
         if isinstance(e, images.BuildError):
             raise DockerUnavailable(str(e).splitlines()[0]) from e
         raise
@@ -114,11 +156,19 @@ def worker_env(state: GridState) -> dict[str, str]:
     return {"RGRID_DOCKER_HOST": state.docker_host, "RGRID_IMAGE_REGISTRY": state.image_registry}
 
 
+def _engine_pid(state: GridState) -> int | None:
+    """The state's engine pid, if that process still is the engine of the state's folder."""
+    pid = state.pids.get("docker")
+    if pid and state.docker_base and is_engine(pid, Path(state.docker_base)):
+        return pid
+    return None
+
+
 def begin_stop(state: GridState) -> None:
     """SIGTERM to the engine alone (not its group), so it stops its containers and its containerd
     itself; stop() waits for it."""
-    pid = state.pids.get("docker")
-    if pid and alive(pid):
+    pid = _engine_pid(state)
+    if pid:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -127,34 +177,42 @@ def begin_stop(state: GridState) -> None:
 
 def stop(state: GridState, grace: float = ENGINE_STOP_GRACE) -> None:
     """The engine gone: SIGTERM, up to `grace` seconds, SIGKILL, then whatever it left behind."""
-    pid = state.pids.get("docker")
-    if not pid:
+    if not state.docker_base:
         return
-    begin_stop(state)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and alive(pid):
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if state.docker_base:
-        kill_leftovers(Path(state.docker_base))
+    base = Path(state.docker_base)
+    pid = _engine_pid(state)
+    if pid:
+        begin_stop(state)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and is_engine(pid, base):
+            time.sleep(0.2)
+        if is_engine(pid, base):  # checked again: the pid must not have gone to another process
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    kill_leftovers(base)
+
+
+CONTAINERD = ("containerd", "containerd-shim", "containerd-shim-runc-v1", "containerd-shim-runc-v2")
+
+
+def _names_folder(argv: list[str], base: Path) -> bool:
+    """A containerd or shim whose arguments include the folder or a path in it, as a whole argument."""
+    if not argv or os.path.basename(argv[0]) not in CONTAINERD:
+        return False
+    folder = str(base)
+    return any(arg == folder or arg.startswith(folder + "/") for arg in argv[1:])
 
 
 def kill_leftovers(base: Path) -> None:
-    """Processes that name the engine's folder (a containerd, the shims of containers a killed
-    engine never stopped) and the containers' processes under those shims."""
-    mark = str(base).encode()
+    """The engine's containerd and the shims of containers a killed engine never stopped (a
+    containerd or containerd-shim process with a path in the engine's folder as an argument),
+    and the containers' processes under those shims. No other process is touched."""
     ours = set()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if mark in f.read():
-                        ours.add(int(entry))
-            except OSError:
-                continue
+        if entry.isdigit() and _names_folder(_argv(int(entry)), base):
+            ours.add(int(entry))
     if not ours:
         return
     table = process_table()

@@ -101,15 +101,34 @@ def test_the_engine_keeps_its_images_in_the_cache_unless_another_grid_runs_it(tm
         shutil.rmtree(cache, ignore_errors=True)
 
 
+def disguised(argv: list[str], **kw) -> subprocess.Popen:
+    """Python under another argv[0] (dockerd, a containerd shim), as /proc shows it; PYTHONHOME
+    since the interpreter cannot find its library from a made-up name."""
+    return subprocess.Popen(argv, executable=os.path.realpath(sys.executable), start_new_session=True,
+                            env={**os.environ, "PYTHONHOME": sys.base_prefix}, **kw)
+
+
+def fake_engine(base: Path) -> subprocess.Popen:
+    """A process that looks like start()'s dockerd of `base` in /proc (argv[0] and --data-root)."""
+    return disguised(["dockerd", "-c", STUBBORN, "--data-root", str(base / "data")], stdout=subprocess.PIPE, text=True)
+
+
 def check_engine_base(home: Path, shared: Path) -> None:
     assert docker.engine_base(home) == shared
     shared.mkdir(parents=True)
     (shared / "docker.pid").write_text("999999999")  # a dead engine's pid file
     assert docker.engine_base(home) == shared
-    (shared / "docker.pid").write_text(str(os.getpid()))  # a running one
-    own = docker.engine_base(home)
-    assert own != shared and own.name.startswith("rgrid-docker-")
-    assert own == docker.engine_base(home)  # the same grid gets the same folder
+    (shared / "docker.pid").write_text(str(os.getpid()))  # a pid reused by a process that is no engine
+    assert docker.engine_base(home) == shared
+    engine = fake_engine(shared)
+    try:
+        (shared / "docker.pid").write_text(str(engine.pid))  # a running one
+        own = docker.engine_base(home)
+        assert own != shared and own.name.startswith("rgrid-docker-")
+        assert own == docker.engine_base(home)  # the same grid gets the same folder
+    finally:
+        engine.kill()
+        engine.wait()
 
 
 STUBBORN = """import os, signal, subprocess, sys, time
@@ -121,16 +140,19 @@ time.sleep(120)
 
 
 def test_an_engine_that_ignores_sigterm_is_killed_with_what_names_its_folder(tmp_path):
-    """stop(): SIGTERM, the grace, SIGKILL; then every process whose command line names the
-    engine's folder (a containerd shim) and the processes under it (a container's)."""
+    """stop(): SIGTERM, the grace, SIGKILL; then every containerd shim with a path in the engine's
+    folder as an argument, and the processes under it (a container's). Processes that merely
+    mention the folder are left alone."""
     base = tmp_path / "engine"
-    engine = subprocess.Popen([sys.executable, "-c", STUBBORN, str(base)], start_new_session=True,
-                              stdout=subprocess.PIPE, text=True)
-    shim = subprocess.Popen([sys.executable, "-c", STUBBORN, str(base)], start_new_session=True,
-                            stdout=subprocess.PIPE, text=True)
+    engine = fake_engine(base)
+    shim = disguised(["containerd-shim-runc-v2", "-c", STUBBORN, "-address", str(base / "exec/c.sock")],
+                     stdout=subprocess.PIPE, text=True)
     under_shim = int(shim.stdout.readline())
     int(engine.stdout.readline())  # it ignores SIGTERM from here on
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(base)],
+                                 start_new_session=True)
+    neighbour = disguised(["containerd-shim-runc-v2", "-c", "import time; time.sleep(120)",
+                           "-address", f"{base}-other/exec/c.sock"])
     try:
         s = state(tmp_path, pids={"docker": engine.pid}, docker_base=str(base))
         docker.stop(s, grace=1.0)
@@ -140,11 +162,47 @@ def test_an_engine_that_ignores_sigterm_is_killed_with_what_names_its_folder(tmp
         while alive(under_shim) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not alive(under_shim)
-        assert bystander.poll() is None  # a process that does not name the folder is left alone
+        assert bystander.poll() is None  # no containerd: left alone though it names the folder
+        assert neighbour.poll() is None  # another engine's shim, its folder's name a prefix of ours
     finally:
-        for proc in (engine, shim, bystander):
+        for proc in (engine, shim, bystander, neighbour):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         if alive(under_shim):
             os.kill(under_shim, signal.SIGKILL)
+
+
+def test_a_state_whose_engine_pid_is_now_another_process_signals_nothing(tmp_path):
+    """An old state file's engine pid reused by another process (or an engine of another folder):
+    begin_stop and stop leave it alone."""
+    other = fake_engine(tmp_path / "another-engine")
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    try:
+        for pid in (other.pid, plain.pid):
+            s = state(tmp_path, pids={"docker": pid}, docker_base=str(tmp_path / "engine"))
+            docker.begin_stop(s)
+            docker.stop(s, grace=0.2)
+        time.sleep(0.3)
+        assert other.poll() is None and plain.poll() is None
+        assert docker.is_engine(other.pid, tmp_path / "another-engine")
+        assert not docker.is_engine(plain.pid, tmp_path / "engine")
+    finally:
+        for proc in (other, plain):
+            proc.kill()
+            proc.wait()
+
+
+def test_two_grids_choose_their_engine_folders_one_after_the_other(tmp_path, monkeypatch):
+    """choosing() is held from the choice until the engine runs: a second grid waits for it."""
+    import threading
+
+    monkeypatch.setenv("RGRID_CACHE_DIR", str(tmp_path))
+    order = []
+    with docker.choosing():
+        waiter = threading.Thread(target=lambda: (docker.choosing().__enter__(), order.append("second")))
+        waiter.start()
+        waiter.join(0.5)
+        order.append("first done")
+    waiter.join(5)
+    assert order == ["first done", "second"]
