@@ -5,12 +5,15 @@ memory, process and file-size limits, the run's own uid when the worker runs as 
 A ContainerRun looks to the runner like the sandbox's process (poll, wait, returncode, kill), and
 its output arrives on two pipes, so log pumping, the lease loop and the wall clock are the same
 code for both runtimes. The output is followed from Docker's json-file log of the container (kept
-to 2 x 16 MB, removed with the container).
+to 2 x 16 MB, removed with the container) as one stream of both outputs, in the order written:
+a follower per output would lose the order between them.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -84,6 +87,21 @@ def prepull(client, registry: str, names=None) -> list[str]:
     return [ensure_image(client, CATALOGUE[n], registry) for n in (names or CATALOGUE)]
 
 
+def _wait_read(fd: int, limit: float = 1.0) -> None:
+    """Until the pipe of write end `fd` is empty (its reader has taken everything), at most `limit` s."""
+    import termios
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        except OSError:
+            return
+        if waiting == 0:
+            return
+        time.sleep(0.0005)
+
+
 def run_labels(lock_path: Path) -> dict[str, str]:
     """A run container's labels: the run lock file its runner holds while the container may live,
     so a container whose lock nobody holds is a leftover (remove_leftovers)."""
@@ -93,8 +111,6 @@ def run_labels(lock_path: Path) -> dict[str, str]:
 def lock_is_held(path: Path) -> bool:
     """Whether a runner holds the flock on `path` (a missing file: nobody does). The probe takes
     the lock for an instant and never creates the file."""
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
@@ -154,6 +170,8 @@ class ContainerRun:
         self.returncode: int | None = None
         self.oom_killed = False
         self.lost: str | None = None  # why the engine could not tell how the script ended
+        self.output_note: str | None = None  # the output broke off: a system line for the run's log
+        self._closing = False
         self._exited = threading.Event()
         # The pipes' write ends are this run's until it is closed: a follower writes and closes
         # them only under the lock and while they are open, so none can touch a number that a
@@ -169,9 +187,8 @@ class ContainerRun:
         except Exception:
             self.close()
             raise
-        # One follower per stream: each closes its pipe when the container's output ends.
-        self._followers = [threading.Thread(target=self._follow, args=(fd, name == "stdout"), daemon=True)
-                           for name, fd in (("stdout", stdout_fd), ("stderr", stderr_fd))]
+        # One follower for both outputs: it closes the pipes when the container's output ends.
+        self._followers = [threading.Thread(target=self._follow, args=(stdout_fd, stderr_fd), daemon=True)]
         for follower in self._followers:
             follower.start()
         self._waiter = threading.Thread(target=self._wait, daemon=True)
@@ -202,19 +219,52 @@ class ContainerRun:
             labels=labels,
         )
 
-    def _follow(self, fd: int, stdout: bool) -> None:
-        """The container's stdout or stderr into the runner's pipe, from its first byte to its end."""
+    def _frames(self):
+        """(stream, bytes) from the engine's multiplexed log of the container, from its first byte
+        to its end: each frame has an 8-byte header, the stream (1 stdout, 2 stderr) and the length.
+        docker-py's logs() drops the stream of each frame, so the request is made here with its
+        client's own helpers."""
+        api = self._client.api
+        answer = api._get(api._url("/containers/{0}/logs", self.container.id), stream=True,
+                          params={"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 0, "tail": "all"})
+        api._raise_for_status(answer)
+        api._disable_socket_timeout(api._get_raw_response_socket(answer))
         try:
-            for data in self._client.api.logs(self.container.id, stdout=stdout, stderr=not stdout, stream=True,
-                                              follow=True):
+            while True:
+                header = answer.raw.read(8)
+                if len(header) < 8:
+                    return
+                stream, length = struct.unpack(">BxxxL", header)
+                data = answer.raw.read(length) if length else b""
+                if len(data) < length:
+                    raise ConnectionError("the engine's log stream ended inside a frame")
+                yield stream, data
+        finally:
+            answer.close()
+
+    def _follow(self, stdout_fd: int, stderr_fd: int) -> None:
+        """Both outputs into the runner's pipes, in order. Before it writes to the other pipe, the
+        follower waits (up to a second) until the log pump has read everything from the one it
+        wrote to last, so the pump queues the outputs in the order the script wrote them."""
+        last = None
+        try:
+            for stream, data in self._frames():
+                fd = stderr_fd if stream == 2 else stdout_fd
+                if last is not None and fd != last:
+                    _wait_read(last)
                 with self._pipes_lock:
                     if fd not in self._open_pipes:
                         return
                     os.write(fd, data)  # the log pump reads its pipes to their end: this never blocks for good
-        except Exception:  # noqa: BLE001 - the container was removed under us: its output ends here
-            pass
+                last = fd
+        except Exception as e:  # noqa: BLE001 - the engine went away, or the container was removed under us
+            if not self._closing:
+                log.warning("following the output of container %s failed: %s", self.container.id, e)
+                self.output_note = ("\n[rgrid] the script's output could not be followed to its end "
+                                    f"({type(e).__name__}); what it wrote after this point is missing.\n")
         finally:
-            self._close_pipe(fd)
+            for fd in (stdout_fd, stderr_fd):
+                self._close_pipe(fd)
 
     def _close_pipe(self, fd: int) -> None:
         with self._pipes_lock:
@@ -293,6 +343,7 @@ class ContainerRun:
         closes its pipe end when it ends, and one outliving the run would close a number the next
         run's pipe has taken by then (a canceled run's did, and every later run lost its output).
         After close() this run holds no descriptor, whatever its followers still do."""
+        self._closing = True
         if self.container is not None:
             try:
                 self.container.remove(force=True)

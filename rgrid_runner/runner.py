@@ -214,6 +214,8 @@ def _run_staged(client: WorkerClient, settings: WorkerSettings, lease: Lease, ex
         _reap(proc)
     if fenced:
         return "fenced"
+    if getattr(proc, "output_note", None):  # a container whose output broke off: its log says so
+        last.chunks.append(("system", proc.output_note.encode()))
     if pump.dropped:
         last.chunks.append(("system", pump.truncation_note()))
 

@@ -302,6 +302,16 @@ def test_containers_whose_runner_has_gone_are_removed(docker_grid, work_root):
                 pass
 
 
+def test_stdout_and_stderr_keep_the_order_the_script_wrote_them(server, docker_grid, work_root):
+    script = b"import sys\nfor i in range(50):\n    print(f'line {i}', file=(sys.stderr if i % 2 else sys.stdout), flush=True)\n"
+    result, body, _ = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)
+    assert result == "succeeded", body
+    carried = [json.loads(r["body"])["logs"] for r in server.requests("POST", wire.RENEW.format(id="ex1", attempt=1))]
+    lines = [(c["stream"], line) for chunks in [*carried, body.get("logs", [])] for c in chunks
+             for line in base64.b64decode(c["data_b64"]).decode().splitlines()]
+    assert lines == [("stderr" if i % 2 else "stdout", f"line {i}") for i in range(50)]
+
+
 def test_a_failing_script_keeps_its_exit_code_and_stderr(server, docker_grid, work_root):
     script = b"import sys\nprint('bad input', file=sys.stderr)\nsys.exit(3)\n"
     result, body, logs = _run(server, docker_grid, work_root, "python:3.11", "s.py", script)

@@ -4,8 +4,10 @@ a container that never ends. (The real engine: tests/docker.)"""
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
+import struct
 import tempfile
 import threading
 from pathlib import Path
@@ -57,11 +59,49 @@ class FakeContainer:
         self.ended.set()
 
 
+def frames(*parts: tuple[int, bytes]) -> bytes:
+    """The engine's multiplexed log: per frame its stream (1 stdout, 2 stderr), length and bytes."""
+    return b"".join(struct.pack(">BxxxL", stream, len(data)) + data for stream, data in parts)
+
+
+class FakeAnswer:
+    def __init__(self, body: bytes, broken: bool = False):
+        self.raw = self
+        self._body, self._broken = io.BytesIO(body), broken
+
+    def read(self, n):
+        data = self._body.read(n)
+        if not data and self._broken:
+            raise requests.ConnectionError("engine gone")
+        return data
+
+    def close(self):
+        pass
+
+
 class FakeClient:
-    def __init__(self, made: FakeContainer | None = None, listed=()):
+    def __init__(self, made: FakeContainer | None = None, listed=(), output=frames((1, b"hi\n")),
+                 broken_output=False):
         self.made, self.listed, self.created = made, list(listed), []
+        self.output, self.broken_output = output, broken_output
         self.containers = self
         self.api = self
+
+    # the engine's API, as ContainerRun._frames uses it
+    def _url(self, path, *args):
+        return path.format(*args)
+
+    def _get(self, url, params=None, stream=False):
+        return FakeAnswer(self.output, self.broken_output)
+
+    def _raise_for_status(self, answer):
+        pass
+
+    def _get_raw_response_socket(self, answer):
+        return None
+
+    def _disable_socket_timeout(self, sock):
+        pass
 
     def create(self, image, command, **kw):
         self.created.append(kw)
@@ -70,8 +110,6 @@ class FakeClient:
     def list(self, all=False, filters=None):
         return self.listed
 
-    def logs(self, *a, **kw):
-        return iter([b"hi\n"])
 
 
 def _start(client, tmp_path: Path) -> container.ContainerRun:
@@ -137,6 +175,35 @@ def test_a_refused_kill_is_tried_again_then_the_container_removed_by_force(tmp_p
     run.kill()
     assert made.killed == 2 and made.removed == 1
     assert run.wait(5) == 137
+    _end(run)
+
+
+def test_stdout_and_stderr_reach_the_log_pump_in_the_order_written(tmp_path):
+    from rgrid_runner.logpump import LogPump
+
+    written = [(1 + i % 2, f"line {i}\n".encode()) for i in range(200)]
+    run = _start(FakeClient(FakeContainer(), output=frames(*written)), tmp_path)
+    out_r, err_r = run._test_reads
+    pump = LogPump(1 << 20)
+    pump.start({"stdout": out_r, "stderr": err_r})
+    pump.join(10)
+    run.wait(5)
+    run._test_reads = ()
+    run.close()
+    read = []
+    while not pump.queue.empty():
+        read.append(pump.queue.get())
+    seen = [(stream, line + b"\n") for stream, data in read for line in data.splitlines()]
+    assert seen == [("stdout" if s == 1 else "stderr", d) for s, d in written]
+    assert run.output_note is None
+
+
+def test_output_that_breaks_off_gets_a_note(tmp_path):
+    run = _start(FakeClient(FakeContainer(), output=frames((1, b"partial\n")), broken_output=True), tmp_path)
+    run.wait(5)
+    for f in run._followers:
+        f.join(5)
+    assert "output could not be followed to its end" in run.output_note
     _end(run)
 
 
