@@ -42,7 +42,8 @@ def docker_client(host: str):
     try:
         return docker.DockerClient(base_url=host, version="auto", timeout=120)
     except docker.errors.DockerException as e:
-        raise SandboxError(f"This worker cannot reach its Docker engine at {host} ({e}); start dockerd.") from e
+        raise SandboxError(f"This worker cannot reach its Docker engine at {host} ({e}); run it again, and if it "
+                           "keeps failing, tell the grid's operator (the engine must run on every worker).") from e
 
 
 def runtime_of(name: str) -> Runtime:
@@ -63,7 +64,9 @@ def ensure_image(client, runtime: Runtime, registry: str) -> str:
             client.images.pull(image)
         except docker.errors.APIError as e:
             raise SandboxError(f"The image of runtime {runtime.name} could not be pulled from {registry} "
-                               f"({e.explanation or e}); build it with `python -m rgrid_service.images`.") from e
+                               f"({e.explanation or e}); run it again later or pick another runtime with "
+                               "--runtime, and if it keeps failing, tell the grid's operator (who builds the "
+                               "images with `python -m rgrid_service.images`).") from e
     return image
 
 

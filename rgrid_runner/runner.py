@@ -395,7 +395,8 @@ def _container_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, l
         except sandbox.SandboxError:
             raise
         except Exception as e:  # noqa: BLE001 - the engine's refusal, as a sentence
-            raise sandbox.SandboxError(f"The container could not start: {e}") from e
+            raise sandbox.SandboxError(f"The container could not start ({type(e).__name__}: {str(e)[:300]}); run it "
+                                       "again, and if it keeps failing, tell the grid's operator.") from e
 
     return start
 

@@ -67,7 +67,14 @@ def lay_out(tree: Path, dest: Path) -> int:
             target.mkdir(parents=True, exist_ok=True)
             target.chmod(perm & 0o777)
         elif perm & MODE_SYMLINK:
-            target.symlink_to(entry["symlink"])
+            link = entry["symlink"]
+            if link.startswith("/"):
+                raise FetchError(f"files.json links {name!r} to an absolute path: {link!r}")
+            target.symlink_to(link)
+            root = os.path.realpath(dest)
+            if os.path.commonpath([root, os.path.realpath(target)]) != root:  # through earlier links too
+                target.unlink()
+                raise FetchError(f"files.json links {name!r} outside its tree: {link!r}")
         else:
             opener = (lambda: gzip.open(tree / (name + ".gz"))) if entry.get("compressed") else (lambda: open(tree / name, "rb"))
             with opener() as src, open(target, "wb") as out:

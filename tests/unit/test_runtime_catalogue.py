@@ -93,6 +93,8 @@ def test_the_interpreter_is_laid_out_as_files_json_lists_it(tmp_path):
 @pytest.mark.parametrize("entry, contents, said", [
     ({"name": "os.py", "size": 4, "perm": 0o664}, {"os.py": b"x=1"}, "os.py is 3 bytes, files.json says 4"),
     ({"name": "../escape", "size": 0, "perm": 0o664}, {}, "outside its tree"),
+    ({"name": "etc", "size": 0, "perm": 1 << 27, "symlink": "/etc"}, {}, "to an absolute path"),
+    ({"name": "up", "size": 0, "perm": 1 << 27, "symlink": "../.."}, {}, "outside its tree"),
 ])
 def test_a_tree_that_is_not_what_files_json_says_stops_the_build(tmp_path, entry, contents, said):
     tree = _module_tree(tmp_path / "tree", [entry], contents)
