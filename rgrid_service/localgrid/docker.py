@@ -51,17 +51,18 @@ class LocalDocker:
 
 
 def why_not(settings) -> str | None:
-    """Why the grid starts no Docker for its workers (a sentence), or None when it does."""
+    """Why the grid starts no Docker for its workers, with what would change that (a clause the
+    caller completes: a note that workers keep bubblewrap, or a failed start), or None when it does."""
     if settings.docker_host:
         return f"the workers use the Docker engine at {settings.docker_host} (RGRID_DOCKER_HOST)"
     if settings.local_docker is False:
-        return f"RGRID_LOCAL_DOCKER is off: {NO_DOCKER}"
+        return "RGRID_LOCAL_DOCKER is off"
     lacking = [pkg for tool, pkg in (("dockerd", "docker.io"), ("docker-registry", "docker-registry"))
                if not shutil.which(tool)]
     if lacking:
-        return f"Docker is not installed ({', '.join(lacking)}): {NO_DOCKER}"
+        return f"Docker is not installed; apt-get install {' '.join(lacking)}"
     if os.geteuid() != 0:
-        return f"the grid's own Docker engine needs root: {NO_DOCKER}"
+        return "the grid's own Docker engine needs root; start the grid as root"
     return None
 
 

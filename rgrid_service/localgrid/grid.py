@@ -162,7 +162,7 @@ def start_docker(state: GridState, on_step, on_note) -> None:
         if settings.local_docker and not settings.docker_host:
             raise docker.DockerUnavailable(f"RGRID_LOCAL_DOCKER asks for Docker, but {reason}.")
         if not settings.docker_host and settings.local_docker is None:
-            on_note(f"No Docker for the workers: {reason}.")
+            on_note(f"No Docker for the workers ({reason}): {docker.NO_DOCKER}.")
         return
     on_step("Docker engine and runtime images")
     try:

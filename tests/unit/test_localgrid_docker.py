@@ -44,7 +44,7 @@ def test_no_docker_when_switched_off_missing_not_root_or_the_users_own(docker_in
     monkeypatch.setattr(docker.os, "geteuid", lambda: 1000)
     assert "needs root" in docker.why_not(settings())
     monkeypatch.setattr(docker.shutil, "which", lambda tool: None if tool == "docker-registry" else "/x")
-    assert docker.why_not(settings()).startswith("Docker is not installed (docker-registry)")
+    assert docker.why_not(settings()) == "Docker is not installed; apt-get install docker-registry"
 
 
 def test_workers_learn_the_engine_and_the_registry_only_when_the_grid_started_them(tmp_path):
@@ -77,8 +77,17 @@ def test_a_grid_that_cannot_start_docker_says_why_and_keeps_bubblewrap(tmp_path,
     with pytest.raises(docker.DockerUnavailable, match="overlay2"):
         grid.start_docker(state(tmp_path), lambda step: None, notes.append)
     monkeypatch.setattr(docker.os, "geteuid", lambda: 1000)
-    with pytest.raises(docker.DockerUnavailable, match="RGRID_LOCAL_DOCKER asks for Docker, but .* needs root"):
+    with pytest.raises(docker.DockerUnavailable) as refused:
         grid.start_docker(state(tmp_path), lambda step: None, notes.append)
+    # A failed start does not claim that scripts run in bubblewrap.
+    assert str(refused.value) == ("RGRID_LOCAL_DOCKER asks for Docker, but the grid's own Docker engine needs root; "
+                                  "start the grid as root.")
+    # Not asked for: the note says what the workers do instead.
+    monkeypatch.delenv("RGRID_LOCAL_DOCKER")
+    notes.clear()
+    grid.start_docker(state(tmp_path), lambda step: None, notes.append)
+    assert notes == ["No Docker for the workers (the grid's own Docker engine needs root; start the grid as root): "
+                     "scripts run in bubblewrap (python:3.11 only)."]
 
 
 def test_switched_off_it_says_nothing(tmp_path, monkeypatch):
