@@ -129,12 +129,13 @@ def lock_is_held(path: Path) -> bool:
 
 def remove_leftovers(client, work_root: Path) -> list[str]:
     """Remove the run containers of runners under `work_root` that have gone (killed, crashed, a
-    worker restarted): their run lock is no longer held. bubblewrap dies with its runner; a
+    worker restarted): their run lock is no longer held. A requirements build's containers carry
+    their build's lock the same way (rgrid_runner.layers). bubblewrap dies with its runner; a
     container does not. Containers of other work roots on a shared engine are left alone.
     Returns the names removed."""
     root = str(Path(work_root)) + os.sep
     removed = []
-    for found in client.containers.list(all=True, filters={"label": LABEL_RUN}):
+    for found in client.containers.list(all=True, filters={"label": LABEL_LOCK}):  # runs' and builds'
         lock = (found.labels or {}).get(LABEL_LOCK)
         if not lock or not lock.startswith(root) or lock_is_held(Path(lock)):
             continue

@@ -116,7 +116,7 @@ def ensure_layer(client, runtime: Runtime, base_image: str, requirements: str, r
             return Layer(image, "pulled", time.monotonic() - started)
         except docker.errors.APIError:  # not in the registry yet (or the registry away): build it here
             pass
-        _build(client, runtime, base_image, requirements, repository, tag, lock_dir, limits, stop)
+        _build(client, runtime, base_image, requirements, repository, tag, lock_dir, limits, stop, Path(lock.name))
         pushed = _push(client, repository, tag)
         return Layer(image, "built", time.monotonic() - started, pushed)
 
@@ -175,7 +175,7 @@ def _download_user() -> tuple[int, int]:
 
 
 def _build(client, runtime: Runtime, base_image: str, requirements: str, repository: str, tag: str,
-           lock_dir: Path, limits, stop: threading.Event | None = None) -> None:
+           lock_dir: Path, limits, stop: threading.Event | None = None, lock: Path | None = None) -> None:
     bundle = _ca_bundle(dict(os.environ))
     deadline = time.monotonic() + BUILD_TIMEOUT
     with tempfile.TemporaryDirectory(prefix="build-", dir=lock_dir) as tmp:
@@ -204,13 +204,13 @@ def _build(client, runtime: Runtime, base_image: str, requirements: str, reposit
         download = ["env", "PYTHONPATH=/rgrid-pip", f"PIP_CONFIG_FILE={SETTINGS}/pip.conf", "HOME=/tmp",
                     python, "-m", "pip", "download", "--only-binary=:all:", "--dest", WHEELS,
                     "--requirement", f"{SETTINGS}/requirements.txt"]
-        _step(client, runtime, base_image, download, limits, stop, "download", deadline,
+        _step(client, runtime, base_image, download, limits, stop, "download", deadline, lock=lock,
               user=f"{uid}:{gid}", network_mode="host",
               volumes={**pip, str(wheels): {"bind": WHEELS, "mode": "rw"}})
         install = ["env", "PYTHONPATH=/rgrid-pip", f"PIP_CONFIG_FILE={SETTINGS}/install.conf",
                    python, "-m", "pip", "install", "--no-index", f"--find-links={WHEELS}", "--only-binary=:all:",
                    "--requirement", f"{SETTINGS}/requirements.txt"]
-        _step(client, runtime, base_image, install, limits, stop, "install", deadline,
+        _step(client, runtime, base_image, install, limits, stop, "install", deadline, lock=lock,
               user="0:0", network_mode="none", volumes={**pip, str(wheels): {"bind": WHEELS, "mode": "ro"}},
               commit=dict(repository=repository, tag=tag, changes=[
                   f"CMD {json.dumps(list(runtime.command))}",
@@ -220,9 +220,13 @@ def _build(client, runtime: Runtime, base_image: str, requirements: str, reposit
 
 
 def _step(client, runtime: Runtime, base_image: str, command: list[str], limits, stop, step: str,
-          deadline: float | None = None, commit: dict | None = None, **options) -> None:
-    """One step of the build in its own container, removed afterwards (committed first, if asked)."""
+          deadline: float | None = None, commit: dict | None = None, lock: Path | None = None, **options) -> None:
+    """One step of the build in its own container, removed afterwards (committed first, if asked).
+    `lock`: the build's lock file, held while it runs, as a label: a container whose builder died
+    is removed by the worker's sweep (container.remove_leftovers)."""
     import docker
+
+    from .container import LABEL_LOCK
 
     extra = {}
     if limits is not None:
@@ -231,7 +235,8 @@ def _step(client, runtime: Runtime, base_image: str, command: list[str], limits,
     try:
         container = client.containers.create(
             base_image, command, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            labels={"org.rgrid.build": "requirements"}, **extra, **options)
+            labels={"org.rgrid.build": "requirements", **({LABEL_LOCK: str(lock)} if lock else {})},
+            **extra, **options)
     except docker.errors.APIError as e:
         raise RequirementsError(f"The layer for requirements.txt could not be built on {runtime.name} "
                                 f"({e.explanation or e}); try the run again.") from e

@@ -322,3 +322,17 @@ def test_only_containers_whose_run_lock_is_free_are_leftovers(tmp_path):
     finally:
         os.close(fd)
     assert not container.lock_is_held(held)
+
+
+def test_a_requirements_build_step_carries_its_build_lock(tmp_path, monkeypatch):
+    """So the sweep also removes the build container of a runner that died mid-build."""
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner import layers
+
+    monkeypatch.setattr(layers, "_wait", lambda *a, **kw: {"ExitCode": 0})
+    client = FakeClient(FakeContainer())
+    lock = tmp_path / "layers" / "req-python-3.11-abc.lock"
+    layers._step(client, CATALOGUE["python:3.11"], "base", ["true"], None, None, "install", lock=lock)
+    assert client.created[0]["labels"] == {"org.rgrid.build": "requirements", "org.rgrid.lock": str(lock)}
+    assert container.remove_leftovers(FakeClient(listed=[FakeContainer("b", labels=client.created[0]["labels"])]),
+                                      tmp_path) == ["b"]  # its builder holds the lock no more
