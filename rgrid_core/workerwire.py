@@ -36,6 +36,7 @@ INPUT_URL = PREFIX + "/runs/{id}/attempts/{attempt}/inputs/{name}"  # GET: a fre
 DAMAGED_INPUT = PREFIX + "/runs/{id}/attempts/{attempt}/inputs/{name}/damaged"  # POST: forget the blob
 OUTPUT_URLS = PREFIX + "/runs/{id}/attempts/{attempt}/output-urls"
 FINISH = PREFIX + "/runs/{id}/attempts/{attempt}/finish"
+RUNTIME_DIGESTS = PREFIX + "/runtime-digests"  # GET: the catalogue images' digests (before the pull)
 
 
 class RuntimeImage(BaseModel):
@@ -53,6 +54,16 @@ class RegisterRequest(BaseModel):
     # (it pulls them all before that). A worker without Docker runs python:3.11 in bubblewrap.
     docker: bool = False
     images: list[RuntimeImage] = Field(default=[], max_length=64)
+
+
+# A runtime image's manifest digest: workers pull and run an image only by it (rgrid_core.imagedigests).
+ImageDigest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class RuntimeDigests(BaseModel):
+    """runtime -> the manifest digest its image was built with; a runtime missing here is one the
+    worker must not run in Docker (its image cannot be checked)."""
+    digests: dict[str, ImageDigest] = {}
 
 
 class RegisterResponse(BaseModel):
@@ -89,6 +100,9 @@ class ClaimResponse(BaseModel):
     # Names the tenant in its requirements layers' names (a hash of the tenant id): one tenant's
     # layer never serves another tenant's run.
     layer_scope: str | None = None
+    # The manifest digest of the runtime's image (None: the control plane publishes none for it,
+    # and a Docker worker refuses the run rather than start an image it cannot check).
+    image_digest: ImageDigest | None = None
 
 
 # Standard base64, as the OpenAPI states it (the control plane decodes with validate=True: 400 otherwise).

@@ -28,7 +28,7 @@ LEFTOVER_SWEEP_SECONDS = 60.0
 
 def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClient | None = None) -> None:
     client = client or WorkerClient.for_settings(settings)
-    images = runtime_images(settings)
+    images = runtime_images(settings, client)
     registered = _register(client, slots, provider, images)
     interval = registered.heartbeat_interval_seconds or settings.heartbeat_interval_seconds
     log.info("worker %s registered (%d slots); heartbeat every %.1f s", registered.worker_id, slots, interval)
@@ -54,15 +54,16 @@ def run(slots: int, provider: str, settings: WorkerSettings, client: WorkerClien
         time.sleep(interval)
 
 
-def runtime_images(settings: WorkerSettings) -> list[dict] | None:
-    """The runtime images this worker holds, for its registration (the node pulled them all before
-    starting the agent); None: it has no Docker. An engine that does not answer reports none."""
+def runtime_images(settings: WorkerSettings, client: WorkerClient) -> list[dict] | None:
+    """The runtime images this worker holds by their published digests, for its registration (the
+    node pulled them all before starting the agent); None: it has no Docker. An engine or a
+    control plane that does not answer reports none."""
     if not settings.docker_host:
         return None
     from .container import docker_client, held_images
 
     try:
-        return held_images(docker_client(settings.docker_host), settings.image_registry)
+        return held_images(docker_client(settings.docker_host), settings.image_registry, client.runtime_digests())
     except Exception as e:  # noqa: BLE001 - `rgrid runtimes` then shows this worker lacking them
         log.warning("could not list this worker's runtime images: %s", e)
         return []

@@ -52,42 +52,78 @@ def runtime_of(name: str) -> Runtime:
     return CATALOGUE[name]
 
 
-def ensure_image(client, runtime: Runtime, registry: str) -> str:
-    """The runtime's image, pulled from the registry if this worker does not have it yet."""
+NO_DIGEST = ("This worker runs no {name} image: the control plane published no digest for it, so the image in "
+             "the registry cannot be checked. Pick another runtime with --runtime, and tell the grid's operator to "
+             "rebuild the runtime images (`python -m rgrid_service.images`) and set the control plane's "
+             "RGRID_IMAGE_DIGESTS_FILE to the digests file it writes.")
+MISMATCH = ("The image of runtime {name} in the registry at {registry} is not the one its builder recorded "
+            "({digest}): it was overwritten or the registry was rebuilt. It is not run. Tell the grid's operator to "
+            "rebuild the runtime images with `python -m rgrid_service.images` and restart the control plane's API.")
+
+
+def pinned_reference(runtime: Runtime, registry: str, digest: str) -> str:
+    """`<registry>/<repository>@<digest>`: the one image of the runtime this worker runs."""
+    return f"{registry}/{runtime.repository}@{digest}"
+
+
+def ensure_image(client, runtime: Runtime, registry: str, digest: str | None) -> str:
+    """The runtime's image by its digest, pulled from the registry if this worker does not have it
+    yet, and checked: its RepoDigests must hold the digest the builder recorded. Returns the
+    pinned reference (<registry>/<repository>@<digest>), which runs exactly that image whatever a
+    tag in the registry says now. No digest (an old control plane, or none recorded) or another
+    image: SandboxError with a sentence, and nothing runs."""
     import docker
 
-    image = runtime.image(registry)
+    if not digest:
+        raise SandboxError(NO_DIGEST.format(name=runtime.name))
+    reference = pinned_reference(runtime, registry, digest)
     try:
-        client.images.get(image)
+        image = client.images.get(reference)
     except docker.errors.ImageNotFound:
         try:
-            client.images.pull(image)
+            image = client.images.pull(reference)
+        except docker.errors.NotFound as e:
+            raise SandboxError(MISMATCH.format(name=runtime.name, registry=registry, digest=digest)) from e
         except docker.errors.APIError as e:
             raise SandboxError(f"The image of runtime {runtime.name} could not be pulled from {registry} "
                                f"({e.explanation or e}); run it again later or pick another runtime with "
-                               "--runtime, and if it keeps failing, tell the grid's operator (who builds the "
-                               "images with `python -m rgrid_service.images`).") from e
-    return image
+                               "--runtime, and if it keeps failing, tell the grid's operator.") from e
+    if reference not in (image.attrs.get("RepoDigests") or []):
+        raise SandboxError(MISMATCH.format(name=runtime.name, registry=registry, digest=digest))
+    return reference
 
 
-def held_images(client, registry: str) -> list[dict]:
-    """The catalogue images this worker's engine holds, as its registration reports them
-    (rgrid_core.workerwire.RuntimeImage)."""
+def held_images(client, registry: str, digests: dict[str, str]) -> list[dict]:
+    """The catalogue images this worker's engine holds by their published digest, as its
+    registration reports them (rgrid_core.workerwire.RuntimeImage): a runtime without a digest, or
+    whose image here is another, is not held (its runs would be refused)."""
     import docker
 
     held = []
     for runtime in CATALOGUE.values():
+        if not digests.get(runtime.name):
+            continue
+        reference = pinned_reference(runtime, registry, digests[runtime.name])
         try:
-            image = client.images.get(runtime.image(registry))
+            image = client.images.get(reference)
         except docker.errors.ImageNotFound:
+            continue
+        if reference not in (image.attrs.get("RepoDigests") or []):
             continue
         held.append({"runtime": runtime.name, "tag": runtime.tag, "size_bytes": int(image.attrs.get("Size") or 0)})
     return held
 
 
-def prepull(client, registry: str, names=None) -> list[str]:
-    """Pull every catalogue image (a worker at boot), so no first run waits for a pull."""
-    return [ensure_image(client, CATALOGUE[n], registry) for n in (names or CATALOGUE)]
+def prepull(client, registry: str, digests: dict[str, str], names=None) -> tuple[list[str], list[str]]:
+    """Pull and check every catalogue image that has a digest (a worker at boot), so no first run
+    waits for a pull. Returns (the pinned references, the sentences of the runtimes it refused)."""
+    pulled, refused = [], []
+    for name in names or CATALOGUE:
+        if not digests.get(name):
+            refused.append(NO_DIGEST.format(name=name))
+            continue
+        pulled.append(ensure_image(client, CATALOGUE[name], registry, digests[name]))
+    return pulled, refused
 
 
 def _wait_read(fd: int, limit: float = 1.0) -> None:

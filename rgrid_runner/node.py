@@ -134,22 +134,32 @@ def stop_agent(agent: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 def pull_runtime_images(settings) -> None:
-    """On a worker with Docker, every catalogue image before the agent's first beat (which makes the
-    worker active), so no first run waits for a pull. A worker that cannot get them stops here,
-    saying why, rather than becoming active without them."""
+    """On a worker with Docker, every catalogue image, by the digest the control plane publishes,
+    before the agent's registration (which makes the worker active), so no first run waits for a
+    pull. A worker that cannot reach the control plane or get a published image stops here, saying
+    why, rather than becoming active without them; a runtime with no published digest is left out
+    (its runs are refused with a sentence) and said so."""
     if not settings.docker_host:
         return
     from .container import docker_client, prepull
     from .sandbox import SandboxError
+    from .workerclient import WorkerClient
 
     started = time.monotonic()
+    api = WorkerClient.for_settings(settings)
     try:
-        pulled = prepull(docker_client(settings.docker_host), settings.image_registry)
-    except SandboxError as e:
-        print(f"rgrid: this worker cannot get its runtime images: {e}", file=sys.stderr, flush=True)
+        digests = api.runtime_digests(budget=600)
+        pulled, refused = prepull(docker_client(settings.docker_host), settings.image_registry, digests)
+    except Exception as e:  # noqa: BLE001 - SandboxError, or the control plane away / refusing: as a sentence
+        why = e if isinstance(e, SandboxError) else f"{type(e).__name__}: {e}"
+        print(f"rgrid: this worker cannot get its runtime images: {why}", file=sys.stderr, flush=True)
         sys.exit(1)
-    print(f"rgrid: {len(pulled)} runtime images present after {time.monotonic() - started:.1f} s", file=sys.stderr,
-          flush=True)
+    finally:
+        api.close()
+    for sentence in refused:
+        print(f"rgrid: {sentence}", file=sys.stderr, flush=True)
+    print(f"rgrid: {len(pulled)} runtime images present and checked after {time.monotonic() - started:.1f} s",
+          file=sys.stderr, flush=True)
 
 
 def main() -> None:

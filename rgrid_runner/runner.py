@@ -357,7 +357,7 @@ def _run_image(worker: WorkerClient, settings: WorkerSettings, lease: Lease, ex,
     runtime = container.runtime_of(ex.runtime)
     client = _docker(settings.docker_host)
     with LeaseKeeper(worker, lease, settings) as keeper:
-        image = container.ensure_image(client, runtime, settings.image_registry)
+        image = container.ensure_image(client, runtime, settings.image_registry, getattr(ex, "image_digest", None))
     if keeper.fenced.is_set():
         raise Fenced()
     if not getattr(ex, "requirements", None):

@@ -204,6 +204,10 @@ class WorkerClient:
         body = wire.RegisterRequest(slots=slots, provider=provider, docker=images is not None, images=images or [])
         return wire.RegisterResponse.model_validate(self._call("POST", wire.REGISTER, body, budget))
 
+    def runtime_digests(self, budget: float | None = None) -> dict[str, str]:
+        """runtime -> the manifest digest of its image: the only images this worker may run."""
+        return wire.RuntimeDigests.model_validate(self._call("GET", wire.RUNTIME_DIGESTS, budget=budget)).digests
+
     def heartbeat(self, budget: float | None = 0) -> wire.HeartbeatResponse:
         return wire.HeartbeatResponse.model_validate(self._call("POST", wire.HEARTBEAT, budget=budget))
 

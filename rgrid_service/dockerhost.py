@@ -118,6 +118,9 @@ class DockerEngine:
         self.stop()
 
 
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
 class Registry:
     """Debian's docker-registry (the CNCF distribution) on 127.0.0.1:<free port>, storing under
     `storage`, which may outlive it (the image cache)."""
@@ -158,9 +161,15 @@ class Registry:
         raise DockerUnavailable(f"The image registry did not start; see {self.base / 'registry.log'}.")
 
     def has(self, repository: str, tag: str) -> bool:
+        return self.digest(repository, tag) is not None
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        """The manifest digest the tag names now (Docker-Content-Digest), None when there is none."""
         answer = httpx.head(f"http://{self.address}/v2/{repository}/manifests/{tag}", timeout=10,
-                            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
-        return answer.status_code == 200
+                            headers={"Accept": MANIFEST_V2})
+        if answer.status_code != 200:
+            return None
+        return answer.headers.get("Docker-Content-Digest")
 
     def stop(self) -> None:
         if self.proc is not None:

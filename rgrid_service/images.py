@@ -7,6 +7,10 @@ the registry already holds is not built again: `python -m rgrid_service.images` 
 storage under ~/.cache/rgrid/registry, and CI rebuilds only a changed recipe. Timestamps come from
 SOURCE_DATE_EPOCH, so the same packages give the same layer; which package versions went in is
 written into the image (/etc/rgrid-image-packages), since the mirror moves on.
+
+Each image's manifest digest (the push's, or for an image the registry already held, the one
+recorded before, else the registry's answer now) goes into a digests file beside the registry's
+storage (rgrid_core.imagedigests): workers pull and run the images only by those digests.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rgrid_core import imagedigests
 from rgrid_core.runtimes import CATALOGUE, DEBIAN_MIRROR, Runtime
 
 from . import gomodpython
@@ -42,6 +47,7 @@ class Built:
     cached: bool
     seconds: float
     size_mb: float  # unpacked, as `docker images` shows it; 0 when cached (not pulled)
+    digest: str | None = None  # the manifest's, as pushed (None when cached: record_digests reads it)
 
 
 def mmdebstrap_command(runtime: Runtime, out: Path, python_tree: Path | None = None) -> list[str]:
@@ -101,14 +107,39 @@ def build(runtime: Runtime, client, registry: Registry, workdir: Path) -> Built:
     tarball.unlink()
     if python_tree:
         shutil.rmtree(python_tree.parent)
+    digest = None
     for line in client.images.push(repo, tag=runtime.tag, stream=True, decode=True):
         if "error" in line:
             raise BuildError(f"Pushing {image} failed: {line['error']}")
+        digest = (line.get("aux") or {}).get("Digest") or digest
     size = client.images.get(image).attrs["Size"] / 1e6
-    return Built(runtime.name, image, False, time.monotonic() - started, size)
+    return Built(runtime.name, image, False, time.monotonic() - started, size, digest)
 
 
-def build_all(client, registry: Registry, names: list[str] | None = None, report=print) -> list[Built]:
+def record_digests(registry: Registry, built: list[Built], path: Path) -> dict[str, dict]:
+    """Write each image's manifest digest into the digests file at `path`. A pushed image's is the
+    push's; a cached one keeps the digest recorded for its tag before (a tag overwritten in the
+    registry since then does not change what workers run), else the registry's answer now."""
+    before = imagedigests.read(path) if path.exists() else {}
+    records = {}
+    for b in built:
+        runtime = CATALOGUE[b.runtime]
+        old = before.get(b.runtime, {})
+        digest = b.digest
+        if not digest and old.get("tag") == runtime.tag and old.get("repository") == runtime.repository:
+            digest = old.get("digest")
+        digest = digest or registry.digest(runtime.repository, runtime.tag)
+        if not digest or not imagedigests.DIGEST.match(digest):
+            raise BuildError(f"The registry gave no manifest digest for {b.image} ({digest!r}); build it again.")
+        records[b.runtime] = {"repository": runtime.repository, "tag": runtime.tag, "digest": digest}
+    imagedigests.write(path, records)
+    return records
+
+
+def build_all(client, registry: Registry, names: list[str] | None = None, report=print,
+              digests_file: Path | None = None) -> list[Built]:
+    """Build (or find cached) each named image and record its digest in `digests_file` (default:
+    beside the registry's storage)."""
     names = names or list(CATALOGUE)
     unknown = [n for n in names if n not in CATALOGUE]
     if unknown:
@@ -120,6 +151,7 @@ def build_all(client, registry: Registry, names: list[str] | None = None, report
             how = "cached" if built.cached else f"built in {built.seconds:.1f} s, {built.size_mb:.0f} MB"
             report(f"{built.runtime}: {built.image} ({how})")
             results.append(built)
+    record_digests(registry, results, digests_file or imagedigests.digests_file_for(registry.storage))
     return results
 
 
@@ -131,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rgrid_service.images", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="runtimes to build (default: the whole catalogue)")
     parser.add_argument("--storage", type=Path, default=None, help="registry storage (default: ~/.cache/rgrid/registry)")
+    parser.add_argument("--digests-file", type=Path, default=None,
+                        help=f"where the images' digests are recorded (default: {imagedigests.FILE_NAME} beside the "
+                             "storage); the control plane's RGRID_IMAGE_DIGESTS_FILE")
     args = parser.parse_args(argv)
     lacking = missing_tools()
     if lacking:
@@ -139,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="rgrid-imagebuild-", dir="/tmp"))
     try:
         with DockerEngine(base / "docker") as engine, Registry(args.storage or registry_storage(), base) as registry:
-            build_all(engine.client(), registry, args.names)
+            build_all(engine.client(), registry, args.names, digests_file=args.digests_file)
     except (BuildError, DockerUnavailable) as e:
         print(e, file=sys.stderr)
         return 1

@@ -59,6 +59,9 @@ class ServiceSettings(WorkerKnobs):
     # docker.io and docker-registry); false: never (workers run python:3.11 in bubblewrap); true:
     # always, failing the start when it cannot.
     local_docker: bool | None = None
+    # The runtime images' digests, as their builder recorded them (rgrid_core.imagedigests): the
+    # only images workers run. Unset or missing: workers run no catalogue image in Docker.
+    image_digests_file: str | None = None
 
     # The fleet. `process`: workers are local process groups; `pulumi`: the worker_pool stack.
     fleet: str = "process"

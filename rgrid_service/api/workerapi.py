@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from rgrid_core import imagedigests
 from rgrid_core import workerwire as wire
 from rgrid_core.names import output_path_problem
 from rgrid_core.states import WITH_OUTPUTS, ExecutionStatus, WorkerState
@@ -104,6 +105,20 @@ def register(engine: Engine, settings: ServiceSettings, worker: TokenWorker,
     return wire.RegisterResponse(worker_id=worker.id, heartbeat_interval_seconds=settings.heartbeat_interval_seconds)
 
 
+def runtime_digests(settings: ServiceSettings) -> wire.RuntimeDigests:
+    """The catalogue images' digests from the builder's file (RGRID_IMAGE_DIGESTS_FILE): what a
+    worker pulls and checks before it runs any of them."""
+    return wire.RuntimeDigests(digests=_published(settings))
+
+
+def _published(settings: ServiceSettings) -> dict[str, str]:
+    try:
+        return imagedigests.published(settings.image_digests_file)
+    except (OSError, ValueError) as e:
+        log.error("the runtime images' digests cannot be read: %s", e)
+        return {}  # workers refuse the Docker runtimes, each with a sentence, rather than run unchecked images
+
+
 def heartbeat(engine: Engine, worker: TokenWorker) -> wire.HeartbeatResponse:
     running = lifecycle.heartbeat_running(engine, worker.id)
     if running is None:
@@ -122,7 +137,7 @@ def _input_key(execution_id: str, spec: dict) -> str:
 
 
 def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker_id: str,
-          execution_id: str) -> wire.ClaimResponse:
+          execution_id: str, settings: ServiceSettings | None = None) -> wire.ClaimResponse:
     """Take a run dispatched to this (active, unrevoked) worker, in one conditional write; on zero
     rows reads say why (401 no such worker, 403 given up, then _claim_refusal). The answer holds the
     env values, opened for this attempt only, and a presigned GET per input. A repeated claim (the
@@ -145,7 +160,8 @@ def claim(engine: Engine, store: ObjectStore, keys: ControlPlaneKeys, worker_id:
     return wire.ClaimResponse(attempt=lease.attempt, script=spec.script, args=list(spec.args or ()), env=env,
                               runtime=spec.runtime, timeout_seconds=spec.timeout_seconds, inputs=inputs,
                               requirements=spec.requirements,
-                              layer_scope=layer_scope(spec.tenant_id) if spec.requirements else None)
+                              layer_scope=layer_scope(spec.tenant_id) if spec.requirements else None,
+                              image_digest=_published(settings).get(spec.runtime) if settings else None)
 
 
 def layer_scope(tenant_id: str) -> str:

@@ -133,7 +133,9 @@ def start(home: Path, on_step) -> LocalDocker:
                 raise DockerUnavailable(f"the runtime images {', '.join(lacking)} are not built and building them "
                                         "needs Debian's mmdebstrap (apt-get install mmdebstrap)")
             on_step(f"runtime images ({', '.join(lacking)}: built once from Debian's packages, which takes minutes)")
-            images.build_all(engine.client(), registry, lacking, report=lambda line: None)
+        # Every image, the cached ones too, so the digests file names each (the API publishes it).
+        images.build_all(engine.client(), registry, list(CATALOGUE), report=lambda line: None,
+                         digests_file=digests_file())
     except BaseException as e:
         registry.stop()
         if engine is not None:
@@ -148,6 +150,22 @@ def record(state: GridState, docker: LocalDocker) -> None:
     state.pids["docker"] = docker.engine_pid
     state.pids["registry"] = docker.registry_pid
     state.docker_host, state.image_registry, state.docker_base = docker.host, docker.registry, docker.base
+
+
+def digests_file() -> Path:
+    """The runtime images' digests, beside the image cache the grid's registry serves."""
+    from rgrid_core.imagedigests import digests_file_for
+
+    from .. import images
+
+    return digests_file_for(images.registry_storage())
+
+
+def control_plane_env(state: GridState) -> dict[str, str]:
+    """What the grid's API learns of its Docker: the digests it hands the workers."""
+    if not state.docker_host:
+        return {}
+    return {"RGRID_IMAGE_DIGESTS_FILE": str(digests_file())}
 
 
 def worker_env(state: GridState) -> dict[str, str]:

@@ -53,10 +53,10 @@ def service_env(state: GridState, s3_keys: tuple[str, str]) -> dict[str, str]:
 
 
 def control_plane_env(state: GridState, env: dict[str, str]) -> dict[str, str]:
-    """The API's and the orchestrator's environment: every grid process's, the secret key, and the
-    port of the queue's bell (rgrid_service.queuebell)."""
+    """The API's and the orchestrator's environment: every grid process's, the secret key, the
+    port of the queue's bell (rgrid_service.queuebell) and the runtime images' digests file."""
     bell = {"RGRID_WAKE_HOST": "127.0.0.1", "RGRID_WAKE_PORT": str(state.wake_port)} if state.wake_port else {}
-    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home)), **bell}
+    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home)), **bell, **docker.control_plane_env(state)}
 
 
 def service_env_for(state: GridState) -> dict[str, str]:

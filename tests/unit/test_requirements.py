@@ -288,7 +288,7 @@ def test_a_run_canceled_while_its_layer_is_built_starts_no_script(monkeypatch):
         assert stop.wait(5), "the keeper never said the lease was lost"
         raise layers.BuildStopped()
 
-    monkeypatch.setattr(container, "ensure_image", lambda client, runtime, registry: "base")
+    monkeypatch.setattr(container, "ensure_image", lambda client, runtime, registry, digest: "base")
     monkeypatch.setattr(runner, "_docker", lambda host: object())
     monkeypatch.setattr(layers, "ensure_layer", ensure_layer)
     settings = SimpleNamespace(lease_check_interval_seconds=0.01, docker_host="unix:///x", image_registry="r:5000",
@@ -304,7 +304,7 @@ def test_a_run_canceled_just_after_its_layer_was_made_starts_no_script(monkeypat
     from rgrid_runner import container, runner
     from rgrid_runner.workerclient import Fenced
 
-    monkeypatch.setattr(container, "ensure_image", lambda client, runtime, registry: "base")
+    monkeypatch.setattr(container, "ensure_image", lambda client, runtime, registry, digest: "base")
     monkeypatch.setattr(runner, "_docker", lambda host: object())
     monkeypatch.setattr(layers, "ensure_layer", lambda *a, **k: layers.Layer("r:5000/rgrid/req-x:t-h", "present", 0.0))
     monkeypatch.setattr(runner, "_renew_retrying", lambda *a, **k: False)

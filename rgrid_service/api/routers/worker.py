@@ -56,6 +56,13 @@ def register(body: wire.RegisterRequest, worker: WorkerDep, engine: EngineDep, s
     return registered
 
 
+@router.get(wire.RUNTIME_DIGESTS, response_model=wire.RuntimeDigests, responses=refusals(403))
+def runtime_digests(worker: WorkerDep, settings: SettingsDep):
+    """The catalogue images' manifest digests: a worker pulls and runs only these images."""
+    workerapi.require_alive(worker)
+    return workerapi.runtime_digests(settings)
+
+
 @router.post(wire.HEARTBEAT, response_model=wire.HeartbeatResponse, responses=refusals(403, 409))
 def heartbeat(worker: WorkerDep, engine: EngineDep):
     """The worker is alive; the answer lists what the control plane has running on it. 403: it was
@@ -65,14 +72,14 @@ def heartbeat(worker: WorkerDep, engine: EngineDep):
 
 @router.post(wire.CLAIM, response_model=wire.ClaimResponse, responses=refusals(403, 404, 409))
 async def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request,
-                bell: BellDep):
+                bell: BellDep, settings: SettingsDep):
     """Take a run dispatched to this worker: its spec, its env values (never log them) and a
     presigned GET per input."""
-    return await run_in_threadpool(_claim_and_tell, bell, engine, store, _keys(request), worker_id, id)
+    return await run_in_threadpool(_claim_and_tell, bell, engine, store, _keys(request), worker_id, id, settings)
 
 
-def _claim_and_tell(bell, engine, store, keys, worker_id: str, execution_id: str):
-    claimed = workerapi.claim(engine, store, keys, worker_id, execution_id)
+def _claim_and_tell(bell, engine, store, keys, worker_id: str, execution_id: str, settings):
+    claimed = workerapi.claim(engine, store, keys, worker_id, execution_id, settings)
     bell.changed(execution_id)  # its followers see it running
     return claimed
 
