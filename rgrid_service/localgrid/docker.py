@@ -161,9 +161,11 @@ def digests_file() -> Path:
     return digests_file_for(images.registry_storage())
 
 
-def control_plane_env(state: GridState) -> dict[str, str]:
-    """What the grid's API learns of its Docker: the digests it hands the workers."""
-    if not state.docker_host:
+def control_plane_env(state: GridState, env: dict[str, str]) -> dict[str, str]:
+    """What the grid's API learns of its workers' Docker (its own, or an engine of the person's,
+    RGRID_DOCKER_HOST): the digests it hands the workers, from the file beside the image cache
+    unless RGRID_IMAGE_DIGESTS_FILE names another."""
+    if env.get("RGRID_IMAGE_DIGESTS_FILE") or not (state.docker_host or env.get("RGRID_DOCKER_HOST")):
         return {}
     return {"RGRID_IMAGE_DIGESTS_FILE": str(digests_file())}
 

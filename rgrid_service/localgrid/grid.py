@@ -56,7 +56,7 @@ def control_plane_env(state: GridState, env: dict[str, str]) -> dict[str, str]:
     """The API's and the orchestrator's environment: every grid process's, the secret key, the
     port of the queue's bell (rgrid_service.queuebell) and the runtime images' digests file."""
     bell = {"RGRID_WAKE_HOST": "127.0.0.1", "RGRID_WAKE_PORT": str(state.wake_port)} if state.wake_port else {}
-    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home)), **bell, **docker.control_plane_env(state)}
+    return {**env, SECRET_KEY_ENV: bootstrap.secret_key(Path(state.home)), **bell, **docker.control_plane_env(state, env)}
 
 
 def service_env_for(state: GridState) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 The registry stores under ~/.cache/rgrid/registry (RGRID_CACHE_DIR moves it), where the images
 stay between sessions: only an image whose recipe changed is built again. The engine's data root is
-the session's own, so every session pulls the images from the registry, as a worker does at boot.
+the session's own, so every session pulls the images from the registry by their recorded digests,
+as a worker does at boot.
 Docker missing (not root, or docker.io, docker-registry, mmdebstrap not installed) is a skip, and a
 failure under RGRID_REQUIRE_ALL=1."""
 from __future__ import annotations
@@ -32,10 +33,18 @@ def docker_grid():
     try:
         with DockerEngine(base / "engine") as engine, Registry(images.registry_storage(), base) as registry:
             client = engine.client()
-            images.build_all(client, registry)
-            prepull(client, registry.address)
+            images.build_all(client, registry)  # and records their digests beside the storage
+            pulled, refused = prepull(client, registry.address, published_digests(registry))
+            assert not refused, refused
             yield engine, registry
     except DockerUnavailable as e:
         missing("Docker", str(e))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def published_digests(registry) -> dict[str, str]:
+    """{runtime: digest} as the control plane publishes them from the builder's file."""
+    from rgrid_core import imagedigests
+
+    return imagedigests.published(imagedigests.digests_file_for(registry.storage))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from rgrid_core.runtimes import CATALOGUE
+from rgrid_runner.container import pinned_reference
+from tests.docker.conftest import published_digests
 
 pytestmark = pytest.mark.docker
 
@@ -32,7 +34,7 @@ def test_each_image_holds_what_its_runtime_promises(docker_grid, name):
     engine, registry = docker_grid
     runtime = CATALOGUE[name]
     client = engine.client()
-    image = runtime.image(registry.address)
+    image = pinned_reference(runtime, registry.address, published_digests(registry)[name])
     assert registry.has(runtime.repository, runtime.tag)
     assert _run(client, image, PROMISES[name]).strip() == "ok"
     installed = dict(line.split(" ", 1) for line in _run(client, image, ["cat", "/etc/rgrid-image-packages"]).splitlines())
@@ -44,7 +46,7 @@ def test_each_image_holds_what_its_runtime_promises(docker_grid, name):
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_an_image_runs_without_network_and_read_only(docker_grid, name):
     engine, registry = docker_grid
-    seen = _run(engine.client(), CATALOGUE[name].image(registry.address),
+    seen = _run(engine.client(), pinned_reference(CATALOGUE[name], registry.address, published_digests(registry)[name]),
                 ["sh", "-c", "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; "
                              "touch /usr/x 2>/dev/null && echo writable; touch /tmp/x && echo tmp"])
     assert seen.split() == ["lo", "tmp"]
@@ -55,6 +57,8 @@ def test_a_second_build_finds_every_image_in_the_registry(docker_grid):
 
     engine, registry = docker_grid
     said = []
+    recorded = published_digests(registry)
     built = build_all(engine.client(), registry, report=said.append)
     assert [b.cached for b in built] == [True] * len(CATALOGUE)
+    assert published_digests(registry) == recorded and set(recorded) == set(CATALOGUE)
     assert all(line.endswith("(cached)") for line in said)

@@ -205,7 +205,9 @@ def test_two_runs_asking_for_a_new_layer_at_once_build_it_once(grid, tmp_path):
 
 def test_another_engine_pulls_the_layer_instead_of_building_it(grid, tmp_path, monkeypatch):
     from rgrid_core.runtimes import CATALOGUE
+    from rgrid_core.imagedigests import published
     from rgrid_runner.container import ensure_image
+    from rgrid_service.localgrid import docker as localdocker
     from rgrid_runner.layers import ensure_layer
     from rgrid_service.api.workerapi import layer_scope
     from rgrid_service.dockerhost import DockerEngine
@@ -221,7 +223,8 @@ def test_another_engine_pulls_the_layer_instead_of_building_it(grid, tmp_path, m
         with DockerEngine(base / "engine") as other:  # another worker's engine, with nothing in it
             client = other.client()
             runtime = CATALOGUE["python:3.11"]
-            image = ensure_image(client, runtime, grid.state.image_registry)
+            image = ensure_image(client, runtime, grid.state.image_registry,
+                                 published(localdocker.digests_file())[runtime.name])
             theirs = ensure_layer(client, runtime, image, requirements, grid.state.image_registry, base / "layers",
                                   scope=layer_scope("another tenant"))
             assert theirs.how == "built"  # another tenant's run never gets this tenant's layer

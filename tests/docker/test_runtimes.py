@@ -17,6 +17,7 @@ from rgrid_core import workerwire as wire
 from rgrid_runner.runner import run_execution
 from rgrid_runner.settings import WorkerSettings
 from rgrid_runner.workerclient import WorkerClient
+from tests.docker.conftest import published_digests
 from tests.httpstandin import server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.docker
@@ -167,11 +168,14 @@ def work_root():
 
 
 def _run(server, docker_grid, work_root: Path, runtime: str, name: str, script: bytes, timeout: int = 120,
-         outputs: tuple[str, ...] = (), finish=(200, {"committed": True})) -> tuple[str, dict, bytes]:
+         outputs: tuple[str, ...] = (), finish=(200, {"committed": True}), digest: str | None = None,
+         ) -> tuple[str, dict, bytes]:
+    """digest: the image digest the claim names (default: the one the builder recorded)."""
     engine, registry = docker_grid
     server.objects["/blobs/script"] = script
     claim = dict(attempt=1, script=name, args=[], env={"GREETING": "hi"}, runtime=runtime, timeout_seconds=timeout,
-                 inputs=[dict(name=name, sha256=_sha(script), size=len(script), url=server.url + "/blobs/script")])
+                 inputs=[dict(name=name, sha256=_sha(script), size=len(script), url=server.url + "/blobs/script")],
+                 image_digest=digest or published_digests(registry)[runtime])
     server.answer("POST", wire.CLAIM.format(id="ex1"), (200, claim))
     server.answer("POST", wire.RENEW.format(id="ex1", attempt=1), (200, {"kept": True}))
     server.answer("POST", wire.OUTPUT_URLS.format(id="ex1", attempt=1),
@@ -345,20 +349,77 @@ def test_the_script_sees_its_environment(server, docker_grid, work_root, round_)
     assert logs.strip() == b"hi /work /work 1"
 
 
-def test_a_worker_pulls_every_runtime_image_before_it_beats(docker_grid, capsys):
-    """rgrid_runner.node's step before the agent starts: an image the worker lacks is pulled; a
-    registry without the images stops the worker with a sentence instead of a worker without them."""
+def test_a_worker_pulls_every_runtime_image_before_it_beats(server, docker_grid, capsys):
+    """rgrid_runner.node's step before the agent starts: the control plane's digests, then each
+    image the worker lacks pulled by its digest; a registry without the images stops the worker
+    with a sentence instead of a worker without them."""
     from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.container import pinned_reference
     from rgrid_runner.node import pull_runtime_images
 
     engine, registry = docker_grid
     client = engine.client()
-    image = CATALOGUE["node:20"].image(registry.address)
+    digests = published_digests(registry)
+    server.answer("GET", wire.RUNTIME_DIGESTS, (200, {"digests": digests}))
+    image = pinned_reference(CATALOGUE["node:20"], registry.address, digests["node:20"])
     client.images.remove(image)
-    pull_runtime_images(WorkerSettings(docker_host=engine.host, image_registry=registry.address))
-    assert client.images.get(image)
-    assert f"{len(CATALOGUE)} runtime images present" in capsys.readouterr().err
+    settings = dict(docker_host=engine.host, api_url=server.url, worker_token="rgw_t")
+    pull_runtime_images(WorkerSettings(image_registry=registry.address, **settings))
+    assert registry.address + "/" + CATALOGUE["node:20"].repository + "@" + digests["node:20"] in \
+        client.images.get(image).attrs["RepoDigests"]
+    assert f"{len(CATALOGUE)} runtime images present and checked" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pull_runtime_images(WorkerSettings(image_registry="127.0.0.1:9", **settings))
+    assert "this worker cannot get its runtime images: The image of runtime python:3.11 could not be pulled" \
+        in capsys.readouterr().err
     with pytest.raises(SystemExit):
         pull_runtime_images(WorkerSettings(docker_host=engine.host, image_registry="127.0.0.1:9"))
     assert "this worker cannot get its runtime images: The image of runtime python:3.11 could not be pulled" \
         in capsys.readouterr().err
+
+
+def test_a_tag_pushed_over_in_the_registry_is_never_run(server, docker_grid, work_root, tmp_path):
+    """Somebody on the private network pushes another image over python:3.11's tag: a run still
+    gets the image its builder recorded (pulled by digest); a registry that holds only the tag
+    pushed over (the recorded manifest gone) refuses the run with the sentence. Its own registry,
+    so the image cache shared by the sessions is never touched."""
+    import httpx
+
+    from rgrid_core.runtimes import CATALOGUE
+    from rgrid_runner.container import pinned_reference
+    from rgrid_service.dockerhost import MANIFEST_V2, Registry
+
+    engine, shared = docker_grid
+    client = engine.client()
+    py, other = CATALOGUE["python:3.11"], CATALOGUE["node:20"]
+    digests = published_digests(shared)
+
+    def push(image: str, repo: str, tag: str) -> str:
+        client.images.get(image).tag(repo, tag)
+        lines = list(client.images.push(repo, tag=tag, stream=True, decode=True))
+        assert not [line for line in lines if "error" in line], lines
+        client.images.remove(f"{repo}:{tag}")  # the worker below holds nothing of this registry
+        return next(line["aux"]["Digest"] for line in lines if "aux" in line)
+
+    with Registry(tmp_path / "storage", tmp_path / "registry") as registry:
+        repo = f"{registry.address}/{py.repository}"
+        recorded = push(pinned_reference(py, shared.address, digests["python:3.11"]), repo, py.tag)
+        pushed_over = push(pinned_reference(other, shared.address, digests["node:20"]), repo, py.tag)
+        assert registry.digest(py.repository, py.tag) == pushed_over != recorded
+        script = b"import sys\nprint('python', sys.version_info[:2])\n"
+        result, body, logs = _run(server, (engine, registry), work_root, "python:3.11", "s.py", script,
+                                  digest=recorded)
+        assert result == "succeeded", (body, logs)
+        assert b"python (3, 11)" in logs  # node:20's image has no python3: this is the recorded image
+
+        # Only the pushed-over tag left in the registry, and nothing of it on the worker.
+        client.images.remove(pinned_reference(py, registry.address, recorded))
+        gone = httpx.delete(f"http://{registry.address}/v2/{py.repository}/manifests/{recorded}",
+                            headers={"Accept": MANIFEST_V2})
+        assert gone.status_code == 202, gone.text
+        result, body, logs = _run(server, (engine, registry), work_root, "python:3.11", "s.py", script,
+                                  digest=recorded)
+        assert result == "failed"
+        assert body["reason"].startswith(f"The image of runtime python:3.11 in the registry at {registry.address} "
+                                         f"is not the one its builder recorded ({recorded})")
+        assert "rebuild the runtime images" in body["reason"]

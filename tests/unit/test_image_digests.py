@@ -238,7 +238,11 @@ def test_the_local_grid_hands_its_api_the_digests_file(tmp_path):
 
     state = GridState(home=str(tmp_path), api_url="", api_key="", ray_address="", dashboard_url="", s3_endpoint="",
                       database_url="")
-    assert localdocker.control_plane_env(state) == {}
+    assert localdocker.control_plane_env(state, {}) == {}
+    beside_cache = {"RGRID_IMAGE_DIGESTS_FILE": str(localdocker.digests_file())}
+    assert localdocker.control_plane_env(state, {"RGRID_DOCKER_HOST": "unix:///mine.sock"}) == beside_cache
+    assert localdocker.control_plane_env(state, {"RGRID_DOCKER_HOST": "unix:///mine.sock",
+                                                 "RGRID_IMAGE_DIGESTS_FILE": "/srv/d.json"}) == {}  # theirs stays
     state.docker_host = "unix:///x.sock"
-    assert localdocker.control_plane_env(state) == {"RGRID_IMAGE_DIGESTS_FILE": str(localdocker.digests_file())}
+    assert localdocker.control_plane_env(state, {}) == beside_cache
     assert localdocker.digests_file().parent == images.registry_storage().resolve().parent
