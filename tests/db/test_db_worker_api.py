@@ -265,7 +265,7 @@ def test_without_a_secret_key_no_worker_is_served_and_env_values_are_refused(db_
 def test_every_worker_route_documents_its_statuses(plane):
     paths = plane.client.get("/openapi.json").json()["paths"]
     for path in (wire.REGISTER, wire.HEARTBEAT, wire.CLAIM, wire.RENEW, wire.INPUT_URL, wire.DAMAGED_INPUT,
-                 wire.OUTPUT_URLS, wire.FINISH):
+                 wire.OUTPUT_URLS, wire.FINISH, wire.RUNTIME_DIGESTS):
         (op,) = paths[path].values()
         assert {"200", "401", "503"} <= set(op["responses"]), path
     assert {"403", "404", "409"} <= set(paths[wire.CLAIM]["post"]["responses"])
@@ -346,3 +346,29 @@ def test_a_worker_reports_its_runtime_images_and_rgrid_runtimes_adds_them_up(pla
     assert views["node:20"]["workers_ready"] == 1 and views["node:20"]["workers_missing"] == [partial.id]
     assert views["node:20"]["size_bytes"] == next(i["size_bytes"] for i in held if i["runtime"] == "node:20")
     assert plane.client.get("/v1/runtimes").status_code == 401
+
+
+def test_workers_get_the_runtime_images_digests_before_the_pull_and_with_each_claim(plane, tmp_path):
+    """The builder's digests file (RGRID_IMAGE_DIGESTS_FILE) reaches a worker twice: the node reads
+    them all before it pulls, and each claim names its runtime's. No file: none, and the worker
+    refuses the Docker runtimes (rgrid_runner.container.ensure_image)."""
+    from rgrid_core import imagedigests
+    from rgrid_core.runtimes import CATALOGUE
+
+    worker = plane.worker()
+    assert worker.get(wire.RUNTIME_DIGESTS).json() == {"digests": {}}
+    run = plane.submit()
+    plane.dispatch(run, worker)
+    assert worker.claim(run).json()["image_digest"] is None
+
+    digest = "sha256:" + hashlib.sha256(b"the built image").hexdigest()
+    py = CATALOGUE["python:3.11"]
+    imagedigests.write(tmp_path / "digests.json", {"python:3.11": {"repository": py.repository, "tag": py.tag,
+                                                                   "digest": digest}})
+    plane.settings.image_digests_file = str(tmp_path / "digests.json")
+    assert worker.get(wire.RUNTIME_DIGESTS).json() == {"digests": {"python:3.11": digest}}
+    run = plane.submit()
+    plane.dispatch(run, worker)
+    assert worker.claim(run).json()["image_digest"] == digest
+    # Like every worker route, it needs a worker token.
+    assert plane.client.get(wire.RUNTIME_DIGESTS).status_code == 401
