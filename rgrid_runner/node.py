@@ -143,12 +143,17 @@ def pull_runtime_images(settings) -> None:
         return
     from .container import docker_client, prepull
     from .sandbox import SandboxError
-    from .workerclient import WorkerClient
+    from .workerclient import Refused, WorkerClient
 
     started = time.monotonic()
     api = WorkerClient.for_settings(settings)
     try:
-        digests = api.runtime_digests(budget=600)
+        try:
+            digests = api.runtime_digests(budget=600)
+        except Refused as e:
+            if e.status != 404 or e.given_up:
+                raise
+            digests = {}  # a control plane older than digests: every Docker runtime is refused, each said so
         pulled, refused = prepull(docker_client(settings.docker_host), settings.image_registry, digests)
     except Exception as e:  # noqa: BLE001 - SandboxError, or the control plane away / refusing: as a sentence
         why = e if isinstance(e, SandboxError) else f"{type(e).__name__}: {e}"

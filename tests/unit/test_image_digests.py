@@ -246,3 +246,17 @@ def test_the_local_grid_hands_its_api_the_digests_file(tmp_path):
     state.docker_host = "unix:///x.sock"
     assert localdocker.control_plane_env(state, {}) == beside_cache
     assert localdocker.digests_file().parent == images.registry_storage().resolve().parent
+
+
+def test_a_worker_of_an_older_control_plane_pulls_nothing_and_says_why(server, monkeypatch, capsys):
+    from rgrid_runner import node
+
+    engine = FakeEngine(FakeImages(registry={pinned(): [pinned()]}))
+    monkeypatch.setattr(container, "docker_client", lambda host: engine)
+    # The stand-in answers 404 for the digests route, as an API without it does.
+    node.pull_runtime_images(WorkerSettings(docker_host="unix:///x.sock", image_registry=REGISTRY, api_url=server.url,
+                                            worker_token="rgw_t"))
+    said = capsys.readouterr().err
+    assert engine.images.pulled == []
+    assert said.count("the control plane published no digest") == len(CATALOGUE)
+    assert "0 runtime images present and checked" in said
