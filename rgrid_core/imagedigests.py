@@ -56,13 +56,34 @@ def read(path: Path) -> dict[str, dict]:
     return data
 
 
+# published()'s last answer per file, with the file's identity when it was read: every claim asks,
+# and the file changes only when the builder replaces it (a new inode) or someone edits it.
+_published_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+
+
 def published(path: str | Path | None) -> dict[str, str]:
     """{runtime: digest} for the catalogue's current images, as the control plane hands them to
-    workers. A missing file (or none named) publishes nothing: workers then refuse to run images."""
-    if not path or not Path(path).exists():
+    workers. A missing file (or none named) publishes nothing: workers then refuse to run images.
+    The file is read again only when it changed (inode, size or modification time)."""
+    if not path:
         return {}
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    cached = _published_cache.get(str(path))
+    if cached and cached[0] == identity:
+        return dict(cached[1])
+    out = _current(read(Path(path)))
+    _published_cache[str(path)] = (identity, out)
+    return dict(out)
+
+
+def _current(records: dict[str, dict]) -> dict[str, str]:
+    """The records whose tag and repository are the catalogue's current ones, with a sha256 digest."""
     out = {}
-    for name, record in read(Path(path)).items():
+    for name, record in records.items():
         runtime = CATALOGUE.get(name)
         digest = record.get("digest")
         if runtime and record.get("tag") == runtime.tag and record.get("repository") == runtime.repository \

@@ -232,6 +232,24 @@ def test_the_control_plane_publishes_only_the_current_recipes_digests(tmp_path):
     assert workerapi.runtime_digests(settings).digests == {}  # logged; the workers refuse, each with a sentence
 
 
+def test_the_digests_file_is_read_again_only_when_it_changed(tmp_path, monkeypatch):
+    """Every claim asks for the published digests: the file is parsed once, then again only after
+    the builder replaced it (os.replace: a new inode) or it was edited."""
+    path = tmp_path / "digests.json"
+    imagedigests.write(path, {"python:3.11": {"repository": PY.repository, "tag": PY.tag, "digest": GOOD}})
+    reads = []
+    real_read = imagedigests.read
+    monkeypatch.setattr(imagedigests, "read", lambda p: reads.append(p) or real_read(p))
+    for _ in range(3):
+        assert imagedigests.published(path) == {"python:3.11": GOOD}
+    assert len(reads) == 1
+    imagedigests.write(path, {"python:3.11": {"repository": PY.repository, "tag": PY.tag, "digest": OTHER}})
+    assert imagedigests.published(path) == {"python:3.11": OTHER}
+    assert len(reads) == 3  # write() reads the old records to merge, then published() reads the new file
+    path.unlink()
+    assert imagedigests.published(path) == {}
+
+
 def test_the_local_grid_hands_its_api_the_digests_file(tmp_path):
     from rgrid_core.localstate import GridState
     from rgrid_service.localgrid import docker as localdocker
