@@ -276,11 +276,12 @@ def test_containers_whose_runner_has_gone_are_removed(docker_grid, work_root):
     import os
 
     from rgrid_core.runtimes import CATALOGUE
-    from rgrid_runner.container import remove_leftovers, run_labels
+    from rgrid_runner.container import pinned_reference, remove_leftovers, run_labels
 
     engine, registry = docker_grid
     client = engine.client()
-    image = CATALOGUE["python:3.11"].image(registry.address)
+    # The engine holds the images by their recorded digests only (as a worker does), not by tag.
+    image = pinned_reference(CATALOGUE["python:3.11"], registry.address, published_digests(registry)["python:3.11"])
     held, gone = work_root / "ex-live.w-1.lock", work_root / "ex-dead.w-1.lock"
     fd = os.open(held, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
