@@ -316,8 +316,8 @@ def _role(pid: int, cmdline: str, me: int) -> str:
         return "init (reaped orphans: sandboxed scripts)"
     rules = (("weed", "object store (SeaweedFS)"), ("postgres", "PostgreSQL"), ("uvicorn", "API"), ("rgrid_service.api", "API"),
              ("orchestrator", "orchestrator"), ("rgrid_runner.agent", "worker agent"),
-             ("ray::execute", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
-             ("ray::IDLE", "runner (Ray worker incl. sandboxes)"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
+             ("ray::Runner", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
+             ("ray::IDLE", "Ray idle worker processes"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
              ("raynet start", "ray start --block (per node)"),
              ("dashboard/agent", "Ray dashboard agent"), ("runtime_env/agent", "Ray runtime-env agent"),
              ("ray::DashboardAgent", "Ray dashboard agent"), ("ray::RuntimeEnvAgent", "Ray runtime-env agent"),

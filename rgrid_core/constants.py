@@ -6,12 +6,14 @@ WORKER_LABEL = "rgrid-worker"
 SLOT_RESOURCE = "rgrid_slot"
 SLOTS_PER_WORKER = 2  # a standard (2 vCPU) worker
 
-# The detached actor on the head node that owns the runner tasks, found by name.
+# The detached actor on the head node that sends runs to the workers' runners, found by name.
 DISPATCHER_NAME = "rgrid-dispatcher"
 RAY_NAMESPACE = "rgrid"
-# The runner task, named rather than imported: the control plane starts it without importing the
-# worker side (rgrid_runner imports rgrid_service, never the other way round).
-RUNNER_TASK = "rgrid_runner.task:execute"
+# The runner actor's class, named rather than imported: the control plane starts it without
+# importing the worker side (rgrid_runner imports rgrid_service, never the other way round).
+RUNNER_ACTOR = "rgrid_runner.task:RunnerActor"
+# Each worker node's runner actor is found by this name and the node's Ray id.
+RUNNER_NAME_PREFIX = "rgrid-runner-"
 
 # `rgrid run` exit codes besides the script's own.
 EXIT_TIMED_OUT = 124

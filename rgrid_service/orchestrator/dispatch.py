@@ -1,4 +1,5 @@
-"""Dispatch: queued executions -> placement policy -> the detached dispatch actor (Ray tasks).
+"""Dispatch: queued executions -> placement policy -> the detached dispatch actor -> each worker
+node's runner actor.
 
 Driven by changes: the dispatch loop sleeps on the queue's bell (rgrid_service.queuebell), which
 the API rings when a run is queued or ends or a worker registers, and dispatches at once. A safety
@@ -138,15 +139,28 @@ class Dispatcher:
             log.info("moved %s to a free slot", ", ".join(f"{e}->{w}" for e, w in moves))
         sent = lifecycle.mark_dispatched(self.engine, decisions + moves)
         if sent:
-            self._call("dispatch", [(e, nodes[w].node_id) for e, w in sent])
+            self._call("dispatch", [(e, nodes[w].node_id, nodes[w].slots) for e, w in sent])
             log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
         return sent
 
     def _ray_nodes(self, fresh: bool) -> dict[str, RayNode]:
         now = time.monotonic()
         if fresh or self._nodes is None or now - self._nodes_at >= self.settings.dispatch_interval_seconds:
-            self._nodes, self._nodes_at = ray_worker_nodes(), now
+            nodes = ray_worker_nodes()
+            if nodes != self._nodes:
+                self._prepare_runners(nodes)
+            self._nodes, self._nodes_at = nodes, now
         return self._nodes
+
+    def _prepare_runners(self, nodes: dict[str, RayNode]) -> None:
+        """Have the dispatch actor make the runner of every new live node now, when the node
+        appears, rather than at its first run (a Ray worker process takes a second or more to
+        start), and let go of the runners of nodes gone. A failure is logged: the first run on the
+        node then makes its runner."""
+        try:
+            self._call("prepare", [(n.node_id, n.slots) for n in nodes.values() if n.alive and n.slots])
+        except Exception:  # noqa: BLE001 - an optimisation; the tick goes on
+            log.exception("could not prepare the workers' runners; their first runs will make them")
 
 
 def moved_off(held: RayNode | None, fresh: RayNode | None) -> bool:

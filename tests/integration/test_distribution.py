@@ -90,12 +90,20 @@ def ray_driver(grid):
     ray.shutdown()
 
 
-def test_duplicate_dispatches_commit_once(grid, ray_driver):
-    from rgrid_runner.task import execute
+def a_runner(ray_driver):
+    """A worker node's runner actor (the one the dispatch actor made, found by its name)."""
+    from rgrid_service.orchestrator.snapshot import ray_worker_nodes
+    from rgrid_service.ray_dispatch import runner_on
 
+    node = next(n for n in ray_worker_nodes().values() if n.alive)
+    return runner_on(node.node_id, node.slots)
+
+
+def test_duplicate_dispatches_commit_once(grid, ray_driver):
+    runner = a_runner(ray_driver)
     ex_id = grid.submit(SLEEPER, ["1"])
     # The orchestrator dispatches it too: three runners race for one execution.
-    refs = [execute.remote(ex_id) for _ in range(2)]
+    refs = [runner.execute.remote(ex_id) for _ in range(2)]
     results = ray_driver.get(refs, timeout=120)
     done = grid.wait_all([ex_id])
     assert_committed_once(grid, done)
@@ -105,13 +113,12 @@ def test_duplicate_dispatches_commit_once(grid, ray_driver):
 
 
 def test_task_started_after_cancel_does_nothing(grid, ray_driver):
-    from rgrid_runner.task import execute
-
+    runner = a_runner(ray_driver)
     with grid.api() as api:
         # Queue it on a batch limited to zero free room: simplest is to cancel right after submit.
         ex_id = grid.submit(SLEEPER, ["30"])
         assert api.post(f"/v1/executions/{ex_id}/cancel").json()["status"] == "canceled"
-    assert ray_driver.get(execute.remote(ex_id), timeout=120) == "not-claimed"
+    assert ray_driver.get(runner.execute.remote(ex_id), timeout=120) == "not-claimed"
     with grid.engine().connect() as conn:
         status = conn.execute(select(Execution.status).where(Execution.id == ex_id)).scalar_one()
     assert status == "canceled"

@@ -110,10 +110,12 @@ class OrderedDispatcher(Dispatcher):
     def __init__(self, queued: list[str]):
         super().__init__(settings(), engine=None)
         self.steps: list[tuple] = []
+        self.calls: list[tuple] = []  # every dispatch actor call with its arguments
         self.queued = list(queued)
 
     def _call(self, method: str, *args):
         self.steps.append((method,))
+        self.calls.append((method, *args))
         return []
 
     def _place_and_send(self, nodes):
@@ -153,7 +155,8 @@ def test_the_first_tick_asks_ray_first(monkeypatch):
     d = OrderedDispatcher(["ex-1"])
     ray_answers(monkeypatch, d.steps, {"w1": W1})
     assert d.dispatch_tick(full=True) == 1
-    assert d.steps == [("ray nodes",), ("reap",), ("place", {"w1": W1})]
+    assert d.steps == [("ray nodes",), ("prepare",), ("reap",), ("place", {"w1": W1})]
+    assert ("prepare", [("node-1", 2)]) in d.calls  # the new node's runner is made before its first run
 
 
 def test_runs_sent_to_a_node_ray_no_longer_has_go_back_and_are_placed_with_the_fresh_list(monkeypatch):
@@ -170,7 +173,9 @@ def test_runs_sent_to_a_node_ray_no_longer_has_go_back_and_are_placed_with_the_f
     monkeypatch.setattr(dispatch_module.lifecycle, "release_dispatches", release)
     assert d.dispatch_tick(full=True) == 2
     assert released == [["ex-1", "ex-2"]]
-    assert d.steps == [("place", {"w1": W1}), ("reap",), ("ray nodes",), ("place", fresh)]
+    assert d.steps == [("place", {"w1": W1}), ("reap",), ("ray nodes",), ("prepare",), ("place", fresh)]
+    # The runners: w2's made, w1's (its node dead) let go, as the dispatch actor is told the live nodes.
+    assert ("prepare", [("node-2", 2)]) in d.calls
 
 
 def test_a_tick_between_full_ones_does_not_ask_ray(monkeypatch):
