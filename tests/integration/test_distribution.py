@@ -125,6 +125,35 @@ def test_task_started_after_cancel_does_nothing(grid, ray_driver):
     assert outputs_of(grid, [ex_id]) == []
 
 
+def test_every_worker_node_has_its_runner_before_its_first_run(grid, ray_driver):
+    """The orchestrator has each node's runner made when the node appears (a run must not wait for
+    a Ray worker process to start); each is pinned to its node and runs as many calls at once as
+    the node has slots."""
+    from rgrid_core.constants import RAY_NAMESPACE, RUNNER_NAME_PREFIX
+    from rgrid_service.orchestrator.snapshot import ray_worker_nodes
+
+    from ray._private.state import actors  # the GCS's actor table (Ray's state API needs its dashboard)
+
+    nodes = [n for n in ray_worker_nodes().values() if n.alive]
+    assert len(nodes) == 3
+    names = {RUNNER_NAME_PREFIX + n.node_id for n in nodes}
+    deadline = time.monotonic() + 60  # the orchestrator may still be starting when the grid is up
+    while not names <= {a["Name"] for a in actors().values() if a["State"] == "ALIVE"} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for name in names:
+        try:
+            ray_driver.get_actor(name, namespace=RAY_NAMESPACE)
+        except ValueError:
+            pytest.fail(f"no runner {name}: {[(a['Name'], a['State']) for a in actors().values()]}\n"
+                        f"{_dispatch_log(grid)}")
+
+    alive = {a["Name"]: a for a in actors().values() if a["State"] == "ALIVE" and a["Name"].startswith(RUNNER_NAME_PREFIX)}
+    assert {RUNNER_NAME_PREFIX + n.node_id for n in nodes} <= set(alive)
+    for node in nodes:
+        runner = alive[RUNNER_NAME_PREFIX + node.node_id]
+        assert runner["Address"]["NodeID"] == node.node_id and runner["IsDetached"]
+
+
 def test_restarting_api_and_orchestrator_neither_kills_nor_duplicates(grid):
     from tests.gridctl import restart
 
