@@ -5,6 +5,10 @@ One client per process, kept for the process's life: its connections stay open (
 run costs the same round trips it did when the runner wrote to the database (claim, renews,
 finish; an output-urls call only when the script wrote files).
 
+The API's small JSON requests go through rgrid_runner.apiconnections (http.client, kept alive):
+through httpx they cost a sixth of a no-op run's runner CPU. The presigned transfers stream
+through httpx.
+
 Transient trouble is tried again, then the last error is raised as Unreachable: 503 (the API
 answers, its database is away: nothing expires meanwhile) for the outage budget; no connection, a
 timeout, 502/504 (the API itself away: the orchestrator counts that silence against dead_after)
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import time
@@ -27,6 +32,9 @@ import httpx
 
 from rgrid_core import workerwire as wire
 from rgrid_core.retry import retrying
+
+from .apiconnections import TRANSPORT_ERRORS as API_TRANSPORT_ERRORS
+from .apiconnections import Answer, ApiConnections
 
 log = logging.getLogger("rgrid.workerclient")
 
@@ -83,19 +91,19 @@ class _Transient(Exception):
         self.status = status
 
 
-def _code(r: httpx.Response) -> str | None:
+def _code(r: Answer) -> str | None:
     """The refusal's machine-readable code (ErrorBody.code), if it has one."""
     try:
-        body = r.json()
+        body = json.loads(r.content)
     except ValueError:
         return None
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else None
 
 
-def _detail(r: httpx.Response) -> str:
+def _detail(r: Answer) -> str:
     try:
-        body = r.json()
+        body = json.loads(r.content)
         detail = body.get("detail") if isinstance(body, dict) else None
         if isinstance(detail, str):
             return detail
@@ -103,11 +111,17 @@ def _detail(r: httpx.Response) -> str:
             return str(detail)
     except ValueError:
         pass
-    return (r.text or r.reason_phrase or "")[:300]
+    return (r.text or r.reason or "")[:300]
 
 
 def _is_transient(e: BaseException) -> bool:
+    """Trouble with the store worth trying again."""
     return isinstance(e, (httpx.TransportError, _Transient))
+
+
+def _api_transient(e: BaseException) -> bool:
+    """Trouble with the API worth trying again: no answer, or 502/503/504."""
+    return isinstance(e, (_Transient,) + API_TRANSPORT_ERRORS)
 
 
 class _Budgets:
@@ -120,7 +134,7 @@ class _Budgets:
         self.since: float | None = None
 
     def __call__(self, e: BaseException) -> bool:
-        if not _is_transient(e):
+        if not _api_transient(e):
             return False
         if isinstance(e, _Transient) and e.status == 503:
             self.since = None
@@ -135,25 +149,25 @@ def log_chunks(chunks) -> list[wire.LogChunkIn]:
     return [wire.LogChunkIn(stream=s, data_b64=base64.b64encode(d).decode()) for s, d in chunks]
 
 
-def _closing(r: httpx.Response) -> httpx.Response:
-    r.close()
-    return r
-
-
 class WorkerClient:
-    """Every worker-API call and every presigned transfer, through two keep-alive clients: one
-    for the API (with the token), one for the store (no token: a presigned URL carries its own)."""
+    """Every worker-API call and every presigned transfer, through two keep-alive pools: one for
+    the API (apiconnections, with the token), one for the store (httpx, no token: a presigned URL
+    carries its own). Both are safe to share between the threads of one process: more
+    connections are opened while several runs talk at once, and up to API_CONNECTIONS kept."""
+
+    API_CONNECTIONS = 8
 
     def __init__(self, api_url: str, token: str, outage_budget: float, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None, unreachable_budget: float | None = None):
         self.api_url = api_url.rstrip("/")
         self.budget = outage_budget  # 503: the database away behind the API
         self.unreachable_budget = outage_budget if unreachable_budget is None else min(unreachable_budget, outage_budget)
-        # trust_env=False: a Ray process's environment points HTTP proxies at a closed port (see
-        # rgrid_service.raynet.ray_process_env); the API and the store are reached directly.
-        self.http = httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                                 trust_env=False, transport=transport)
+        # Neither pool reads proxy variables: a Ray process's environment points HTTP proxies at a
+        # closed port (see rgrid_service.raynet.ray_process_env); the API and the store are reached
+        # directly.
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self.http = ApiConnections(self.api_url, timeout, min(timeout, 10.0), keep=self.API_CONNECTIONS)
         self.files = httpx.Client(timeout=httpx.Timeout(120.0, connect=10.0), trust_env=False, transport=transport)
 
     @classmethod
@@ -167,25 +181,26 @@ class WorkerClient:
 
     # ---- the API -----------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body=None, budget: float | None = None):
+    def _call(self, method: str, path: str, body=None, budget: float | None = None) -> bytes | None:
         """One API call, tried again through transient trouble for `budget` seconds (default: the
         outage budget for 503s, the unreachable budget for no answer or 502/504; 0: once).
-        Returns the JSON answer."""
-        payload = body.model_dump(mode="json") if body is not None else None
+        Returns the answer's JSON text (None when empty)."""
+        payload = body.model_dump_json().encode() if body is not None else None
+        headers = self._json_headers if payload is not None else self._headers
 
-        def once() -> httpx.Response:
-            r = self.http.request(method, path, json=payload)
-            if r.status_code in TRANSIENT:
-                raise _Transient(r.status_code, _detail(_closing(r)))
-            return r
+        def once() -> Answer:
+            answer = self.http.request(method, path, payload, headers)
+            if answer.status_code in TRANSIENT:
+                raise _Transient(answer.status_code, _detail(answer))
+            return answer
 
         seconds = self.budget if budget is None else budget
-        when = _Budgets(self.unreachable_budget) if budget is None else _is_transient
+        when = _Budgets(self.unreachable_budget) if budget is None else _api_transient
         began = time.monotonic()
         try:
             r = retrying(once, seconds=seconds, when=when, first_wait=0.2, max_wait=2, log=log) \
                 if seconds > 0 else once()
-        except (httpx.TransportError, _Transient) as e:
+        except (_Transient,) + API_TRANSPORT_ERRORS as e:
             raise Unreachable(f"The control plane at {self.api_url} could not be reached for "
                               f"{time.monotonic() - began:.0f} s ({type(e).__name__}: {e}).") from e
         if r.status_code == 409:
@@ -196,26 +211,26 @@ class WorkerClient:
             raise Rejected(_detail(r))
         if r.status_code >= 400:
             raise RuntimeError(f"The control plane answered {method} {path} with HTTP {r.status_code}: {_detail(r)}")
-        return r.json() if r.content else None
+        return r.content or None
 
     def register(self, slots: int, provider: str, budget: float | None = None,
                  images: list[dict] | None = None) -> wire.RegisterResponse:
         """images: the runtime images the worker holds (container.held_images); None: no Docker."""
         body = wire.RegisterRequest(slots=slots, provider=provider, docker=images is not None, images=images or [])
-        return wire.RegisterResponse.model_validate(self._call("POST", wire.REGISTER, body, budget))
+        return wire.RegisterResponse.model_validate_json(self._call("POST", wire.REGISTER, body, budget))
 
     def runtime_digests(self, budget: float | None = None) -> dict[str, str]:
         """runtime -> the manifest digest of its image: the only images this worker may run."""
-        return wire.RuntimeDigests.model_validate(self._call("GET", wire.RUNTIME_DIGESTS, budget=budget)).digests
+        return wire.RuntimeDigests.model_validate_json(self._call("GET", wire.RUNTIME_DIGESTS, budget=budget)).digests
 
     def heartbeat(self, budget: float | None = 0) -> wire.HeartbeatResponse:
-        return wire.HeartbeatResponse.model_validate(self._call("POST", wire.HEARTBEAT, budget=budget))
+        return wire.HeartbeatResponse.model_validate_json(self._call("POST", wire.HEARTBEAT, budget=budget))
 
     def claim(self, execution_id: str) -> wire.ClaimResponse | None:
         """The run's spec, or None when it is not queued any more (somebody else has it, or it was
         canceled)."""
         try:
-            return wire.ClaimResponse.model_validate(self._call("POST", wire.CLAIM.format(id=execution_id)))
+            return wire.ClaimResponse.model_validate_json(self._call("POST", wire.CLAIM.format(id=execution_id)))
         except Fenced:
             return None
 
@@ -229,7 +244,7 @@ class WorkerClient:
     def input_url(self, execution_id: str, attempt: int, name: str) -> str:
         """A fresh presigned GET for one input (the one from the claim expired)."""
         path = wire.INPUT_URL.format(id=execution_id, attempt=attempt, name=quote(name, safe=""))
-        return wire.InputSpec.model_validate(self._call("GET", path)).url
+        return wire.InputSpec.model_validate_json(self._call("GET", path)).url
 
     def damaged_input(self, execution_id: str, attempt: int, name: str) -> None:
         """Tell the control plane an input's stored copy is damaged, so it is forgotten and the next
@@ -242,7 +257,7 @@ class WorkerClient:
         limit = wire.OutputUrlsRequest.model_fields["files"].metadata[0].max_length
         for i in range(0, len(files), limit):
             body = wire.OutputUrlsRequest(files=[wire.OutputFile(path=p, size=s) for p, s in files[i:i + limit]])
-            answer = wire.OutputUrlsResponse.model_validate(
+            answer = wire.OutputUrlsResponse.model_validate_json(
                 self._call("POST", wire.OUTPUT_URLS.format(id=execution_id, attempt=attempt), body))
             urls.update((u.path, u.url) for u in answer.urls)
         return urls
