@@ -32,11 +32,28 @@ class Limits:
     max_file_mb: int
 
 
+_found: dict[str, str] = {}
+
+
+def find_tool(name: str) -> str | None:
+    """The path of a program (absolute, or looked up on PATH), remembered once found: every run
+    needs the same four (bwrap, prlimit, setpriv, the interpreter), and looking each up on PATH
+    again cost a tenth of a no-op run's runner CPU. One that is missing is looked for again next
+    time (it may be installed meanwhile)."""
+    path = _found.get(name)
+    if path is None:
+        path = name if os.path.isabs(name) and os.path.exists(name) else (
+            None if os.path.isabs(name) else shutil.which(name))
+        if path:
+            _found[name] = path  # one value per name: threads writing it at once write the same
+    return path
+
+
 def resolve_interpreter(runtime: str) -> str:
     if runtime not in RUNTIME_INTERPRETERS:
         raise SandboxError(f"Unknown runtime {runtime!r}. Valid runtimes: {', '.join(SUPPORTED_RUNTIMES)}.")
     for candidate in RUNTIME_INTERPRETERS[runtime]:
-        found = candidate if os.path.isabs(candidate) and os.path.exists(candidate) else shutil.which(candidate)
+        found = find_tool(candidate)
         if found:
             return found
     raise SandboxError(f"This worker has no interpreter for {runtime}; install python3.11 on it.")
@@ -74,7 +91,7 @@ def script_env(user_env: dict[str, str]) -> dict[str, str]:
 
 
 def bwrap_command(workdir: Path, interpreter: str, script: str, args: list[str]) -> list[str]:
-    bwrap = shutil.which("bwrap")
+    bwrap = find_tool("bwrap")
     if not bwrap:
         raise SandboxError("bubblewrap (bwrap) is not installed on this worker; install the 'bubblewrap' package.")
     cmd = [
@@ -127,7 +144,7 @@ def limited_command(cmd: list[str], limits: Limits, uid: int | None) -> list[str
     execs the next: no Python code has to run between fork and exec, so the runner can start the
     sandbox with vfork. Forking a whole Ray worker process (a preexec_fn rules vfork out) took
     8 ms per run, a third of a no-op script's run. Same limits as preexec()."""
-    prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
+    prlimit, setpriv = find_tool("prlimit"), find_tool("setpriv")
     if not prlimit or (uid is not None and not setpriv):
         raise SandboxError("This worker lacks prlimit/setpriv; install the 'util-linux' package.")
     mem = limits.memory_mb * 1024 * 1024

@@ -32,6 +32,20 @@ def _triples(cmd: list[str], flag: str) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------ command line
 
+def test_a_tool_found_is_remembered_and_a_missing_one_looked_for_again(tmp_path, monkeypatch):
+    name = f"rgrid-test-tool-{os.getpid()}-{tmp_path.name}"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert sandbox.find_tool(name) is None
+    tool = tmp_path / name
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert sandbox.find_tool(name) == str(tool)  # installed meanwhile: found now
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert sandbox.find_tool(name) == str(tool)  # remembered, not looked up on PATH again
+    assert sandbox.find_tool(str(tmp_path / "absent")) is None
+    assert sandbox.find_tool(str(tool)) == str(tool)
+
+
 def test_bwrap_command_shape(tmp_path):
     need_bwrap()
     cmd = bwrap_command(tmp_path, "/usr/bin/python3.11", "process.py", ["/work/data.csv", "--n", "3"])
@@ -68,6 +82,7 @@ def test_interpreter_outside_usr_gets_its_prefix_bound_read_only(tmp_path):
 
 def test_bwrap_command_without_bwrap_is_a_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no bwrap on it
+    monkeypatch.setattr(sandbox, "_found", {})  # a worker process that has not found it before
     with pytest.raises(SandboxError, match="install the 'bubblewrap' package"):
         bwrap_command(tmp_path, "/usr/bin/python3.11", "s.py", [])
 
