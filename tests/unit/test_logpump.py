@@ -18,9 +18,7 @@ def _wait(pred, timeout=5.0):
 
 
 def _join(pump: LogPump):
-    for t in pump.threads:
-        t.join(timeout=5)
-        assert not t.is_alive()
+    assert pump.join(5)  # every pipe read to its end
 
 
 def _pipe_with(pump: LogPump, stream: str, parts: list[bytes]) -> None:
@@ -200,3 +198,25 @@ def test_stdout_written_just_before_stderr_comes_first():
     os.close(err_w)
     _join(pump)
     assert pump.take()[0] == [("stdout", b"out\n"), ("stderr", b"err\n")]
+
+
+def test_one_reader_thread_serves_the_pipes_of_many_runs_at_once():
+    pumps, writers = [], []
+    for i in range(20):
+        pump = LogPump(1 << 20)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pump.start({"stdout": out_r, "stderr": err_r})
+        pumps.append(pump)
+        writers.append((out_w, err_w))
+    for i, (out_w, err_w) in enumerate(writers):
+        os.write(out_w, b"run %d out\n" % i)
+        os.write(err_w, b"run %d err\n" % i)
+    assert [t.name for t in threading.enumerate()].count("log-reader") == 1
+    for i, (pump, (out_w, err_w)) in enumerate(zip(pumps, writers)):
+        assert not pump.drained()  # its pipes are still open
+        os.close(out_w)
+        os.close(err_w)
+        _join(pump)
+        assert pump.take()[0] == [("stdout", b"run %d out\n" % i), ("stderr", b"run %d err\n" % i)]
+        assert pump.drained()
