@@ -25,6 +25,7 @@ from rgrid_core.states import ExecutionStatus
 from rgrid_core.workerwire import CommittedOutput, FinishRequest, InputSpec
 
 from . import container, layers, sandbox, staging
+from .deadlines import DEADLINES
 from .inputcache import InputCache
 from .logpump import LogPump
 from .settings import WorkerSettings
@@ -457,8 +458,8 @@ def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Lim
                stages: StageClock, last: LastChunks):
     """Pump logs, renew the lease, enforce the wall clock. Returns (fenced, timed_out).
 
-    The wall clock is also a timer of its own: a renew riding out an API outage blocks the loop,
-    and the script must not outlive its timeout meanwhile."""
+    The wall clock is also a deadline of its own (rgrid_runner.deadlines): a renew riding out an
+    API outage blocks the loop, and the script must not outlive its timeout meanwhile."""
     watch = ExitWatch(proc)
     expired = threading.Event()
 
@@ -467,9 +468,7 @@ def _supervise(client, settings, lease, proc, pump: LogPump, limits: sandbox.Lim
             expired.set()
             _kill(proc)
 
-    timer = threading.Timer(limits.wall_seconds, expire)
-    timer.daemon = True
-    timer.start()
+    timer = DEADLINES.after(limits.wall_seconds, expire)
     try:
         fenced, timed_out = _supervise_loop(client, settings, lease, proc, pump, limits, tail, watch, stages, last)
         return fenced, timed_out or expired.is_set()
