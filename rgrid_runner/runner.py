@@ -266,7 +266,10 @@ class LeaseKeeper:
     _lock = threading.Lock()
     _held: dict = {}  # Lease -> (client, renew interval, last renew, StageClock or None)
     _thread: threading.Thread | None = None
-    _wake = threading.Event()  # a new lease: the thread recomputes its sleep at once
+    _wake = threading.Event()  # a lease due sooner than the thread's sleep: it recomputes it at once
+    # When the thread's sleep ends (monotonic): a lease due later need not wake it. Infinite while
+    # it is awake, as a lease added after its look at the held ones must wake it.
+    _wakes_at = float("inf")
 
     def __init__(self, client: WorkerClient, lease: Lease, settings: WorkerSettings,
                  stages: "StageClock | None" = None):
@@ -277,8 +280,10 @@ class LeaseKeeper:
     def __enter__(self):
         cls = type(self)
         with cls._lock:
-            cls._held[self.lease] = (self.client, self.interval, time.monotonic(), self.stages, self.fenced)
-            cls._wake.set()
+            now = time.monotonic()
+            cls._held[self.lease] = (self.client, self.interval, now, self.stages, self.fenced)
+            if now + self.interval < cls._wakes_at:
+                cls._wake.set()  # due before the thread wakes anyway: it recomputes its sleep
             if cls._thread is None or not cls._thread.is_alive():
                 cls._thread = threading.Thread(target=cls._run, daemon=True, name="lease-keeper")
                 cls._thread.start()
@@ -314,8 +319,12 @@ class LeaseKeeper:
                             del cls._held[lease]
                             fenced.set()
                 wait = min(wait, interval)
+            with cls._lock:
+                cls._wakes_at = time.monotonic() + max(0.01, wait)
             cls._wake.wait(max(0.01, wait))
-            cls._wake.clear()
+            with cls._lock:
+                cls._wakes_at = float("inf")
+                cls._wake.clear()
 
 
 def _sandbox_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, limits: sandbox.Limits, uid):
