@@ -87,6 +87,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             raise exc
         return JSONResponse(status_code=503, content={"detail": DB_AWAY}, headers={"Retry-After": "5"})
 
-    for module in (health, cluster, executions, batches, follow, fleet, spend, metrics, runtimes, worker):
+    # The worker router first: FastAPI tries the routes in order, and every run's claim and finish
+    # used to be matched against the twenty-odd tenant and operator routes before its own. No
+    # path of one router is a path of another, so the order changes nothing else.
+    for module in (worker, health, cluster, executions, batches, follow, fleet, spend, metrics, runtimes):
         app.include_router(module.router)
     return app
