@@ -3,6 +3,7 @@ caller an API key speaks for, the operator scope that fleet endpoints require, a
 worker token speaks for (the worker API)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,6 +15,7 @@ from rgrid_core.workerwire import TOKEN_PREFIX
 
 from ..auth import Caller, caller_for_hash, hash_key
 from ..queuebell import Bell
+from ..secrets import ControlPlaneKeys
 from ..settings import ServiceSettings
 from ..storage import ObjectStore
 from . import workerapi
@@ -99,11 +101,28 @@ def get_worker(engine: EngineDep, request: Request,
     return workerapi.authenticate(engine, request.app.state.keys, creds.credentials if creds else None)
 
 
-async def get_worker_id(request: Request,
-                        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
-    """The worker id a valid token names, without reading its record: for claim, renew and finish,
-    whose fenced writes also require the worker not given up (and read it only on a refusal)."""
-    return workerapi.token_worker_id(request.app.state.keys, creds.credentials if creds else None)
+@dataclass(frozen=True)
+class RunCall:
+    """What claim, renew and finish (every run's path) need, from one dependency: FastAPI's solving
+    of each dependency was the largest share of these requests' CPU after the database's, and
+    they took five each (the token, engine, store, bell, settings)."""
+
+    worker_id: str  # named by a valid token; its record is not read (see get_run_call)
+    engine: Engine
+    store: ObjectStore
+    bell: Bell
+    keys: ControlPlaneKeys
+    settings: ServiceSettings
+
+
+async def get_run_call(request: Request,
+                       creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> RunCall:
+    """The worker id a valid token names, without reading its record (claim, renew and finish fold
+    whether that worker may still act into their fenced writes, and read it only on a refusal),
+    with the app's engine, store, bell, keys and settings."""
+    state = request.app.state
+    worker_id = workerapi.token_worker_id(state.keys, creds.credentials if creds else None)
+    return RunCall(worker_id, state.engine, state.store, state.bell, state.keys, state.settings)
 
 
 async def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -> TokenWorker:
@@ -113,4 +132,4 @@ async def get_live_worker(worker: Annotated[TokenWorker, Depends(get_worker)]) -
 
 
 WorkerDep = Annotated[TokenWorker, Depends(get_live_worker)]
-TokenWorkerIdDep = Annotated[str, Depends(get_worker_id)]
+RunCallDep = Annotated[RunCall, Depends(get_run_call)]

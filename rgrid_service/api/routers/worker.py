@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
 from rgrid_core import workerwire as wire
 
 from .. import workerapi
-from ..deps import BellDep, EngineDep, SettingsDep, StoreDep, TokenWorkerIdDep, WorkerDep
+from ..deps import BellDep, EngineDep, RunCall, RunCallDep, SettingsDep, StoreDep, WorkerDep
 from ..errors import responses
 
 # What each status means to a worker (rgrid_core.workerwire's docstring), for the OpenAPI.
@@ -41,11 +41,7 @@ AttemptPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="The attempt t
 
 # Claim, renew and finish (every run's path) are `async def` handing their database work to the
 # thread pool themselves: a plain `def` route costs two hops there and back (FastAPI validates a
-# sync route's response in the pool too), these one.
-
-
-def _keys(request: Request):
-    return request.app.state.keys
+# sync route's response in the pool too), these one. They take one dependency (deps.RunCall).
 
 
 @router.post(wire.REGISTER, response_model=wire.RegisterResponse, responses=refusals(403))
@@ -71,30 +67,28 @@ def heartbeat(worker: WorkerDep, engine: EngineDep):
 
 
 @router.post(wire.CLAIM, response_model=wire.ClaimResponse, responses=refusals(403, 404, 409))
-async def claim(id: str, worker_id: TokenWorkerIdDep, engine: EngineDep, store: StoreDep, request: Request,
-                bell: BellDep, settings: SettingsDep):
+async def claim(id: str, call: RunCallDep):
     """Take a run dispatched to this worker: its spec, its env values (never log them) and a
     presigned GET per input."""
-    return await run_in_threadpool(_claim_and_tell, bell, engine, store, _keys(request), worker_id, id, settings)
+    return await run_in_threadpool(_claim_and_tell, call, id)
 
 
-def _claim_and_tell(bell, engine, store, keys, worker_id: str, execution_id: str, settings):
-    claimed = workerapi.claim(engine, store, keys, worker_id, execution_id, settings)
-    bell.changed(execution_id)  # its followers see it running
+def _claim_and_tell(call: RunCall, execution_id: str):
+    claimed = workerapi.claim(call.engine, call.store, call.keys, call.worker_id, execution_id, call.settings)
+    call.bell.changed(execution_id)  # its followers see it running
     return claimed
 
 
 @router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
-async def renew(id: str, attempt: AttemptPath, body: wire.RenewRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
-                bell: BellDep):
+async def renew(id: str, attempt: AttemptPath, body: wire.RenewRequest, call: RunCallDep):
     """Keep the attempt's lease; append its log chunks and stage times."""
-    return await run_in_threadpool(_renew_and_tell, bell, engine, worker_id, id, attempt, body)
+    return await run_in_threadpool(_renew_and_tell, call, id, attempt, body)
 
 
-def _renew_and_tell(bell, engine, worker_id: str, execution_id: str, attempt: int, body: wire.RenewRequest):
-    renewed = workerapi.renew(engine, worker_id, execution_id, attempt, body)
+def _renew_and_tell(call: RunCall, execution_id: str, attempt: int, body: wire.RenewRequest):
+    renewed = workerapi.renew(call.engine, call.worker_id, execution_id, attempt, body)
     if body.logs:
-        bell.changed(execution_id)  # its followers get the new chunks
+        call.bell.changed(execution_id)  # its followers get the new chunks
     return renewed
 
 
@@ -120,15 +114,14 @@ def output_urls(id: str, attempt: AttemptPath, body: wire.OutputUrlsRequest, wor
 
 
 @router.post(wire.FINISH, response_model=wire.FinishResponse, responses=refusals(400, 403, 404, 409))
-async def finish(id: str, attempt: AttemptPath, body: wire.FinishRequest, worker_id: TokenWorkerIdDep, engine: EngineDep,
-                 store: StoreDep, bell: BellDep):
+async def finish(id: str, attempt: AttemptPath, body: wire.FinishRequest, call: RunCallDep):
     """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
     same status is answered the same; a refused attempt's uploaded outputs are deleted."""
-    return await run_in_threadpool(_finish_and_ring, bell, engine, store, worker_id, id, attempt, body)
+    return await run_in_threadpool(_finish_and_ring, call, id, attempt, body)
 
 
-def _finish_and_ring(bell, engine, store, worker_id: str, execution_id: str, attempt: int, body: wire.FinishRequest):
-    finished = workerapi.finish(engine, store, worker_id, execution_id, attempt, body)
+def _finish_and_ring(call: RunCall, execution_id: str, attempt: int, body: wire.FinishRequest):
+    finished = workerapi.finish(call.engine, call.store, call.worker_id, execution_id, attempt, body)
     # Its followers see the end, and a slot is free: one NOTIFY statement on PostgreSQL (in the pool too).
-    bell.changed(execution_id, ring_queue=True)
+    call.bell.changed(execution_id, ring_queue=True)
     return finished
