@@ -253,11 +253,13 @@ def _decoded(logs: list[wire.LogChunkIn], execution_id: str) -> list[tuple[str, 
 
 def input_url(engine: Engine, store: ObjectStore, worker: TokenWorker, execution_id: str, attempt: int,
               name: str) -> wire.InputSpec:
-    """A fresh presigned GET of one input of this run (its cached copy was missing or expired)."""
+    """A fresh presigned GET of one input of this run (its URL from the claim expired), signed
+    now rather than reused (ObjectStore.presign_worker_get)."""
     run = _held(engine, worker, execution_id, attempt)
     spec = _named_input(run, execution_id, name)
     return wire.InputSpec(name=spec["name"], kind=spec.get("kind", "file"), sha256=spec["sha256"],
-                          size=int(spec.get("size") or 0), url=store.presign_worker_get(_input_key(execution_id, spec)))
+                          size=int(spec.get("size") or 0),
+                          url=store.presign_worker_get(_input_key(execution_id, spec), fresh=True))
 
 
 def _named_input(run, execution_id: str, name: str) -> dict:
