@@ -24,6 +24,7 @@ from .follow import Watcher
 from .keycache import VerifiedKeys
 from .metrics import registry_for
 from .routers import batches, cluster, executions, fleet, follow, health, metrics, runtimes, spend, worker
+from .workerlane import WorkerLane
 
 DB_AWAY = "The database is not reachable right now. Nothing was lost; try again in a few seconds."
 
@@ -92,4 +93,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     # path of one router is a path of another, so the order changes nothing else.
     for module in (worker, health, cluster, executions, batches, follow, fleet, spend, metrics, runtimes):
         app.include_router(module.router)
+    # Claim, renew and finish as a worker sends them skip FastAPI's routing and validation
+    # (workerlane.py); any other request, and any of theirs that is not so plain, goes on to FastAPI.
+    app.add_middleware(WorkerLane, api=app)
     return app
