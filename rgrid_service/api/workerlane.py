@@ -54,9 +54,9 @@ class Lane:
 
 
 LANES = (
-    Lane(wire.CLAIM, None, routes._claim_and_tell, wire.ClaimResponse),
-    Lane(wire.FINISH, wire.FinishRequest, routes._finish_and_ring, wire.FinishResponse),
-    Lane(wire.RENEW, wire.RenewRequest, routes._renew_and_tell, wire.RenewResponse),
+    Lane(wire.CLAIM, None, routes.claim_and_tell, wire.ClaimResponse),
+    Lane(wire.FINISH, wire.FinishRequest, routes.finish_and_ring, wire.FinishResponse),
+    Lane(wire.RENEW, wire.RenewRequest, routes.renew_and_tell, wire.RenewResponse),
 )
 _MATCHERS = [(lane, lane.regex) for lane in LANES]
 

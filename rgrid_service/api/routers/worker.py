@@ -70,10 +70,11 @@ def heartbeat(worker: WorkerDep, engine: EngineDep):
 async def claim(id: str, call: RunCallDep):
     """Take a run dispatched to this worker: its spec, its env values (never log them) and a
     presigned GET per input."""
-    return await run_in_threadpool(_claim_and_tell, call, id)
+    return await run_in_threadpool(claim_and_tell, call, id)
 
 
-def _claim_and_tell(call: RunCall, execution_id: str):
+def claim_and_tell(call: RunCall, execution_id: str):
+    """The claim's work in the thread pool (the route's and the worker lane's, api/workerlane.py)."""
     claimed = workerapi.claim(call.engine, call.store, call.keys, call.worker_id, execution_id, call.settings)
     call.bell.changed(execution_id)  # its followers see it running
     return claimed
@@ -82,10 +83,11 @@ def _claim_and_tell(call: RunCall, execution_id: str):
 @router.post(wire.RENEW, response_model=wire.RenewResponse, responses=refusals(400, 403, 404, 409))
 async def renew(id: str, attempt: AttemptPath, body: wire.RenewRequest, call: RunCallDep):
     """Keep the attempt's lease; append its log chunks and stage times."""
-    return await run_in_threadpool(_renew_and_tell, call, id, attempt, body)
+    return await run_in_threadpool(renew_and_tell, call, id, attempt, body)
 
 
-def _renew_and_tell(call: RunCall, execution_id: str, attempt: int, body: wire.RenewRequest):
+def renew_and_tell(call: RunCall, execution_id: str, attempt: int, body: wire.RenewRequest):
+    """The renew's work in the thread pool (the route's and the worker lane's)."""
     renewed = workerapi.renew(call.engine, call.worker_id, execution_id, attempt, body)
     if body.logs:
         call.bell.changed(execution_id)  # its followers get the new chunks
@@ -117,10 +119,11 @@ def output_urls(id: str, attempt: AttemptPath, body: wire.OutputUrlsRequest, wor
 async def finish(id: str, attempt: AttemptPath, body: wire.FinishRequest, call: RunCallDep):
     """Commit the attempt's status and outputs (each checked in the store). Finishing again with the
     same status is answered the same; a refused attempt's uploaded outputs are deleted."""
-    return await run_in_threadpool(_finish_and_ring, call, id, attempt, body)
+    return await run_in_threadpool(finish_and_ring, call, id, attempt, body)
 
 
-def _finish_and_ring(call: RunCall, execution_id: str, attempt: int, body: wire.FinishRequest):
+def finish_and_ring(call: RunCall, execution_id: str, attempt: int, body: wire.FinishRequest):
+    """The finish's work in the thread pool (the route's and the worker lane's)."""
     finished = workerapi.finish(call.engine, call.store, call.worker_id, execution_id, attempt, body)
     # Its followers see the end, and a slot is free: one NOTIFY statement on PostgreSQL (in the pool too).
     call.bell.changed(execution_id, ring_queue=True)
