@@ -316,7 +316,7 @@ def _role(pid: int, cmdline: str, me: int) -> str:
         return "init (reaped orphans: sandboxed scripts)"
     rules = (("weed", "object store (SeaweedFS)"), ("postgres", "PostgreSQL"), ("uvicorn", "API"), ("rgrid_service.api", "API"),
              ("orchestrator", "orchestrator"), ("rgrid_runner.agent", "worker agent"),
-             ("ray::Runner", "runner (Ray worker incl. sandboxes)"), ("ray::DispatchActor", "dispatch actor"),
+             ("ray::Runner", "runner (Ray worker incl. sandboxes)"),
              ("ray::IDLE", "Ray idle worker processes"), ("raylet", "raylet"), ("gcs_server", "Ray GCS"),
              ("raynet start", "ray start --block (per node)"),
              ("dashboard/agent", "Ray dashboard agent"), ("runtime_env/agent", "Ray runtime-env agent"),

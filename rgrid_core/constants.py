@@ -1,4 +1,4 @@
-"""Names that cross a process boundary: Ray labels and resources, the dispatcher's address, exit codes."""
+"""Names that cross a process boundary: Ray labels, resources and actor names, exit codes."""
 from __future__ import annotations
 
 # A Ray worker node carries this label with its worker id, and this resource, one unit per slot.
@@ -6,8 +6,7 @@ WORKER_LABEL = "rgrid-worker"
 SLOT_RESOURCE = "rgrid_slot"
 SLOTS_PER_WORKER = 2  # a standard (2 vCPU) worker
 
-# The detached actor on the head node that sends runs to the workers' runners, found by name.
-DISPATCHER_NAME = "rgrid-dispatcher"
+# The Ray namespace of the grid's named actors (each worker node's runner).
 RAY_NAMESPACE = "rgrid"
 # The runner actor's class, named rather than imported: the control plane starts it without
 # importing the worker side (rgrid_runner imports rgrid_service, never the other way round).

@@ -1,7 +1,7 @@
 """The runner on each worker node: one Ray actor per node that runs the executions dispatched to it.
 
 One actor, not a Ray task per run: a task asks the node's raylet for a lease and a worker process
-every time (about 3 ms of CPU per run across the dispatch actor, the raylets and the worker, and
+every time (about 3 ms of CPU per run across its caller, the raylets and the worker, and
 a burst made the raylet start spare worker processes that did nothing), while an actor call goes
 straight to a process that is already there (0.3 ms). The actor runs a call per thread, at most as
 many at once as the node has slots (`max_concurrency`), so a run dispatched ahead waits in the

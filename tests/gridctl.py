@@ -34,7 +34,7 @@ def restart_s3(home: Path, down_seconds: float) -> None:
 
 
 def restart_head(home: Path, down_seconds: float) -> float:
-    """SIGKILL the Ray head (GCS, its raylet, the dashboard, the dispatch actor), keep it away for
+    """SIGKILL the Ray head (GCS, its raylet, the dashboard), keep it away for
     down_seconds, start it again on the same port. Without GCS fault tolerance it is a new cluster:
     the workers' nodes and the orchestrator's driver must join it again. Returns when the new head
     started (time.monotonic())."""

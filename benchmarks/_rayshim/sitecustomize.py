@@ -1,8 +1,8 @@
 """Benchmark-only shim that lets Ray's own Jobs API work on a benchmark grid, for the side-by-side
 comparison in benchmarks/dispatch_overhead.py. benchmarks/_grid.py puts this directory on the
 PYTHONPATH of the grid's processes only when asked (local_grid(ray_jobs=True)); it acts in exactly
-one process, the head's dashboard agent, which RGrid's own path (API, orchestrator, dispatch actor,
-runner tasks) does not go through.
+one process, the head's dashboard agent, which RGrid's own path (API, orchestrator, the runner
+actors) does not go through.
 
 Why: on a submission the dashboard agent calls ray.init("127.0.0.1:<gcs port>"), and Ray rewrites
 127.0.0.1 to the machine's other interface address (here 192.0.2.2); the GCS is not reached there,

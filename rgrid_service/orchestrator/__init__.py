@@ -1,6 +1,6 @@
 """The orchestrator process: APScheduler jobs that each gather a snapshot, ask a pure policy, and act.
 
-- dispatch (dispatch.py): queued executions -> placement -> the dispatch actor's Ray tasks;
+- dispatch (dispatch.py): queued executions -> placement -> a call on each worker node's runner actor;
 - sweep (health.py): heartbeats and Ray's node states -> dead-worker rule -> declare dead;
 - provisioning (fleet.py): queue and workers -> provisioning, billing-hour and boot-timeout rules
   -> worker records -> one fleet update at a time, off the scheduler's thread;

@@ -3,7 +3,7 @@
 The jobs run in a child process that this one starts again whenever it dies. Ray ends a driver
 whose head went away (a fatal error on its next call to the GCS, or 60 s without one), and a head
 restarted without GCS fault tolerance is a new cluster that only a new driver can join. The new
-child connects to it and creates the dispatch actor there; everything else it reads from the
+child connects to it and makes the workers' runners there; everything else it reads from the
 database.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Dispatch: queued executions -> placement policy -> the detached dispatch actor -> each worker
-node's runner actor.
+"""Dispatch: queued executions -> placement policy -> a call on the chosen worker node's runner
+(rgrid_service.ray_dispatch).
 
 Driven by changes: the dispatch loop sleeps on the queue's bell (rgrid_service.queuebell), which
 the API rings when a run is queued or ends or a worker registers, and dispatches at once. A safety
@@ -25,7 +25,7 @@ class Dispatcher:
     def __init__(self, settings: ServiceSettings, engine):
         self.settings = settings
         self.engine = engine
-        self._actor = None
+        self._runners = None  # rgrid_service.ray_dispatch.Runners, made at the first call
         self._last_full = float("-inf")
         # Whether the last tick saw runs waiting for a slot or handed ahead: then the safety tick is
         # the dispatch interval (steals and re-dispatches fall due by time), else the idle interval.
@@ -36,25 +36,13 @@ class Dispatcher:
         self._nodes: dict[str, RayNode] | None = None
         self._nodes_at = 0.0
 
-    @property
-    def actor(self):
-        if self._actor is None:
-            from ..ray_dispatch import get_dispatcher
-
-            self._actor = get_dispatcher()
-        return self._actor
-
     def _call(self, method: str, *args):
-        """Call the dispatch actor. If it died with its head, forget it: the next call creates it
-        again (get_if_exists finds none in a new cluster). The runs it was handed stay queued and
-        are sent again after redispatch_after."""
-        import ray
+        """One step on the workers' runners (`send`, `prepare` or `reap`: ray_dispatch.Runners)."""
+        if self._runners is None:
+            from ..ray_dispatch import Runners
 
-        try:
-            return ray.get(getattr(self.actor, method).remote(*args))
-        except ray.exceptions.RayActorError:
-            self._actor = None
-            raise
+            self._runners = Runners()
+        return getattr(self._runners, method)(*args)
 
     def run(self, wake: threading.Event, stop: threading.Event) -> None:
         """The dispatch loop: a tick when the bell rings (at most one per min gap, so a burst of
@@ -139,7 +127,7 @@ class Dispatcher:
             log.info("moved %s to a free slot", ", ".join(f"{e}->{w}" for e, w in moves))
         sent = lifecycle.mark_dispatched(self.engine, decisions + moves)
         if sent:
-            self._call("dispatch", [(e, nodes[w].node_id, nodes[w].slots) for e, w in sent])
+            self._call("send", [(e, nodes[w].node_id, nodes[w].slots) for e, w in sent])
             log.info("dispatched %s", ", ".join(f"{e}->{w}" for e, w in sent))
         return sent
 
@@ -153,7 +141,7 @@ class Dispatcher:
         return self._nodes
 
     def _prepare_runners(self, nodes: dict[str, RayNode]) -> None:
-        """Have the dispatch actor make the runner of every new live node now, when the node
+        """Make the runner of every new live node now, when the node
         appears, rather than at its first run (a Ray worker process takes a second or more to
         start), and let go of the runners of nodes gone. A failure is logged: the first run on the
         node then makes its runner."""

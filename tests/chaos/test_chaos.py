@@ -462,7 +462,7 @@ def test_9_ray_head_killed_and_restarted_during_a_batch(chaos: ChaosGrid):
 
     done = chaos.wait_all(ids + long_ids, timeout=400)
     rep = invariants(chaos, list(done), scenario="9 Ray head (GCS) SIGKILLed and restarted during a batch",
-                     faults="SIGKILL of the Ray head's process group (GCS, raylet, dashboard, dispatch actor), "
+                     faults="SIGKILL of the Ray head's process group (GCS, raylet, dashboard), "
                             "restarted on the same port 3 s later", fault_at=fault_at, store=chaos.store())
     assert rep.statuses == {"succeeded": 26} and rep.duplicated == 0
     with chaos.engine().connect() as conn:

@@ -91,7 +91,7 @@ def ray_driver(grid):
 
 
 def a_runner(ray_driver):
-    """A worker node's runner actor (the one the dispatch actor made, found by its name)."""
+    """A worker node's runner actor (the one the orchestrator made, found by its name)."""
     from rgrid_service.orchestrator.snapshot import ray_worker_nodes
     from rgrid_service.ray_dispatch import runner_on
 

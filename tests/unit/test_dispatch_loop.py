@@ -110,7 +110,7 @@ class OrderedDispatcher(Dispatcher):
     def __init__(self, queued: list[str]):
         super().__init__(settings(), engine=None)
         self.steps: list[tuple] = []
-        self.calls: list[tuple] = []  # every dispatch actor call with its arguments
+        self.calls: list[tuple] = []  # every call on the runners with its arguments
         self.queued = list(queued)
 
     def _call(self, method: str, *args):
@@ -174,7 +174,7 @@ def test_runs_sent_to_a_node_ray_no_longer_has_go_back_and_are_placed_with_the_f
     assert d.dispatch_tick(full=True) == 2
     assert released == [["ex-1", "ex-2"]]
     assert d.steps == [("place", {"w1": W1}), ("reap",), ("ray nodes",), ("prepare",), ("place", fresh)]
-    # The runners: w2's made, w1's (its node dead) let go, as the dispatch actor is told the live nodes.
+    # The runners: w2's made, w1's (its node dead) let go, as the runners are told the live nodes.
     assert ("prepare", [("node-2", 2)]) in d.calls
 
 
