@@ -12,16 +12,33 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 CHUNK = 1024 * 1024
 
 
 class InputCache:
+    # One lock per sha256 being fetched, for the whole process: a node's runs are threads of one
+    # runner process, and the first two runs of a batch usually want the same script at once.
+    _fetching: dict[str, threading.Lock] = {}
+    _fetching_guard = threading.Lock()
+
     def __init__(self, root: Path, limit_bytes: int):
         self.root = root
         self.limit = limit_bytes
+
+    @contextmanager
+    def fetching(self, sha256: str):
+        """Held while one run of this process fetches sha256 into the cache: another run wanting
+        the same file waits, then finds it cached instead of downloading it again."""
+        with self._fetching_guard:
+            lock = self._fetching.setdefault(sha256, threading.Lock())
+        with lock:
+            yield
 
     @classmethod
     def for_settings(cls, settings) -> "InputCache | None":
@@ -74,11 +91,14 @@ class InputCache:
         return entry
 
     def new_entry_path(self, sha256: str) -> Path:
-        """Where to download a file that will become the entry for sha256 (see add())."""
+        """A file of its own to download into, that will become the entry for sha256 (see add()):
+        never shared with another download, whichever process or thread makes it."""
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self._entry(sha256)
-        return self.root / f".{sha256}.{os.getpid()}.part"
+        fd, path = tempfile.mkstemp(dir=self.root, prefix=f".{sha256}.", suffix=".part")
+        os.close(fd)
+        return Path(path)
 
     def add(self, sha256: str, verified_file: Path) -> Path:
         """Publish a downloaded, sha256-checked file as the entry (atomically), then evict."""

@@ -74,13 +74,17 @@ def _fetch(fetch: Fetch, spec: InputSpec, cache: InputCache | None, dest: Path) 
     if cache is None or not cache.worth_caching(spec.size):
         fetch(spec, dest)
         return dest
-    part = cache.new_entry_path(spec.sha256)
-    try:
-        fetch(spec, part)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return cache.add(spec.sha256, part)
+    with cache.fetching(spec.sha256):
+        cached = cache.path_if_valid(spec.sha256)  # fetched by another run meanwhile
+        if cached is not None:
+            return cached
+        part = cache.new_entry_path(spec.sha256)
+        try:
+            fetch(spec, part)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return cache.add(spec.sha256, part)
 
 
 def snapshot(workdir: Path) -> Snapshot:

@@ -345,3 +345,49 @@ def test_names_that_are_not_a_sha256_are_refused(tmp_path, name):
     with pytest.raises(ValueError):
         cache.add(name, tmp_path / "whatever")
     assert not (tmp_path / "out").exists()
+
+
+class SlowStore(CountingStore):
+    """Writes each object in small pieces with a pause between them, so two downloads overlap."""
+
+    def fetch(self, spec: InputSpec, dest: Path) -> None:
+        key = spec.url
+        self.fetches[key] += 1
+        data = self.objects[key]
+        with open(dest, "wb") as f:
+            for i in range(0, len(data), 4096):
+                f.write(data[i:i + 4096])
+                f.flush()
+                time.sleep(0.001)
+
+
+@pytest.mark.parametrize("runs", [2, 4])
+def test_runs_of_one_process_staging_the_same_input_at_once_each_get_it_whole(tmp_path, runs):
+    """A node's runs are threads of one runner process: the first runs of a batch want the same
+    script at the same moment. Each gets the whole file, and it is downloaded once."""
+    import threading
+
+    data = os.urandom(60_000)
+    spec = _file_spec("data.bin", data)
+    store = SlowStore({spec["object_key"]: data})
+    cache = _cache(tmp_path)
+    results: dict[int, object] = {}
+    start = threading.Barrier(runs)
+
+    def run(i: int) -> None:
+        workdir = _new_workdir(tmp_path, f"run-{i}")
+        start.wait()
+        try:
+            stage_inputs(store, f"ex-{i}", [spec], workdir, cache)
+            results[i] = (workdir / "data.bin").read_bytes()
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(results.get(i) == data for i in range(runs)), {i: type(r).__name__ for i, r in results.items()}
+    assert store.fetches[spec["object_key"]] == 1
+    assert _entries(cache) == [spec["sha256"]]  # one entry, no partial download left behind
