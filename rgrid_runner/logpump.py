@@ -125,6 +125,25 @@ class _Reader:
             pass  # the wake pipe is full: the reader is woken already
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:
+            # Never expected; should it happen, the runs reading through this thread must not wait
+            # for pipes nobody reads: their output ends here, and the next run starts a new reader.
+            log.exception("the log reader failed; the output of the runs it read ends here")
+            with self.handed_lock:
+                handed, self.handed = self.handed, []
+            for fd, pump, _stream in handed:
+                self.pipes.setdefault(fd, (pump, _stream, 0))
+            for fd, (pump, _stream, _rank) in list(self.pipes.items()):
+                del self.pipes[fd]
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                pump._pipe_ended()
+
+    def _loop(self) -> None:
         while True:
             with self.handed_lock:
                 handed, self.handed = self.handed, []

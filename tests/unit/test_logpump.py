@@ -220,3 +220,24 @@ def test_one_reader_thread_serves_the_pipes_of_many_runs_at_once():
         _join(pump)
         assert pump.take()[0] == [("stdout", b"run %d out\n" % i), ("stderr", b"run %d err\n" % i)]
         assert pump.drained()
+
+
+def test_a_failed_reader_ends_its_runs_pipes_and_the_next_run_gets_a_new_reader(monkeypatch, caplog):
+    """The reader is one thread per process: should it ever fail, the runs it read must not wait
+    for their pipes forever (a slot lost until the runner restarts)."""
+    from rgrid_runner import logpump
+
+    def broken(self, fd):
+        raise RuntimeError("a bug in the reader")
+
+    monkeypatch.setattr(logpump._Reader, "_read", broken)
+    pump = LogPump(limit_bytes=1000)
+    r, w = os.pipe()
+    pump.start({"stdout": r})
+    os.write(w, b"lost")
+    assert pump.join(5)  # ended, not waited for
+    os.close(w)
+    monkeypatch.undo()
+    after = LogPump(limit_bytes=1000)
+    _pipe_with(after, "stdout", [b"read again\n"])
+    assert after.take()[0] == [("stdout", b"read again\n")]
