@@ -412,13 +412,16 @@ def _container_starter(settings: WorkerSettings, ex, workdir: Path, env: dict, l
 
 
 _docker_clients: dict[str, object] = {}
+_docker_clients_lock = threading.Lock()
 
 
 def _docker(host: str):
-    """One Docker client per engine per worker process (its connection pool is reused by every run)."""
-    if host not in _docker_clients:
-        _docker_clients[host] = container.docker_client(host)
-    return _docker_clients[host]
+    """One Docker client per engine per worker process (its connection pool is reused by every run;
+    the lock keeps two runs starting at once from each making one)."""
+    with _docker_clients_lock:
+        if host not in _docker_clients:
+            _docker_clients[host] = container.docker_client(host)
+        return _docker_clients[host]
 
 
 class ExitWatch:

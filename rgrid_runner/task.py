@@ -42,7 +42,10 @@ class Runner:
     outside its own frame, so runs on one node run side by side."""
 
     def __init__(self):
+        # Made here, before any call: the first runs start on several threads at once, and
+        # lru_cache does not keep two of them from each making a client.
         worker_settings()  # a broken environment shows at creation, not in the first run
+        worker_client()
 
     def execute(self, execution_id: str) -> str:
         from .runner import run_execution

@@ -37,7 +37,11 @@ class Runners:
         import ray
 
         live = {node_id for node_id, _ in nodes}
-        for node_id in [n for n in self.handles if n not in live]:
+        # Only a node Ray no longer has alive loses its runner. The list given holds one node per
+        # worker, so a worker's restarted node and its old one (alive in the GCS until its health
+        # check fails) are not both in it, and the one left out may still be running runs.
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")} if set(self.handles) - live else set()
+        for node_id in [n for n in self.handles if n not in live and n not in alive]:
             try:
                 ray.kill(self.handles.pop(node_id), no_restart=True)
             except Exception:  # noqa: BLE001 - already gone with its node
@@ -45,8 +49,9 @@ class Runners:
         for node_id, slots in nodes:
             self._runner(node_id, slots)
 
-    def reap(self) -> list[tuple[str, str]]:
-        """(execution id, what the runner reported or the error) for every finished call."""
+    def reap(self) -> list[tuple[str, str, bool]]:
+        """(execution id, what the runner reported or the error, whether its runner died) for
+        every finished call. A call whose runner died may never have started its run."""
         import ray
 
         if not self.inflight:
@@ -56,11 +61,12 @@ class Runners:
         for ref in done:
             execution_id, node_id = self.inflight.pop(ref)
             try:
-                results.append((execution_id, str(ray.get(ref))))
+                results.append((execution_id, str(ray.get(ref)), False))
             except Exception as e:  # noqa: BLE001 - the execution's state is the DB's business
+                died = isinstance(e, ray.exceptions.RayActorError)
                 if isinstance(e, ray.exceptions.ActorDiedError):
                     self.handles.pop(node_id, None)  # found again (or made anew) by name on its next run
-                results.append((execution_id, f"runner error: {type(e).__name__}: {e}"[:300]))
+                results.append((execution_id, f"runner error: {type(e).__name__}: {e}"[:300], died))
         return results
 
     def _runner(self, node_id: str, slots: int):

@@ -72,8 +72,8 @@ class Dispatcher:
                 log.exception("dispatch tick failed; will retry on the next ring or tick")
 
     def dispatch_tick(self, full: bool = True) -> int:
-        """Place queued executions and send them. A full tick also collects finished tasks'
-        reports and asks Ray for its nodes afresh; a tick triggered by a queue change between
+        """Place queued executions and send them. A full tick also collects what finished calls
+        reported and asks Ray for its nodes afresh; a tick triggered by a queue change between
         them reuses the node list it got less than an interval ago, so a burst of short runs does
         not cost two Ray round trips per finished run.
 
@@ -102,9 +102,16 @@ class Dispatcher:
         return len(sent) - len(stale) + len(self._place_and_send(fresh))
 
     def _reap(self) -> None:
-        """Log what each finished runner task returned."""
-        for execution_id, outcome in self._call("reap"):
+        """Log what each finished run's call returned. A run whose runner died with its call (its
+        process killed, its node gone) goes back to the queue at once if nobody claimed it: a call
+        queued behind others never started, and would otherwise wait for redispatch_after."""
+        lost = []
+        for execution_id, outcome, runner_died in self._call("reap"):
             log.info("%s: %s", execution_id, outcome)
+            if runner_died:
+                lost.append(execution_id)
+        if lost:
+            lifecycle.release_dispatches(self.engine, lost)
 
     def _place_and_send(self, nodes: dict[str, RayNode]) -> list[tuple[str, str]]:
         """One snapshot, placement and send with this node list; returns (run, worker) sent."""

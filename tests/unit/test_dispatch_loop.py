@@ -232,3 +232,19 @@ def test_a_ring_after_a_tick_that_left_the_grid_quiet_is_not_held_back_by_the_mi
         stop.set()
         wake.set()
         thread.join(5)
+
+
+def test_runs_whose_runner_died_with_their_call_go_back_to_the_queue_at_once(monkeypatch):
+    """A node's runner holds the runs running there and those queued behind them: when its
+    process dies, the queued ones never started and must not wait for redispatch_after."""
+
+    class Reaping(Dispatcher):
+        def _call(self, method: str, *args):
+            assert method == "reap"
+            return [("ex-done", "succeeded", False), ("ex-lost", "runner error: ActorDiedError: …", True),
+                    ("ex-other", "runner error: RayTaskError: …", False)]
+
+    released = []
+    monkeypatch.setattr(dispatch_module.lifecycle, "release_dispatches", lambda engine, ids: released.append(list(ids)))
+    Reaping(settings(), engine=None)._reap()
+    assert released == [["ex-lost"]]
