@@ -133,15 +133,10 @@ class _Reader:
             log.exception("the log reader failed; the output of the runs it read ends here")
             with self.handed_lock:
                 handed, self.handed = self.handed, []
-            for fd, pump, _stream in handed:
-                self.pipes.setdefault(fd, (pump, _stream, 0))
-            for fd, (pump, _stream, _rank) in list(self.pipes.items()):
-                del self.pipes[fd]
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-                pump._pipe_ended()
+            for fd, pump, stream in handed:
+                self.pipes.setdefault(fd, (pump, stream, 0))
+            for fd in list(self.pipes):
+                self._end(fd)
 
     def _loop(self) -> None:
         while True:
@@ -172,7 +167,11 @@ class _Reader:
             pump.queue.put((stream, data))
             return
         self.poller.unregister(fd)
-        del self.pipes[fd]
+        self._end(fd)
+
+    def _end(self, fd: int) -> None:
+        """The pipe reached its end (or can no longer be read): close it and tell its run."""
+        pump, _stream, _rank = self.pipes.pop(fd)
         try:
             os.close(fd)
         except OSError:
