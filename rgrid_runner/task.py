@@ -8,8 +8,8 @@ many at once as the node has slots (`max_concurrency`), so a run dispatched ahea
 actor's queue until a slot frees, as it waited for a slot resource before.
 
 Ray never retries a run (`max_task_retries=0`): re-queueing is the orchestrator's decision. Ray
-starts the actor again, on the same node, if its process dies; the runs it held come back through
-lease expiry.
+starts the actor again, on the same node, if its process dies; the runs it was running come back
+through lease expiry, those queued in it at the orchestrator's next reap.
 """
 from __future__ import annotations
 

@@ -4,17 +4,15 @@ Each worker node has one runner, a detached actor pinned to that node (rgrid_run
 orchestrator makes it when it first sees the node and calls it once per run. Detached, so it
 belongs to no driver: restarting the orchestrator (a Ray driver) neither kills it nor the runs it
 holds, and a new orchestrator finds it again by its name. Ray ends a driver's tasks when the driver
-exits, which is why runs were once sent through a detached dispatch actor; a call on a detached
-actor is not one of those, so the orchestrator now calls the runner itself, one hop fewer per run.
+exits, which is why runs were once sent through a detached dispatch actor; the runner is detached
+and a run it is running goes on when the orchestrator dies (chaos scenario 6), so the orchestrator
+now calls the runner itself, one hop fewer per run.
 """
 from __future__ import annotations
 
 import importlib
-import logging
 
 from rgrid_core.constants import RAY_NAMESPACE, RUNNER_ACTOR, RUNNER_NAME_PREFIX
-
-log = logging.getLogger("rgrid.dispatch")
 
 
 class Runners:

@@ -148,9 +148,9 @@ class Dispatcher:
         return self._nodes
 
     def _prepare_runners(self, nodes: dict[str, RayNode]) -> None:
-        """Make the runner of every new live node now, when the node
-        appears, rather than at its first run (a Ray worker process takes a second or more to
-        start), and let go of the runners of nodes gone. A failure is logged: the first run on the
+        """Make the runner of every new live node now, when the node appears, rather than at its
+        first run (a Ray worker process takes a second or more to start), and end the runners of
+        nodes Ray no longer has alive. A failure is logged: the first run on the
         node then makes its runner."""
         try:
             self._call("prepare", [(n.node_id, n.slots) for n in nodes.values() if n.alive and n.slots])
@@ -159,6 +159,6 @@ class Dispatcher:
 
 
 def moved_off(held: RayNode | None, fresh: RayNode | None) -> bool:
-    """Whether a task sent to `held` can no longer start: Ray has that worker's node no more, or
+    """Whether a run sent to `held` can no longer start: Ray has that worker's node no more, or
     dead, or under another id (restarted)."""
     return held is not None and (fresh is None or not fresh.alive or fresh.node_id != held.node_id)
